@@ -1,0 +1,386 @@
+#!/usr/bin/env python3
+"""The one developer entry point of scrapy_sdi; needs only Python 3.10+ and the standard library.
+
+    python3 dev.py test [pytest args]   set up .venv if needed, then run the test suite
+    python3 dev.py demo [--keep]        crawl the demo site into a local reference SDI API
+
+Setup creates ``.venv`` (``python -m venv``) when it is missing and runs
+``pip install -e ".[test]"`` when setup.cfg/pyproject.toml changed since the last install
+(a hash of them is kept in ``.venv/.dev-install-stamp``).
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import os
+import queue
+import re
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlsplit
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+STAMP = VENV / ".dev-install-stamp"
+INSTALL_INPUTS = ("setup.cfg", "pyproject.toml", "setup.py")
+EXAMPLE_PROJECT = ROOT / "example_project"
+MIN_PYTHON = (3, 10)
+STARTUP_TIMEOUT = 60.0
+STOP_TIMEOUT = 10.0
+SERVER_LINE = re.compile(r"SDI reference server listening on (https?://\S+)")
+SITE_LINE = re.compile(r"Demo site listening on (https?://\S+)")
+DEMO_USER = "demo"
+#: Served by the demo's reference server, so the crawl shows results being filtered out.
+DEMO_FILTERS = {
+    "version": "demo-1",
+    "filters": [
+        {"id": 1, "field": "filename", "kind": "glob", "pattern": "*.tmp"},
+        {"id": 2, "field": "url", "kind": "regex", "pattern": "/private/"},
+    ],
+}
+SHOWN_ROWS = 10
+MASK = "********"
+
+USAGE = """\
+usage: python3 dev.py test [pytest args]
+       python3 dev.py demo [--keep]
+
+  test   create/update .venv, then run pytest with the given arguments
+  demo   start the reference SDI server and the demo site, crawl the site with
+         example_project's "files" spider, then show what the API received
+         (--keep leaves the temporary directory with the databases and logs)
+"""
+
+
+class DevError(Exception):
+    """A failure worth one clear line, not a traceback."""
+
+
+# --- environment ------------------------------------------------------------------------
+
+
+def venv_python() -> Path:
+    if os.name == "nt":
+        return VENV / "Scripts" / "python.exe"
+    return VENV / "bin" / "python"
+
+
+def _inputs_digest() -> str:
+    digest = hashlib.sha256()
+    for name in INSTALL_INPUTS:
+        path = ROOT / name
+        if path.exists():
+            digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def ensure_env() -> Path:
+    """Create .venv when missing; (re)install the project when its metadata changed."""
+    if sys.version_info < MIN_PYTHON:
+        needed = ".".join(map(str, MIN_PYTHON))
+        raise DevError(f"Python {needed}+ is needed, this is {sys.version.split()[0]}")
+    python = venv_python()
+    if not python.exists():
+        print("dev.py: creating .venv", flush=True)
+        if subprocess.call([sys.executable, "-m", "venv", str(VENV)]) != 0:
+            raise DevError("python -m venv failed (on Debian/Ubuntu: apt install python3-venv)")
+    digest = _inputs_digest()
+    if not STAMP.exists() or STAMP.read_text().strip() != digest:
+        print('dev.py: installing the project into .venv (pip install -e ".[test]")', flush=True)
+        cmd = [str(python), "-m", "pip", "install", "-e", ".[test]"]
+        if subprocess.call(cmd, cwd=ROOT) != 0:
+            raise DevError("pip install failed; see its output above")
+        STAMP.write_text(digest + "\n")
+    return python
+
+
+# --- processes --------------------------------------------------------------------------
+
+
+def _wait(proc: subprocess.Popen) -> int:
+    """Wait for a child that shares our terminal: on Ctrl-C it stops by itself; twice kills it."""
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        try:
+            return proc.wait(STOP_TIMEOUT)
+        except (KeyboardInterrupt, subprocess.TimeoutExpired):
+            proc.kill()
+            raise KeyboardInterrupt from None
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _mask(text: str, secret: str) -> str:
+    return text.replace(secret, MASK) if secret else text
+
+
+def _tail(path: Path, secret: str, lines: int = 20) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    return _mask("\n".join(text.splitlines()[-lines:]), secret)
+
+
+def _start_server(
+    procs: list[subprocess.Popen],
+    name: str,
+    cmd: list[str],
+    line: re.Pattern,
+    log: Path,
+    secret: str,
+) -> str:
+    """Start a server, wait for its "listening on URL" line on stdout, return the URL."""
+    with open(log, "w") as log_file:
+        proc = subprocess.Popen(
+            cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=log_file, text=True, errors="replace"
+        )
+    procs.append(proc)
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def pump() -> None:  # keeps draining stdout so the server never blocks on a full pipe
+        with proc.stdout:
+            for text in proc.stdout:
+                lines.put(text)
+        lines.put(None)
+
+    threading.Thread(target=pump, name=f"{name} stdout", daemon=True).start()
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    while True:
+        try:
+            text = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            raise DevError(f"the {name} did not say it was listening within {STARTUP_TIMEOUT:.0f}s;"
+                           f" its log:\n{_tail(log, secret)}") from None
+        if text is None:
+            proc.wait()
+            raise DevError(f"the {name} exited with code {proc.returncode} before listening;"
+                           f" its log:\n{_tail(log, secret)}")
+        match = line.search(text)
+        if match:
+            return match.group(1)
+
+
+def _run_crawl(cmd: list[str], env: dict[str, str], secret: str) -> tuple[int, str]:
+    """Run the crawl, echoing its log (masked) as it comes; return its exit code and log."""
+    proc = subprocess.Popen(
+        cmd, cwd=EXAMPLE_PROJECT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, errors="replace",
+    )
+    captured: list[str] = []
+    interrupted = False
+    try:
+        while True:
+            try:
+                for text in proc.stdout:
+                    text = _mask(text, secret)
+                    captured.append(text)
+                    sys.stdout.write(text)
+                break
+            except KeyboardInterrupt:
+                if interrupted:
+                    raise
+                interrupted = True
+                print("\ndev.py: letting the crawl shut down cleanly (Ctrl-C again to force)",
+                      flush=True)
+        code = _wait(proc)
+    finally:
+        proc.stdout.close()
+        _stop(proc)
+    if interrupted:
+        raise KeyboardInterrupt
+    return code, "".join(captured)
+
+
+# --- reporting --------------------------------------------------------------------------
+
+
+def _get_json(url: str, token: str | None = None, body: dict | None = None) -> object:
+    headers = {"Accept": "application/json"}
+    data = None
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    if body is not None:
+        headers["Content-Type"] = "application/json"
+        data = json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, headers=headers)
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read().decode("utf-8"))
+
+
+def fetch_received(api_url: str, password: str) -> list[dict]:
+    """What the reference server stored: GET <host>/_admin/results (logging in if asked to)."""
+    parts = urlsplit(api_url)
+    admin_url = f"{parts.scheme}://{parts.netloc}/_admin/results"
+    try:
+        data = _get_json(admin_url)
+    except urllib.error.HTTPError as error:
+        if error.code != 401:
+            raise
+        login = {"username": DEMO_USER, "password": password}
+        token = _get_json(api_url.rstrip("/") + "/auth/token", body=login)["access_token"]
+        data = _get_json(admin_url, token=token)
+    if isinstance(data, dict):
+        data = data.get("results", next((v for v in data.values() if isinstance(v, list)), []))
+    if not isinstance(data, list):
+        raise DevError(f"{admin_url} did not answer a list of results")
+    return [row for row in data if isinstance(row, dict)]
+
+
+def print_received(results: list[dict]) -> None:
+    print(f"\nThe SDI API received {len(results)} result(s)", end="")
+    print(f"; the first {SHOWN_ROWS}:" if len(results) > SHOWN_ROWS else ":" if results else ".")
+    rows = [(str(r.get("url", "")), str(r.get("filename", ""))) for r in results[:SHOWN_ROWS]]
+    if rows:
+        width = max(len("URL"), *(len(url) for url, _ in rows))
+        print(f"  {'URL':<{width}}  FILENAME")
+        for url, filename in rows:
+            print(f"  {url:<{width}}  {filename}")
+
+
+def parse_stats(log: str) -> dict[str, object]:
+    """All stats from the last "Dumping Scrapy stats:" block of a crawl log (pprint format)."""
+    start = log.rfind("Dumping Scrapy stats:")
+    if start < 0:
+        return {}
+    block = []
+    for line in log[start:].splitlines()[1:]:
+        if not line.startswith(("{", " ")):
+            break
+        block.append(line)
+    body = "\n".join(block).strip()
+    if body.startswith("{") and body.endswith("}"):
+        body = body[1:-1]
+    stats: dict[str, object] = {}
+    for entry in re.split(r",\n (?=['\"])", body):
+        match = re.match(r"""(['"])(.+?)\1:\s(.*)""", entry.strip(), re.S)
+        if match:
+            raw = " ".join(match.group(3).split())
+            try:
+                stats[match.group(2)] = ast.literal_eval(raw)
+            except (ValueError, SyntaxError):
+                stats[match.group(2)] = raw
+    return stats
+
+
+def print_stats(stats: dict[str, object]) -> None:
+    sdi = {key: value for key, value in stats.items() if key.startswith("sdi/")}
+    print(f"\nItems scraped by the crawl: {stats.get('item_scraped_count', 0)}, "
+          f"dropped: {stats.get('item_dropped_count', 0)}")
+    if not sdi:
+        print("No sdi/ stats in the crawl's stats dump (is scrapy_sdi.SDIPipeline enabled?)")
+        return
+    print("Delivery stats of the crawl (sdi/*):")
+    width = max(len(key) for key in sdi)
+    for key in sorted(sdi):
+        print(f"  {key:<{width}}  {sdi[key]}")
+
+
+# --- commands ---------------------------------------------------------------------------
+
+
+def cmd_test(args: list[str]) -> int:
+    python = ensure_env()
+    code = _wait(subprocess.Popen([str(python), "-m", "pytest", *args], cwd=ROOT))
+    if code == 5:
+        print("dev.py: pytest collected no tests; that counts as a failure", file=sys.stderr)
+    return code
+
+
+def cmd_demo(args: list[str]) -> int:
+    unknown = [arg for arg in args if arg != "--keep"]
+    if unknown:
+        raise DevError(f"unknown demo option(s): {' '.join(unknown)}\n{USAGE}")
+    python = str(ensure_env())
+    tmp = Path(tempfile.mkdtemp(prefix="scrapy-sdi-demo-"))
+    password = secrets.token_urlsafe(18)
+    procs: list[subprocess.Popen] = []
+    try:
+        (tmp / "filters.json").write_text(json.dumps(DEMO_FILTERS))
+        api_url = _start_server(
+            procs, "reference server",
+            [python, "-m", "scrapy_sdi.testing.server", "--port", "0",
+             "--db", str(tmp / "api.db"), "--user", f"{DEMO_USER}:{password}",
+             "--filters", str(tmp / "filters.json")],
+            SERVER_LINE, tmp / "server.log", password,
+        )
+        site_url = _start_server(
+            procs, "demo site", [python, "-m", "scrapy_sdi.testing.demo_site", "--port", "0"],
+            SITE_LINE, tmp / "demo_site.log", password,
+        )
+        print(f"dev.py: SDI API at {api_url} (user {DEMO_USER!r}), demo site at {site_url}")
+        patterns = ", ".join(f"{f['field']} {f['kind']} {f['pattern']!r}"
+                             for f in DEMO_FILTERS["filters"])
+        print(f"dev.py: the API's filters drop results matching: {patterns}", flush=True)
+        env = dict(os.environ, SDI_API_URL=api_url, SDI_USERNAME=DEMO_USER, SDI_PASSWORD=password)
+        code, log = _run_crawl(
+            [python, "-m", "scrapy", "crawl", "files",
+             "-s", f"SDI_BUFFER_PATH={tmp / 'buffer.db'}", "-s", f"DEMO_SITE_URL={site_url}",
+             "-s", "STATS_DUMP=True", "-s", "LOG_LEVEL=INFO"],
+            env, password,
+        )
+        try:
+            results = fetch_received(api_url, password)
+        except (OSError, ValueError, KeyError) as error:
+            print(f"\ndev.py: could not read what the API received: {error}", file=sys.stderr)
+            results = None
+        else:
+            print_received(results)
+        print_stats(parse_stats(log))
+        if code != 0:
+            print(f"\ndev.py: the crawl exited with code {code}", file=sys.stderr)
+            return code
+        return 0 if results else 1
+    finally:
+        for proc in reversed(procs):
+            _stop(proc)
+        if "--keep" in args:
+            print(f"dev.py: kept {tmp} (api.db, buffer.db, server logs)")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+COMMANDS = {"test": cmd_test, "demo": cmd_demo}
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] in (["-h"], ["--help"], ["help"]):
+        print(USAGE)
+        return 0
+    if not argv or argv[0] not in COMMANDS:
+        print(USAGE, file=sys.stderr)
+        return 2
+    try:
+        return COMMANDS[argv[0]](argv[1:])
+    except DevError as error:
+        print(f"dev.py: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\ndev.py: interrupted", file=sys.stderr)
+        return 130
+    except (OSError, urllib.error.URLError) as error:
+        print(f"dev.py: {error}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,511 @@
+"""Where results wait for delivery: a durable SQLite buffer, an in-memory one, and their interface.
+
+Each result is one row moving through ``pending -> in_flight -> delivered | rejected`` (plus
+``filtered`` and ``invalid`` rows that are kept but never sent). A claimed batch is a lease (owner
+and expiry), so a process that dies mid-request leaves rows that the next claimer takes back and
+resends under the same ids: the API answers ``duplicate`` and nothing is stored twice.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from abc import ABC, abstractmethod
+from collections import Counter
+from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import sqlite_utils
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator, Sequence
+
+PENDING, IN_FLIGHT, DELIVERED, REJECTED, FILTERED, INVALID = (
+    "pending",
+    "in_flight",
+    "delivered",
+    "rejected",
+    "filtered",
+    "invalid",
+)
+STATES = (PENDING, IN_FLIGHT, DELIVERED, REJECTED, FILTERED, INVALID)
+#: States that make a URL "already seen" for dedup.
+SEEN_STATES = (PENDING, IN_FLIGHT, DELIVERED, REJECTED)
+
+
+@dataclass(slots=True)
+class Row:
+    """A result entering the buffer: its id, the crawler it belongs to, and its encoded JSON."""
+
+    id: str
+    crawler: str
+    url: str
+    payload: bytes
+    state: str = PENDING
+    reason: str | None = None
+    producer: str = ""  # the run that buffered it, so a close waits for its own rows only
+
+
+@dataclass(slots=True, frozen=True)
+class Claimed:
+    """A row handed to one delivery attempt."""
+
+    id: str
+    payload: bytes
+    attempts: int
+
+
+class Buffer(ABC):
+    """What the pipeline, the delivery loop and the commands need from a buffer.
+
+    Every method is synchronous and short: the callers run them on the reactor thread.
+    ``SDI_BUFFER`` may name any subclass; it is built with ``cls(settings)``.
+    """
+
+    #: Whether rows survive the process (the memory buffer says no).
+    durable = True
+
+    @abstractmethod
+    def enqueue(self, rows: Sequence[Row], dedup: bool) -> list[bool]:
+        """Store rows in one transaction; return for each whether it was stored (False: a seen URL)."""
+
+    @abstractmethod
+    def claim(self, crawler: str, owner: str, limit: int, lease_seconds: float, *, ignore_ready_at: bool = False) -> list[Claimed]:
+        """Lease up to ``limit`` ready pending rows of ``crawler`` to ``owner``, oldest first."""
+
+    @abstractmethod
+    def ack(self, delivered: dict[str, str], rejected: dict[str, str | None]) -> None:
+        """Record outcomes: id -> 'accepted'/'duplicate', and id -> rejection reason."""
+
+    @abstractmethod
+    def release(self, ids: Iterable[str], error: str, delay: float) -> None:
+        """Give leased rows back as pending, one attempt more, not claimable for ``delay`` seconds."""
+
+    @abstractmethod
+    def counts(self, crawler: str | None = None) -> dict[str, int]:
+        """Rows per state (every state present, zero included)."""
+
+    @abstractmethod
+    def export(self, state: str, crawler: str | None = None) -> Iterator[dict[str, Any]]:
+        """Rows in ``state`` as dicts (id, crawler, url, state, attempts, reason, payload...)."""
+
+    @abstractmethod
+    def requeue(self, state: str, crawler: str | None = None, ids: Sequence[str] | None = None) -> int:
+        """Put rows of ``state`` back to pending; return how many."""
+
+    @abstractmethod
+    def outstanding(self, producer: str) -> int:
+        """Rows of one run that are still pending or in flight."""
+
+    @abstractmethod
+    def crawlers_with_pending(self) -> list[str]:
+        """Crawler names that have pending or in-flight rows."""
+
+    def prune(self, older_than_days: float) -> int:
+        """Forget delivered rows older than the retention; return how many."""
+        return 0
+
+    def get_meta(self, key: str) -> str | None:
+        return None
+
+    def set_meta(self, key: str, value: str) -> None:
+        return None
+
+    def oldest_pending_age(self, crawler: str | None = None) -> float | None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    it = iter(items)
+    while chunk := list(islice(it, size)):
+        yield chunk
+
+
+# -- SQLite ---------------------------------------------------------------------------------
+
+SCHEMA_VERSION = 1
+_MIGRATIONS = {
+    1: [
+        """CREATE TABLE IF NOT EXISTS results (
+            rowid INTEGER PRIMARY KEY,
+            id TEXT NOT NULL UNIQUE,
+            crawler TEXT NOT NULL,
+            url TEXT NOT NULL,
+            payload BLOB NOT NULL,
+            state TEXT NOT NULL,
+            producer TEXT NOT NULL DEFAULT '',
+            attempts INTEGER NOT NULL DEFAULT 0,
+            ready_at REAL NOT NULL DEFAULT 0,
+            lease_owner TEXT,
+            lease_until REAL,
+            reason TEXT,
+            last_error TEXT,
+            outcome TEXT,
+            created_at REAL NOT NULL,
+            delivered_at REAL
+        )""",
+        "CREATE INDEX IF NOT EXISTS ix_results_pending ON results (crawler, rowid) WHERE state = 'pending'",
+        "CREATE INDEX IF NOT EXISTS ix_results_lease ON results (lease_until) WHERE state = 'in_flight'",
+        "CREATE INDEX IF NOT EXISTS ix_results_url ON results (crawler, url)",
+        "CREATE INDEX IF NOT EXISTS ix_results_state ON results (state, crawler)",
+        "CREATE INDEX IF NOT EXISTS ix_results_producer ON results (producer) WHERE state IN ('pending', 'in_flight')",
+        "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    ],
+}
+_DEDUP_CHUNK = 500  # SQLite's bound-parameter limit is far above this
+
+
+class BufferFileError(Exception):
+    """The buffer file cannot be used; the message names it and says what to do."""
+
+
+class SQLiteBuffer(Buffer):
+    """Rows in one SQLite file in WAL mode, safe to share between processes on one host."""
+
+    def __init__(self, path: str | os.PathLike[str], *, busy_timeout: float = 30.0) -> None:
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if not self.path.exists():
+                self.path.touch(mode=0o600)
+            conn = sqlite3.connect(str(self.path), isolation_level=None, timeout=busy_timeout, check_same_thread=False)
+            self.db = sqlite_utils.Database(conn)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            self._migrate()
+        except (OSError, sqlite3.DatabaseError) as exc:
+            raise BufferFileError(f"SDI buffer {self.path} cannot be opened: {exc}") from None
+        self._conn = conn
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> SQLiteBuffer:
+        return cls(settings.buffer_path)
+
+    def _migrate(self) -> None:
+        conn = self.db.conn
+        with _transaction(conn):
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise BufferFileError(
+                    f"SDI buffer {self.path} has schema {version}, newer than this scrapy_sdi knows ({SCHEMA_VERSION}): upgrade scrapy_sdi"
+                )
+            for target in range(version + 1, SCHEMA_VERSION + 1):
+                for statement in _MIGRATIONS[target]:
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {target}")
+
+    def enqueue(self, rows: Sequence[Row], dedup: bool) -> list[bool]:
+        now = time.time()
+        with _transaction(self._conn):
+            seen = self._seen_urls(rows) if dedup else set()
+            stored, fresh = [], []
+            for row in rows:
+                key = (row.crawler, row.url)
+                is_new = not (dedup and row.state == PENDING and key in seen)
+                if is_new and dedup and row.state == PENDING:
+                    seen.add(key)  # a URL twice in one group
+                stored.append(is_new)
+                if is_new:
+                    fresh.append((row.id, row.crawler, row.url, row.payload, row.state, row.reason, row.producer, now))
+            self._conn.executemany(
+                "INSERT INTO results (id, crawler, url, payload, state, reason, producer, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                fresh,
+            )
+        return stored
+
+    def _seen_urls(self, rows: Sequence[Row]) -> set[tuple[str, str]]:
+        seen: set[tuple[str, str]] = set()
+        by_crawler: dict[str, list[str]] = {}
+        for row in rows:
+            if row.state == PENDING:
+                by_crawler.setdefault(row.crawler, []).append(row.url)
+        for crawler, urls in by_crawler.items():
+            for chunk in _chunks(urls, _DEDUP_CHUNK):
+                marks = ",".join("?" * len(chunk))
+                cursor = self._conn.execute(
+                    f"SELECT url FROM results WHERE crawler = ? AND url IN ({marks}) AND state IN (?, ?, ?, ?)",
+                    (crawler, *chunk, *SEEN_STATES),
+                )
+                seen.update((crawler, url) for (url,) in cursor)
+        return seen
+
+    def claim(self, crawler: str, owner: str, limit: int, lease_seconds: float, *, ignore_ready_at: bool = False) -> list[Claimed]:
+        now = time.time()
+        ready = float("inf") if ignore_ready_at else now
+        with _transaction(self._conn):
+            self._conn.execute(
+                "UPDATE results SET state = 'pending', lease_owner = NULL, lease_until = NULL "
+                "WHERE state = 'in_flight' AND lease_until < ?",
+                (now,),
+            )
+            rows = self._conn.execute(
+                "UPDATE results SET state = 'in_flight', lease_owner = :owner, lease_until = :until "
+                "WHERE rowid IN (SELECT rowid FROM results WHERE state = 'pending' AND crawler = :crawler "
+                "AND ready_at <= :ready ORDER BY rowid LIMIT :limit) RETURNING rowid, id, payload, attempts",
+                {"owner": owner, "until": now + lease_seconds, "crawler": crawler, "ready": ready, "limit": limit},
+            ).fetchall()
+        rows.sort()  # RETURNING order is unspecified
+        return [Claimed(id_, payload, attempts) for _, id_, payload, attempts in rows]
+
+    def ack(self, delivered: dict[str, str], rejected: dict[str, str | None]) -> None:
+        now = time.time()
+        with _transaction(self._conn):
+            self._conn.executemany(
+                "UPDATE results SET state = 'delivered', outcome = ?, delivered_at = ?, attempts = attempts + 1, "
+                "lease_owner = NULL, lease_until = NULL, last_error = NULL WHERE id = ?",
+                [(outcome, now, id_) for id_, outcome in delivered.items()],
+            )
+            self._conn.executemany(
+                "UPDATE results SET state = 'rejected', reason = ?, delivered_at = ?, attempts = attempts + 1, "
+                "lease_owner = NULL, lease_until = NULL WHERE id = ?",
+                [(reason, now, id_) for id_, reason in rejected.items()],
+            )
+
+    def release(self, ids: Iterable[str], error: str, delay: float) -> None:
+        ready_at = time.time() + delay
+        with _transaction(self._conn):
+            self._conn.executemany(
+                "UPDATE results SET state = 'pending', attempts = attempts + 1, ready_at = ?, last_error = ?, "
+                "lease_owner = NULL, lease_until = NULL WHERE id = ? AND state = 'in_flight'",
+                [(ready_at, error, id_) for id_ in ids],
+            )
+
+    def counts(self, crawler: str | None = None) -> dict[str, int]:
+        counts = dict.fromkeys(STATES, 0)
+        where, params = ("WHERE crawler = ?", (crawler,)) if crawler is not None else ("", ())
+        for state, n in self._conn.execute(f"SELECT state, count(*) FROM results {where} GROUP BY state", params):
+            counts[state] = n
+        return counts
+
+    def counts_by_crawler(self) -> dict[str, dict[str, int]]:
+        table: dict[str, dict[str, int]] = {}
+        for crawler, state, n in self._conn.execute("SELECT crawler, state, count(*) FROM results GROUP BY crawler, state"):
+            table.setdefault(crawler, dict.fromkeys(STATES, 0))[state] = n
+        return table
+
+    def oldest_pending_age(self, crawler: str | None = None) -> float | None:
+        where, params = ("AND crawler = ?", (crawler,)) if crawler is not None else ("", ())
+        (oldest,) = self._conn.execute(
+            f"SELECT min(created_at) FROM results WHERE state IN ('pending', 'in_flight') {where}", params
+        ).fetchone()
+        return None if oldest is None else max(0.0, time.time() - oldest)
+
+    def export(self, state: str, crawler: str | None = None) -> Iterator[dict[str, Any]]:
+        where, params = ("AND crawler = ?", (crawler,)) if crawler is not None else ("", ())
+        yield from self.db.query(
+            "SELECT id, crawler, url, state, attempts, reason, last_error, outcome, created_at, delivered_at, "
+            f"payload FROM results WHERE state = ? {where} ORDER BY rowid",
+            (state, *params),
+        )
+
+    def requeue(self, state: str, crawler: str | None = None, ids: Sequence[str] | None = None) -> int:
+        clauses, params = ["state = ?"], [state]
+        if crawler is not None:
+            clauses.append("crawler = ?")
+            params.append(crawler)
+        if ids:
+            clauses.append(f"id IN ({','.join('?' * len(ids))})")
+            params.extend(ids)
+        with _transaction(self._conn):
+            cursor = self._conn.execute(
+                "UPDATE results SET state = 'pending', ready_at = 0, reason = NULL, lease_owner = NULL, "
+                f"lease_until = NULL WHERE {' AND '.join(clauses)}",
+                params,
+            )
+        return cursor.rowcount
+
+    def outstanding(self, producer: str) -> int:
+        (n,) = self._conn.execute(
+            "SELECT count(*) FROM results WHERE producer = ? AND state IN ('pending', 'in_flight')", (producer,)
+        ).fetchone()
+        return n
+
+    def crawlers_with_pending(self) -> list[str]:
+        return [
+            c for (c,) in self._conn.execute("SELECT DISTINCT crawler FROM results WHERE state IN ('pending', 'in_flight')")
+        ]
+
+    def prune(self, older_than_days: float) -> int:
+        cutoff = time.time() - older_than_days * 86400
+        with _transaction(self._conn):
+            cursor = self._conn.execute(
+                "DELETE FROM results WHERE state = 'delivered' AND delivered_at < ?", (cutoff,)
+            )
+        return cursor.rowcount
+
+    def get_meta(self, key: str) -> str | None:
+        row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else row[0]
+
+    def set_meta(self, key: str, value: str) -> None:
+        with _transaction(self._conn):
+            self._conn.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+class _transaction:
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception: writers queue on the busy timeout."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.conn.execute("BEGIN IMMEDIATE")
+        return self.conn
+
+    def __exit__(self, exc_type: Any, *_: Any) -> None:
+        if exc_type is None:
+            self.conn.execute("COMMIT")
+        else:
+            self.conn.execute("ROLLBACK")
+
+
+# -- memory ---------------------------------------------------------------------------------
+
+
+class MemoryBuffer(Buffer):
+    """The same behaviour without durability: what is undelivered at exit is lost (and counted)."""
+
+    durable = False
+
+    def __init__(self) -> None:
+        self._rows: dict[str, dict[str, Any]] = {}
+        self._pending: dict[str, dict[str, None]] = {}  # crawler -> ids, oldest first
+        self._leased: dict[str, float] = {}  # id -> lease expiry
+        self._seen: set[tuple[str, str]] = set()
+        self._meta: dict[str, str] = {}
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> MemoryBuffer:
+        return cls()
+
+    def enqueue(self, rows: Sequence[Row], dedup: bool) -> list[bool]:
+        stored = []
+        now = time.time()
+        for row in rows:
+            key = (row.crawler, row.url)
+            is_new = not (dedup and row.state == PENDING and key in self._seen)
+            stored.append(is_new)
+            if not is_new:
+                continue
+            self._rows[row.id] = {
+                "id": row.id, "crawler": row.crawler, "url": row.url, "payload": row.payload,
+                "state": row.state, "attempts": 0, "ready_at": 0.0, "reason": row.reason,
+                "last_error": None, "outcome": None, "created_at": now, "delivered_at": None,
+                "producer": row.producer,
+            }
+            if row.state == PENDING:
+                self._seen.add(key)
+                self._pending.setdefault(row.crawler, {})[row.id] = None
+        return stored
+
+    def _to_pending(self, row: dict[str, Any]) -> None:
+        row["state"] = PENDING
+        self._leased.pop(row["id"], None)
+        self._pending.setdefault(row["crawler"], {})[row["id"]] = None
+
+    def claim(self, crawler: str, owner: str, limit: int, lease_seconds: float, *, ignore_ready_at: bool = False) -> list[Claimed]:
+        now = time.time()
+        for id_ in [i for i, until in self._leased.items() if until < now]:
+            self._to_pending(self._rows[id_])
+        queue = self._pending.get(crawler, {})
+        claimed = []
+        for id_ in list(queue):
+            if len(claimed) >= limit:
+                break
+            row = self._rows[id_]
+            if ignore_ready_at or row["ready_at"] <= now:
+                del queue[id_]
+                row["state"] = IN_FLIGHT
+                self._leased[id_] = now + lease_seconds
+                claimed.append(Claimed(id_, row["payload"], row["attempts"]))
+        return claimed
+
+    def ack(self, delivered: dict[str, str], rejected: dict[str, str | None]) -> None:
+        now = time.time()
+        for id_, outcome in delivered.items():
+            self._leased.pop(id_, None)
+            row = self._rows[id_]
+            row.update(state=DELIVERED, outcome=outcome, delivered_at=now, attempts=row["attempts"] + 1)
+        for id_, reason in rejected.items():
+            self._leased.pop(id_, None)
+            row = self._rows[id_]
+            row.update(state=REJECTED, reason=reason, delivered_at=now, attempts=row["attempts"] + 1)
+
+    def release(self, ids: Iterable[str], error: str, delay: float) -> None:
+        ready_at = time.time() + delay
+        for id_ in ids:
+            row = self._rows[id_]
+            if row["state"] == IN_FLIGHT:
+                row.update(ready_at=ready_at, last_error=error, attempts=row["attempts"] + 1)
+                self._to_pending(row)
+
+    def counts(self, crawler: str | None = None) -> dict[str, int]:
+        counts = Counter(r["state"] for r in self._rows.values() if crawler is None or r["crawler"] == crawler)
+        return {state: counts.get(state, 0) for state in STATES}
+
+    def export(self, state: str, crawler: str | None = None) -> Iterator[dict[str, Any]]:
+        for row in list(self._rows.values()):
+            if row["state"] == state and (crawler is None or row["crawler"] == crawler):
+                yield {k: v for k, v in row.items() if k != "ready_at"}
+
+    def requeue(self, state: str, crawler: str | None = None, ids: Sequence[str] | None = None) -> int:
+        wanted = set(ids) if ids else None
+        n = 0
+        for row in self._rows.values():
+            if row["state"] == state and (crawler is None or row["crawler"] == crawler) and (wanted is None or row["id"] in wanted):
+                row.update(ready_at=0.0, reason=None)
+                self._to_pending(row)
+                n += 1
+        return n
+
+    def outstanding(self, producer: str) -> int:
+        return sum(1 for r in self._rows.values() if r["producer"] == producer and r["state"] in (PENDING, IN_FLIGHT))
+
+    def crawlers_with_pending(self) -> list[str]:
+        return sorted({r["crawler"] for r in self._rows.values() if r["state"] in (PENDING, IN_FLIGHT)})
+
+    def oldest_pending_age(self, crawler: str | None = None) -> float | None:
+        ages = [r["created_at"] for r in self._rows.values() if r["state"] in (PENDING, IN_FLIGHT) and (crawler is None or r["crawler"] == crawler)]
+        return max(0.0, time.time() - min(ages)) if ages else None
+
+    def get_meta(self, key: str) -> str | None:
+        return self._meta.get(key)
+
+    def set_meta(self, key: str, value: str) -> None:
+        self._meta[key] = value
+
+
+BUFFERS = {"sqlite": SQLiteBuffer, "memory": MemoryBuffer}
+
+
+def open_buffer(settings: Any) -> Buffer:
+    """Build the buffer SDI_BUFFER names: a built-in name or a dotted class path (like FEED_STORAGES)."""
+    from scrapy.utils.misc import load_object
+
+    from scrapy_sdi.errors import SDIConfigError
+
+    name = settings.buffer
+    if name in BUFFERS:
+        cls = BUFFERS[name]
+    else:
+        try:
+            cls = load_object(name)
+        except (ImportError, NameError, ValueError, AttributeError) as exc:
+            raise SDIConfigError(f"SDI_BUFFER: {name!r} is neither 'sqlite', 'memory' nor an importable class: {exc}") from None
+        if not (isinstance(cls, type) and issubclass(cls, Buffer)):
+            raise SDIConfigError(f"SDI_BUFFER: {name!r} is not a subclass of scrapy_sdi.buffer.Buffer")
+    if hasattr(cls, "from_settings"):
+        return cls.from_settings(settings)
+    return cls()

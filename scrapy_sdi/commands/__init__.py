@@ -1,0 +1,1 @@
+"""The ``scrapy sdi`` command (registered through the ``scrapy.commands`` entry point)."""

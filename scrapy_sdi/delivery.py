@@ -1,0 +1,338 @@
+"""The delivery loop: claim batches from the buffer, post them, record each result's outcome.
+
+It never drops a row on a transient failure: a failed batch goes back to ``pending`` and the whole
+loop backs off (full jitter, or at least the server's Retry-After), because when the API is
+struggling every other batch would fail the same way. A 400 is bisected to isolate the bad
+results, a 413 is split, and only a single result the API refuses is ever marked ``rejected``.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+import uuid
+from typing import TYPE_CHECKING, Any, Callable
+
+from twisted.internet import defer
+
+from scrapy_sdi.errors import SDIAuthError, SDIBadRequest, SDIBatchTooLarge, SDIError, SDIRateLimited
+from scrapy_sdi.mapping import encode_batch
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from scrapy.statscollectors import StatsCollector
+
+    from scrapy_sdi.buffer import Buffer, Claimed
+    from scrapy_sdi.client import Outcome, SDIClient
+    from scrapy_sdi.settings import SDISettings
+
+logger = logging.getLogger(__name__)
+
+LINGER = 0.5  # seconds a partial batch may wait for more rows before it is sent anyway
+TICK = 1.0  # seconds between looks at the buffer for rows that became ready
+
+
+class Delivery:
+    """Keeps up to SDI_CONCURRENT_REQUESTS batches of one crawler's rows in flight."""
+
+    def __init__(
+        self,
+        buffer: Buffer,
+        client: SDIClient | None,
+        settings: SDISettings,
+        *,
+        crawler_name: str | None = None,
+        stats: StatsCollector | None = None,
+        audit: Callable[[dict[str, Any]], None] | None = None,
+        reactor: Any = None,
+    ) -> None:
+        if reactor is None:
+            from twisted.internet import reactor as default_reactor
+
+            reactor = default_reactor
+        self.buffer = buffer
+        self.client = client
+        self.settings = settings
+        self.crawler = crawler_name or settings.crawler_name
+        self.owner = uuid.uuid4().hex  # lease owner and producer id of this run
+        self.stats = stats
+        self._audit = audit
+        self._reactor = reactor
+        self._active: set[defer.Deferred[None]] = set()
+        self._waiters: list[defer.Deferred[None]] = []
+        self._unclaimed = 0  # rows buffered since the last claim, to send full batches
+        #: Rows of this crawler waiting for delivery (an estimate kept in step without queries).
+        self.backlog = 0
+        self._failures = 0  # consecutive failed attempts: drives the backoff
+        self._paused_until = 0.0
+        self._draining = False
+        self._timer: Any = None
+        self._running = False
+        #: Since when the API has been failing (None: it answers), for the status line.
+        self.failing_since: float | None = None
+        self.last_error: str | None = None
+        self.last_delivery: float | None = None
+
+    # -- control --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        counts = self.buffer.counts(self.crawler)
+        self.backlog = counts["pending"] + counts["in_flight"]
+        self._running = True
+        self._schedule(0)
+
+    def wake(self, added: int) -> None:
+        """Rows were buffered: send now if a full batch is ready, else within LINGER."""
+        self._unclaimed += added
+        self.backlog += added
+        if self._unclaimed >= self.settings.batch_size:
+            self._pump()
+        else:
+            self._schedule(LINGER)
+
+    async def drain(self, timeout: float) -> int:
+        """Deliver this run's rows until none is left or ``timeout`` passes; return how many are left."""
+        self._draining = True
+        self._running = True
+        deadline = time.monotonic() + timeout
+        while True:
+            self._pump()
+            if not self._active and self.buffer.outstanding(self.owner) == 0:
+                return 0
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            wait = remaining
+            if not self._active:  # a backoff, or rows leased by another process: look again soon
+                pause = self._paused_until - time.time()
+                wait = min(remaining, pause + 0.05 if pause > 0 else TICK)
+            await self._progress(wait)
+        return self.buffer.outstanding(self.owner)
+
+    async def stop(self) -> None:
+        """Stop claiming and wait for the batches already in flight."""
+        self._running = False
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        while self._active:
+            await defer.DeferredList(list(self._active), consumeErrors=True)
+
+    # -- the loop -------------------------------------------------------------------------
+
+    def _schedule(self, delay: float) -> None:
+        if not self._running:
+            return
+        if self._timer is not None and self._timer.active():
+            if self._timer.getTime() <= self._reactor.seconds() + delay:
+                return
+            self._timer.cancel()
+        self._timer = self._reactor.callLater(delay, self._pump)
+
+    def _pump(self) -> None:
+        """Start batches while there is room, rows are ready and no backoff holds."""
+        if not self._running:
+            return
+        pause = self._paused_until - time.time()
+        if pause > 0:
+            self._schedule(pause)
+            return
+        while len(self._active) < self.settings.concurrent_requests:
+            rows = self.buffer.claim(
+                self.crawler,
+                self.owner,
+                self.settings.batch_size,
+                self.settings.lease_timeout,
+                ignore_ready_at=self._draining,
+            )
+            self._unclaimed = 0
+            if not rows:
+                break
+            d = defer.Deferred.fromCoroutine(self._deliver(rows))
+            self._active.add(d)
+            d.addErrback(self._crashed, rows)
+            d.addBoth(self._finished, d)
+        self._schedule(TICK)
+
+    def _finished(self, _: Any, d: defer.Deferred[None]) -> None:
+        self._active.discard(d)
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            waiter.callback(None)
+        self._pump()
+
+    def _crashed(self, failure: Any, rows: Sequence[Claimed]) -> None:
+        """A bug, not an API failure: keep the rows, say so once, and back off."""
+        logger.error("SDI delivery failed unexpectedly; %(n)d rows stay pending", {"n": len(rows)}, exc_info=failure.value)
+        self.buffer.release([r.id for r in rows], f"internal error: {failure.value!r}"[:200], 0)
+        self._backoff(None)
+
+    def _progress(self, timeout: float) -> defer.Deferred[None]:
+        """Fires when a batch finishes, or after ``timeout`` seconds, whichever is first."""
+        d: defer.Deferred[None] = defer.Deferred()
+        self._waiters.append(d)
+
+        def expire() -> None:
+            if not d.called:
+                self._waiters.remove(d)
+                d.callback(None)
+
+        call = self._reactor.callLater(timeout, expire)
+
+        def cancel_timer(result: Any) -> Any:
+            if call.active():
+                call.cancel()
+            return result
+
+        return d.addBoth(cancel_timer)
+
+    async def wait_for_room(self, limit: int) -> None:
+        """Back-pressure: return once fewer than ``limit`` rows wait for delivery."""
+        while self.backlog >= limit:
+            await self._progress(TICK)
+
+    # -- one batch ------------------------------------------------------------------------
+
+    async def _deliver(self, rows: Sequence[Claimed]) -> None:
+        try:
+            outcomes = await self._post(rows)
+        except (SDIBatchTooLarge, SDIBadRequest) as exc:
+            await self._split(rows, exc)
+            return
+        except SDIError as exc:
+            self._failed(rows, exc)
+            return
+        self._apply(rows, outcomes)
+
+    async def _post(self, rows: Sequence[Claimed]) -> list[Outcome]:
+        body = encode_batch(self.crawler, [r.payload for r in rows])
+        started = time.monotonic()
+        self._inc("sdi/batches_sent")
+        if self.settings.dry_run or self.client is None:
+            logger.debug("SDI dry run: would send %(n)d results (%(bytes)d bytes)", {"n": len(rows), "bytes": len(body)})
+            self._inc("sdi/dry_run/items", len(rows))
+            from scrapy_sdi.client import Outcome
+
+            return [Outcome(r.id, "accepted") for r in rows]
+        try:
+            outcomes = await self.client.submit(body)
+        except SDIError as exc:
+            self._record(rows, started, error=exc)
+            raise
+        self._record(rows, started, outcomes=outcomes)
+        return outcomes
+
+    async def _split(self, rows: Sequence[Claimed], exc: SDIBatchTooLarge | SDIBadRequest) -> None:
+        """Send the halves one after the other, down to the single result the API refuses."""
+        if len(rows) == 1:
+            reason = (
+                "too large: the API refuses this result even alone"
+                if isinstance(exc, SDIBatchTooLarge)
+                else f"bad request: {exc}"
+            )
+            self.buffer.ack({}, {rows[0].id: reason[:500]})
+            self.backlog -= 1
+            self._inc("sdi/items_rejected")
+            logger.warning("SDI result %(id)s rejected: %(reason)s", {"id": rows[0].id, "reason": reason})
+            return
+        size = len(rows) // 2
+        if isinstance(exc, SDIBatchTooLarge) and exc.max_results and exc.max_results < len(rows):
+            size = max(1, exc.max_results)
+        for start in range(0, len(rows), size):
+            part = rows[start : start + size]
+            try:
+                outcomes = await self._post(part)
+            except (SDIBatchTooLarge, SDIBadRequest) as inner:
+                await self._split(part, inner)
+            except SDIError as inner:
+                self._failed(rows[start:], inner)
+                return
+            else:
+                self._apply(part, outcomes)
+
+    def _apply(self, rows: Sequence[Claimed], outcomes: Sequence[Outcome]) -> None:
+        sent = {r.id for r in rows}
+        delivered: dict[str, str] = {}
+        rejected: dict[str, str | None] = {}
+        for outcome in outcomes:
+            if outcome.id not in sent:
+                continue  # an id we never sent: nothing of ours to record
+            if outcome.status == "rejected":
+                rejected[outcome.id] = outcome.reason or "rejected by the API"
+            else:
+                delivered[outcome.id] = outcome.status
+        missing = [r for r in rows if r.id not in delivered and r.id not in rejected]
+        self.buffer.ack(delivered, rejected)
+        self.backlog -= len(delivered) + len(rejected)
+        if missing:
+            self._release(missing, "missing from the API's answer")
+        duplicates = sum(1 for status in delivered.values() if status == "duplicate")
+        self._inc("sdi/items_delivered", len(delivered))
+        self._inc("sdi/items_duplicate", duplicates)
+        self._inc("sdi/items_rejected", len(rejected))
+        self._failures = 0
+        self.failing_since = None
+        self.last_delivery = time.time()
+        logger.debug(
+            "SDI batch of %(n)d: %(ok)d delivered, %(rej)d rejected, %(miss)d to resend",
+            {"n": len(rows), "ok": len(delivered), "rej": len(rejected), "miss": len(missing)},
+        )
+
+    def _failed(self, rows: Sequence[Claimed], exc: SDIError) -> None:
+        """Keep every row; back off the whole loop."""
+        self._inc("sdi/batches_failed")
+        self._inc("sdi/retries", len(rows))
+        self._release(rows, str(exc)[:500])
+        retry_after = exc.retry_after if isinstance(exc, SDIRateLimited) else None
+        self._backoff(retry_after)
+        level = logging.ERROR if isinstance(exc, SDIAuthError) else logging.DEBUG
+        if self.last_error is None or self.failing_since is None:
+            level = max(level, logging.WARNING)  # the first failure of a streak is worth a line
+        if self.failing_since is None:
+            self.failing_since = time.time()
+        self.last_error = str(exc)
+        logger.log(
+            level,
+            "SDI batch of %(n)d not delivered (%(error)s); retrying in %(delay).1fs",
+            {"n": len(rows), "error": exc, "delay": max(0.0, self._paused_until - time.time())},
+        )
+
+    def _release(self, rows: Sequence[Claimed], error: str) -> None:
+        """Back to pending; rows that used up SDI_RETRY_TIMES tries rest for SDI_UNLOCK_DELAY."""
+        tries = self.settings.retry_times + 1
+        resting = [r.id for r in rows if (r.attempts + 1) % tries == 0]
+        at_once = [r.id for r in rows if (r.attempts + 1) % tries != 0]
+        if at_once:
+            self.buffer.release(at_once, error, 0)
+        if resting:
+            self.buffer.release(resting, error, self.settings.unlock_delay)
+
+    def _backoff(self, retry_after: float | None) -> None:
+        self._failures += 1
+        cap = min(self.settings.retry_backoff_max, self.settings.retry_backoff_base * 2 ** (self._failures - 1))
+        delay = random.uniform(0, cap)
+        if retry_after is not None:
+            delay = max(delay, retry_after)
+        self._paused_until = time.time() + delay
+
+    def _record(self, rows: Sequence[Claimed], started: float, *, outcomes: Sequence[Outcome] = (), error: SDIError | None = None) -> None:
+        if self._audit is None:
+            return
+        counts: dict[str, int] = {}
+        for outcome in outcomes:
+            counts[outcome.status] = counts.get(outcome.status, 0) + 1
+        self._audit(
+            {
+                "crawler": self.crawler,
+                "batch_size": len(rows),
+                "status": 200 if error is None else error.status,
+                "latency_ms": round((time.monotonic() - started) * 1000, 1),
+                "outcomes": counts,
+                "error": None if error is None else str(error),
+            }
+        )
+
+    def _inc(self, key: str, count: int = 1) -> None:
+        if self.stats is not None and count:
+            self.stats.inc_value(key, count)

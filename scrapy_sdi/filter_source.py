@@ -1,0 +1,136 @@
+"""Where the filters come from: the API, a cache in the buffer, and a periodic refresh.
+
+A crawl must start when the API is down (the cached filters apply, with their age logged) and
+must pick up new filters during a long crawl without ever running unfiltered because one refresh
+failed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from twisted.internet import defer, task
+
+from scrapy_sdi.errors import SDIError
+from scrapy_sdi.filters import Filter, FilterSet, compile_filters
+
+if TYPE_CHECKING:
+    from scrapy.statscollectors import StatsCollector
+
+    from scrapy_sdi.buffer import Buffer
+    from scrapy_sdi.client import SDIClient
+    from scrapy_sdi.settings import SDISettings
+
+logger = logging.getLogger(__name__)
+
+CACHE_KEY = "filters"
+
+
+class FilterSource:
+    """Holds the current compiled filters and keeps them fresh."""
+
+    def __init__(self, settings: SDISettings, buffer: Buffer, client: SDIClient | None, *, stats: StatsCollector | None = None) -> None:
+        self.settings = settings
+        self.buffer = buffer
+        self.client = client
+        self.stats = stats
+        self.current: FilterSet = compile_filters([])
+        self.source = "none"  # "api" | "cache" | "none" | "disabled"
+        self.fetched_at: float | None = None
+        self._loop: task.LoopingCall | None = None
+        self._refreshing: defer.Deferred[None] | None = None
+
+    @property
+    def required_but_missing(self) -> bool:
+        return self.settings.filters_enabled and self.settings.filters_required and self.source == "none"
+
+    def match(self, url: str, filename: str) -> Filter | None:
+        return self.current.match(url, filename)
+
+    async def load(self) -> None:
+        """At spider open: the API's filters, else the cached ones, else none (and say so)."""
+        if not self.settings.filters_enabled or self.client is None:
+            self._set_source("disabled" if not self.settings.filters_enabled else "none")
+            if self.settings.filters_enabled:
+                logger.warning("SDI filters: no API client, crawling unfiltered")
+            return
+        try:
+            await self._fetch(None)
+            return
+        except SDIError as exc:
+            error = exc
+        cached = self.buffer.get_meta(CACHE_KEY)
+        if cached is not None:
+            data = orjson.loads(cached)
+            self._use(data["filters"], data.get("version"), data.get("fetched_at"), "cache")
+            age = time.time() - (self.fetched_at or time.time())
+            logger.warning(
+                "SDI filters: API unavailable (%(error)s); using %(n)d cached filters, %(age)s old",
+                {"error": error, "n": self.current.count, "age": _age(age)},
+            )
+            return
+        self._set_source("none")
+        if self.settings.filters_required:
+            logger.error("SDI filters: API unavailable (%(error)s) and no cached filters; SDI_FILTERS_REQUIRED closes the spider", {"error": error})
+        else:
+            logger.warning("SDI filters: API unavailable (%(error)s) and no cached filters; crawling unfiltered", {"error": error})
+
+    def start(self) -> None:
+        interval = self.settings.filters_refresh_interval
+        if interval > 0 and self.client is not None and self.settings.filters_enabled:
+            self._loop = task.LoopingCall(self._refresh)
+            self._loop.start(interval, now=False)
+
+    def stop(self) -> None:
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+
+    async def close(self) -> None:
+        self.stop()
+        if self._refreshing is not None:
+            await self._refreshing
+
+    def _refresh(self) -> defer.Deferred[None]:
+        """One refresh; a failure keeps the current filters."""
+        self._refreshing = defer.Deferred.fromCoroutine(self._refresh_once())
+        return self._refreshing
+
+    async def _refresh_once(self) -> None:
+        try:
+            await self._fetch(self.current.version)
+        except SDIError as exc:
+            logger.warning("SDI filters: refresh failed (%(error)s); keeping %(n)d current filters", {"error": exc, "n": self.current.count})
+        finally:
+            self._refreshing = None
+
+    async def _fetch(self, version: str | None) -> None:
+        assert self.client is not None
+        data = await self.client.filters(version)
+        if data is None:  # 304: unchanged
+            return
+        now = time.time()
+        self._use(data["filters"], data.get("version"), now, "api")
+        self.buffer.set_meta(CACHE_KEY, orjson.dumps({"filters": data["filters"], "version": data.get("version"), "fetched_at": now}).decode())
+        logger.info("SDI filters: %(n)d loaded from the API (version %(version)s)", {"n": self.current.count, "version": self.current.version})
+
+    def _use(self, raw: list[dict[str, Any]], version: Any, fetched_at: float | None, source: str) -> None:
+        self.current = compile_filters(raw, version=None if version is None else str(version))
+        self.fetched_at = fetched_at
+        self._set_source(source)
+
+    def _set_source(self, source: str) -> None:
+        self.source = source
+        if self.stats is not None:
+            self.stats.set_value("sdi/filters_source", source)
+            self.stats.set_value("sdi/filters_count", self.current.count)
+
+
+def _age(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}min"
+    return f"{seconds / 3600:.1f}h"

@@ -1,0 +1,480 @@
+"""Matching of crawl results against the filters the SDI API publishes.
+
+A result whose ``url`` or ``filename`` matches any filter must never be submitted
+(contract, section "Filters"). Lists are long, so each kind is matched in (roughly)
+constant time per value, however many filters it holds:
+
+* ``exact`` and ``domain``: dictionary look-ups (a host and each of its parents);
+* ``prefix``, ``glob``, ``regex``: one combined matcher per field (and one for globs,
+  which see the lowercased value). With google-re2 installed that is one ``re2.Filter``
+  (FilteredRE2: an RE2 set of the literal "atoms" every pattern needs picks the few
+  patterns worth running, each in linear time, so an evil regex from the API cannot
+  freeze a crawl). A plain ``re2.Set`` was measured 40x slower on 1,000 globs like
+  ``*word*.tmp``: its DFA states multiply. Patterns RE2 cannot take with Python's
+  exact meaning (backreferences, lookarounds, ``\\b``, ...) are searched with :mod:`re`.
+
+RE2 patterns are not the API's text: they are rebuilt from Python's own parse of each
+pattern, so ``\\d``, ``\\w``, ``\\s``, ``{,n}`` and ``(?i)`` keep Python's meaning.
+Values holding a newline or a lone surrogate are always searched with :mod:`re`.
+
+When several filters match, :meth:`FilterSet.match` returns the one listed first
+by the API, whatever its kind.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import functools
+import logging
+import re
+import warnings
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit
+
+import idna
+
+try:
+    import re2
+except ImportError:  # pragma: no cover - depends on the environment
+    re2 = None
+
+try:
+    from re import _parser as _sre_parse  # Python 3.11+
+except ImportError:  # pragma: no cover - Python 3.10
+    import sre_parse as _sre_parse
+
+logger = logging.getLogger(__name__)
+
+FIELDS = ("url", "filename")
+KINDS = ("exact", "prefix", "domain", "glob", "regex")
+
+#: RE2 rejects counted repetitions above this.
+_RE2_MAX_REPEAT = 1000
+#: RE2's memory budget per pattern (its default, 8 MB, is short for a few \\w classes).
+_RE2_MAX_MEM = 64 << 20
+_RE2_FLAGS = re.IGNORECASE | re.MULTILINE | re.DOTALL | re.UNICODE | re.VERBOSE
+
+
+@dataclass(frozen=True, slots=True)
+class Filter:
+    """One usable filter, as published by the API."""
+
+    id: object
+    field: str
+    kind: str
+    pattern: str
+
+    def describe(self) -> str:
+        """Say which filter this is, e.g. for a DropItem message."""
+        return f"filter {self.id} ({self.field} {self.kind} {self.pattern!r})"
+
+
+class FilterSet:
+    """The usable filters of one list, compiled for fast matching."""
+
+    def __init__(
+        self,
+        filters: list[Filter],
+        version: str | None = None,
+        skipped: list[object] | None = None,
+        *,
+        use_re2: bool = True,
+    ) -> None:
+        self.version = version
+        self.filters = tuple(filters)
+        self.skipped = list(skipped or ())
+        use_re2 = use_re2 and re2 is not None
+        self._url = _FieldMatcher(self.filters, "url", use_re2)
+        self._filename = _FieldMatcher(self.filters, "filename", use_re2)
+
+    @property
+    def count(self) -> int:
+        """Number of usable filters."""
+        return len(self.filters)
+
+    def match(self, url: str, filename: str) -> Filter | None:
+        """Return the first listed filter that the result matches, or None."""
+        if not self.filters:
+            return None
+        positions = [p for p in (self._url.first(url), self._filename.first(filename)) if p is not None]
+        return self.filters[min(positions)] if positions else None
+
+    def __repr__(self) -> str:
+        return f"<FilterSet version={self.version!r} count={self.count} skipped={len(self.skipped)}>"
+
+
+def compile_filters(
+    raw: Iterable[Mapping], version: str | None = None, *, use_re2: bool = True
+) -> FilterSet:
+    """Build a FilterSet, skipping (with one warning each) filters that cannot apply.
+
+    ``use_re2=False`` forces Python's :mod:`re` for everything (tests, debugging).
+    """
+    filters: list[Filter] = []
+    skipped: list[object] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # e.g. FutureWarning "possible nested set"
+        for index, entry in enumerate(raw):
+            fid = entry.get("id") if isinstance(entry, Mapping) else None
+            reason = _invalid_reason(entry)
+            if reason:
+                logger.warning(
+                    "Ignoring SDI filter %(id)r (entry %(index)d): %(reason)s",
+                    {"id": fid, "index": index, "reason": reason},
+                )
+                skipped.append(fid)
+                continue
+            filters.append(Filter(fid, entry["field"], entry["kind"], entry["pattern"]))
+    return FilterSet(filters, version, skipped, use_re2=use_re2)
+
+
+def _invalid_reason(entry: object) -> str | None:
+    """Why this raw filter cannot apply, or None if it can."""
+    if not isinstance(entry, Mapping):
+        return f"not an object: {entry!r}"
+    field, kind, pattern = entry.get("field"), entry.get("kind"), entry.get("pattern")
+    if field not in FIELDS:
+        return f"unknown field {field!r} (expected one of {', '.join(FIELDS)})"
+    if kind not in KINDS:
+        return f"unknown kind {kind!r} (expected one of {', '.join(KINDS)})"
+    if not isinstance(pattern, str):
+        return f"pattern is not a string: {pattern!r}"
+    if kind == "domain" and field != "url":
+        return "kind 'domain' applies to the url field only"
+    if kind == "domain" and not _normalize_host(pattern):
+        return "empty domain"
+    if kind == "regex":
+        try:
+            re.compile(pattern)
+        except (re.error, OverflowError, RecursionError, ValueError) as exc:
+            return f"invalid regex: {exc}"
+    return None
+
+
+# --- one field ---------------------------------------------------------------------
+
+
+class _FieldMatcher:
+    """All filters of one field; answers the lowest position of a matching filter."""
+
+    def __init__(self, filters: tuple[Filter, ...], field: str, use_re2: bool) -> None:
+        self._exact: dict[str, int] = {}
+        domains: dict[str, int] = {}
+        searched: list[tuple[int, str, bool]] = []  # (position, regex, atomic groups ok)
+        folded: list[tuple[int, str, bool]] = []  # globs, searched in the lowercased value
+        for pos, f in enumerate(filters):
+            if f.field != field:
+                continue
+            if f.kind == "exact":
+                self._exact.setdefault(f.pattern, pos)
+            elif f.kind == "domain":
+                domains.setdefault(_normalize_host(f.pattern), pos)
+            elif f.kind == "prefix":
+                searched.append((pos, r"\A" + re.escape(f.pattern), False))
+            elif f.kind == "regex":
+                searched.append((pos, f.pattern, False))
+            else:  # glob; fnmatch's atomic groups never change what it matches
+                folded.append((pos, r"\A" + fnmatch.translate(f.pattern.lower()), True))
+        self._checks: list[Callable[[str], int | None]] = []
+        if domains:
+            self._checks.append(functools.partial(_first_domain, domains))
+        if searched:
+            self._checks.append(_RegexBank(searched, use_re2).first)
+        if folded:
+            self._checks.append(_RegexBank(folded, use_re2).first_lowercased)
+
+    def first(self, value: str) -> int | None:
+        best = self._exact.get(value)
+        for check in self._checks:
+            pos = check(value)
+            if pos is not None and (best is None or pos < best):
+                best = pos
+        return best
+
+
+def _first_domain(domains: dict[str, int], url: str) -> int | None:
+    """Lowest position among domain filters naming the URL's host or a parent of it."""
+    host = _url_host(url)
+    best = None
+    while host:
+        pos = domains.get(host)
+        if pos is not None and (best is None or pos < best):
+            best = pos
+        host = host.partition(".")[2]
+    return best
+
+
+#: Scheme and authority of an ordinary URL, split as urlsplit() would split them.
+_AUTHORITY = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://([^/?#]*)")
+
+
+def _url_host(url: str) -> str:
+    """The URL's host in comparable form, '' if it has none.
+
+    Same answer as ``urlsplit(url).hostname``, which is only asked for unusual URLs
+    (it is the slowest step of a check).
+    """
+    m = _AUTHORITY.match(url)
+    if m and url[0] > " " and not any(c in url for c in "\t\r\n"):
+        host = m.group(1).rpartition("@")[2]
+        host = host[1:].partition("]")[0] if host.startswith("[") else host.partition(":")[0]
+    else:
+        try:
+            host = urlsplit(url).hostname or ""
+        except ValueError:  # e.g. an unclosed IPv6 bracket
+            return ""
+    if "%" in host:
+        host = unquote(host)
+    return _normalize_host(host) if host else ""
+
+
+def _normalize_host(host: str) -> str:
+    """Lowercase ASCII (IDNA) form without trailing dots, for hosts and patterns alike."""
+    host = host.rstrip(".")
+    if host.isascii():
+        return host.lower()
+    try:
+        return idna.encode(host, uts46=True).decode("ascii").lower()
+    except (idna.IDNAError, UnicodeError, ValueError):
+        return ".".join(_punycode_label(label) for label in host.split("."))
+
+
+def _punycode_label(label: str) -> str:
+    label = label.lower()
+    return label if label.isascii() else "xn--" + label.encode("punycode").decode("ascii")
+
+
+# --- combined regexes ----------------------------------------------------------------
+
+
+class _RegexBank:
+    """Many regexes searched in one value at once; answers the lowest matching position."""
+
+    def __init__(self, entries: list[tuple[int, str, bool]], use_re2: bool) -> None:
+        self._python = _PythonBank([(pos, re.compile(source)) for pos, source, _ in entries])
+        self._rest = self._python  # what RE2 does not search
+        self._re2_match = None
+        self._re2_positions: list[int] = []
+        if use_re2:
+            self._build_re2(entries)
+
+    def _build_re2(self, entries: list[tuple[int, str, bool]]) -> None:
+        options = re2.Options()
+        options.max_mem = _RE2_MAX_MEM
+        options.log_errors = False
+        options.never_capture = True
+        rfilter = re2.Filter()
+        for pos, source, atomic_ok in entries:
+            try:
+                rfilter.Add(_to_re2(source, atomic_ok=atomic_ok), options)
+            except (_Untranslatable, re2.error, RecursionError):
+                continue
+            self._re2_positions.append(pos)
+        if not self._re2_positions:
+            return
+        rfilter.Compile()
+        self._re2_match = rfilter.Match
+        in_re2 = set(self._re2_positions)
+        self._rest = _PythonBank([e for e in self._python.entries if e[0] not in in_re2])
+
+    def first_lowercased(self, value: str) -> int | None:
+        return self.first(value.lower())
+
+    def first(self, value: str) -> int | None:
+        if self._re2_match is None or "\n" in value:
+            return self._python.first(value)
+        try:
+            data = value.encode("utf-8")
+        except UnicodeEncodeError:  # lone surrogates: RE2 reads valid UTF-8 only
+            return self._python.first(value)
+        hits = self._re2_match(data)
+        best = min(map(self._re2_positions.__getitem__, hits)) if hits else None
+        rest = self._rest.first(value, before=best) if self._rest.entries else None
+        return best if rest is None else rest
+
+
+class _PythonBank:
+    """Regexes searched with Python's re: one alternation tells whether to look closer."""
+
+    def __init__(self, entries: list[tuple[int, re.Pattern]]) -> None:
+        self.entries = entries
+
+    @functools.cached_property
+    def _any(self) -> Callable[[str], object] | None:
+        """Search for all combinable regexes; built on first use (RE2 may make it needless)."""
+        combinable = [rx.pattern for _pos, rx in self.entries if _combinable(rx)]
+        return re.compile("|".join(f"(?:{p})" for p in combinable)).search if combinable else None
+
+    @functools.cached_property
+    def _alone(self) -> list[tuple[int, re.Pattern]]:
+        return [(pos, rx) for pos, rx in self.entries if not _combinable(rx)]
+
+    def first(self, value: str, before: int | None = None) -> int | None:
+        """Position of the first regex found in value, if it is below ``before``."""
+        entries = self.entries if self._any is None or self._any(value) else self._alone
+        for pos, rx in entries:
+            if before is not None and pos >= before:
+                return None
+            if rx.search(value):
+                return pos
+        return None
+
+
+def _combinable(rx: re.Pattern) -> bool:
+    """Whether the regex keeps its meaning inside ``(?:...)|(?:...)`` with others.
+
+    Global inline flags, named groups and references to group numbers do not.
+    """
+    if rx.flags != re.UNICODE or rx.groupindex:
+        return False
+    return not rx.groups or not re.search(r"\\[1-9]|\(\?\(", rx.pattern)
+
+
+# --- Python regex -> RE2 regex with the same meaning -----------------------------------
+
+
+class _Untranslatable(Exception):
+    """This pattern has no RE2 equivalent we trust: search it with Python's re."""
+
+
+def _to_re2(source: str, *, atomic_ok: bool = False) -> str:
+    """RE2 syntax matching what ``re.search(source, value)`` matches.
+
+    Valid only for values without a newline (then ``^``/``$``, MULTILINE and DOTALL
+    need no care). Raises _Untranslatable for constructs RE2 lacks or reads differently.
+    """
+    parsed = _sre_parse.parse(source)
+    return _Re2Writer(atomic_ok).sequence(parsed, parsed.state.flags)
+
+
+class _Re2Writer:
+    def __init__(self, atomic_ok: bool) -> None:
+        self._atomic_ok = atomic_ok
+
+    def sequence(self, items, flags: int) -> str:
+        if flags & ~_RE2_FLAGS:
+            raise _Untranslatable("flags")
+        return "".join(self._item(op.name, av, flags) for op, av in items)
+
+    def _item(self, name: str, av, flags: int) -> str:
+        if name == "LITERAL":
+            return _char_class([("LITERAL", av)], flags) if flags & re.I else _hex(av)
+        if name == "NOT_LITERAL":
+            return _char_class([("NEGATE", None), ("LITERAL", av)], flags)
+        if name == "IN":
+            return _char_class([(op.name, value) for op, value in av], flags)
+        if name == "ANY":
+            return "(?s:.)"
+        if name == "AT" and av.name in ("AT_BEGINNING", "AT_BEGINNING_STRING"):
+            return r"\A"
+        if name == "AT" and av.name in ("AT_END", "AT_END_STRING"):
+            return r"\z"
+        if name == "BRANCH":
+            return "(?:" + "|".join(self.sequence(alt, flags) for alt in av[1]) + ")"
+        if name == "SUBPATTERN":
+            _group, add, remove, sub = av
+            return "(?:" + self.sequence(sub, (flags | add) & ~remove) + ")"
+        if name == "ATOMIC_GROUP" and self._atomic_ok:
+            return "(?:" + self.sequence(av, flags) + ")"
+        if name in ("MAX_REPEAT", "MIN_REPEAT"):
+            return self._repeat(av, flags, lazy=name == "MIN_REPEAT")
+        raise _Untranslatable(name)
+
+    def _repeat(self, av, flags: int, lazy: bool) -> str:
+        low, high, sub = av
+        if high == _sre_parse.MAXREPEAT:
+            bounds = f"{{{low},}}"
+        else:
+            bounds = f"{{{low},{high}}}"
+        if max(low, 0 if high == _sre_parse.MAXREPEAT else high) > _RE2_MAX_REPEAT:
+            raise _Untranslatable("repeat")
+        return "(?:" + self.sequence(sub, flags) + ")" + bounds + ("?" if lazy else "")
+
+
+def _hex(code: int) -> str:
+    return f"\\x{{{code:X}}}"
+
+
+def _char_class(items: list[tuple[str, object]], flags: int) -> str:
+    """An RE2 class for Python's class items (names NEGATE, LITERAL, RANGE, CATEGORY)."""
+    negate = any(name == "NEGATE" for name, _ in items)
+    items = [(name, av) for name, av in items if name != "NEGATE"]
+    categories = [av.name for name, av in items if name == "CATEGORY"]
+    chars = [(av, av) if name == "LITERAL" else av for name, av in items if name != "CATEGORY"]
+    if flags & re.I and chars:
+        if categories:  # Python lowercases the value's char before testing categories too
+            raise _Untranslatable("IGNORECASE class with categories")
+        chars = _fold_ascii(chars)
+    if len(items) == 1 and categories and categories[0] in _NEGATED:  # \D, \W, \S, [^\W]
+        negate, categories = not negate, [_NEGATED[categories[0]]]
+    parts = [_category_class(name) for name in categories]
+    parts += [_hex(lo) if lo == hi else f"{_hex(lo)}-{_hex(hi)}" for lo, hi in chars]
+    return "[" + ("^" if negate else "") + "".join(parts) + "]"
+
+
+def _fold_ascii(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Every char Python's IGNORECASE matches with these ASCII chars."""
+    if any(hi > 0x7F for _lo, hi in ranges):
+        raise _Untranslatable("non-ASCII under IGNORECASE")
+    folds = _ascii_folds()
+    return [(c, c) for lo, hi in ranges for code in range(lo, hi + 1) for c in folds[code]]
+
+
+@functools.cache
+def _ascii_folds() -> dict[int, tuple[int, ...]]:
+    """For each ASCII char, every char ``re.IGNORECASE`` takes as equal to it (asked of re)."""
+    extras = {ord(c) for c in re.findall("(?i)[a-z]", _all_chars()) if not c.isascii()}
+    return {
+        code: tuple(
+            c for c in [*range(0x80), *sorted(extras)] if re.fullmatch(_re_hex(code), chr(c), re.I)
+        )
+        for code in range(0x80)
+    }
+
+
+def _re_hex(code: int) -> str:
+    return f"\\x{code:02x}"
+
+
+_NEGATED = {
+    "CATEGORY_NOT_DIGIT": "CATEGORY_DIGIT",
+    "CATEGORY_NOT_SPACE": "CATEGORY_SPACE",
+    "CATEGORY_NOT_WORD": "CATEGORY_WORD",
+}
+#: Python's escape for each category, and a short RE2 spelling used when it is the same set.
+_CATEGORIES = {
+    "CATEGORY_DIGIT": (r"\d", r"\p{Nd}"),
+    "CATEGORY_NOT_DIGIT": (r"\D", r"\P{Nd}"),
+    "CATEGORY_SPACE": (r"\s", None),
+    "CATEGORY_NOT_SPACE": (r"\S", None),
+    "CATEGORY_WORD": (r"\w", r"\p{L}\p{N}_"),
+    "CATEGORY_NOT_WORD": (r"\W", None),
+}
+
+
+@functools.cache
+def _category_class(name: str) -> str:
+    """Class body for \\d, \\w, \\s or a negation, meaning exactly what Python's re means.
+
+    The short RE2 spelling is used only if RE2 agrees on every code point (Unicode
+    versions differ); otherwise the class lists Python's ranges.
+    """
+    if name not in _CATEGORIES:
+        raise _Untranslatable(name)
+    escape, spelling = _CATEGORIES[name]
+    text = _all_chars()
+    ranges = _runs(re.finditer(escape + "+", text), text)
+    if spelling and _runs(re2.finditer("[" + spelling + "]+", text), text) == ranges:
+        return spelling
+    return "".join(_hex(lo) if lo == hi else f"{_hex(lo)}-{_hex(hi)}" for lo, hi in ranges)
+
+
+def _runs(matches: Iterable, text: str) -> list[tuple[int, int]]:
+    return [(ord(text[m.start()]), ord(text[m.end() - 1])) for m in matches]
+
+
+@functools.cache
+def _all_chars() -> str:
+    """Every code point but the surrogates (which never reach RE2), in order."""
+    return "".join(map(chr, range(0xD800))) + "".join(map(chr, range(0xE000, 0x110000)))

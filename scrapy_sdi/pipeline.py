@@ -1,0 +1,150 @@
+"""SDIPipeline: every item becomes a buffered result, delivered to the SDI API in batches.
+
+The pipeline only orchestrates: mapping and validation (mapping), exclusion (filters),
+durability (writer, buffer) and sending (delivery, client) each live in their own module.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from scrapy.exceptions import CloseSpider, DropItem
+from scrapy.utils.defer import maybe_deferred_to_future
+from twisted.internet import defer
+
+from scrapy_sdi.buffer import FILTERED, INVALID, Row, open_buffer
+from scrapy_sdi.client import SDIClient
+from scrapy_sdi.delivery import Delivery
+from scrapy_sdi.filter_source import FilterSource
+from scrapy_sdi.mapping import InvalidResult, ResultMapper, encode_result, new_result_id
+from scrapy_sdi.settings import settings_for
+from scrapy_sdi.writer import GroupWriter
+
+if TYPE_CHECKING:
+    from scrapy.crawler import Crawler
+    from scrapy.statscollectors import StatsCollector
+    from typing_extensions import Self
+
+    from scrapy_sdi.buffer import Buffer
+    from scrapy_sdi.settings import SDISettings
+
+logger = logging.getLogger(__name__)
+
+
+class SDIPipeline:
+    """``ITEM_PIPELINES = {"scrapy_sdi.SDIPipeline": 800}``."""
+
+    def __init__(self, settings: SDISettings, *, stats: StatsCollector, crawler: Crawler | None = None) -> None:
+        self.settings = settings
+        self.stats = stats
+        self.crawler = crawler
+        self.mapper = ResultMapper(field_map=settings.field_map)
+        self.buffer: Buffer | None = None
+        self.client: SDIClient | None = None
+        self.delivery: Delivery | None = None
+        self.writer: GroupWriter | None = None
+        self.filters: FilterSource | None = None
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> Self:
+        return cls(settings_for(crawler), stats=crawler.stats, crawler=crawler)
+
+    async def open_spider(self) -> None:
+        settings = self.settings
+        self.buffer = open_buffer(settings)
+        self.client = SDIClient(
+            settings.api_url,
+            settings.username,
+            settings.password,
+            timeout=settings.timeout,
+            compression_min_bytes=settings.compression_min_bytes if settings.compression else None,
+            stats=self.stats,
+        )
+        if settings.dry_run:
+            logger.info("SDI dry run: results are buffered and counted but never submitted")
+        self.delivery = Delivery(self.buffer, None if settings.dry_run else self.client, settings, stats=self.stats)
+        self.writer = GroupWriter(self.buffer, dedup=settings.dedup, on_commit=self.delivery.wake)
+        self.filters = FilterSource(settings, self.buffer, self.client, stats=self.stats)
+        await maybe_deferred_to_future(defer.Deferred.fromCoroutine(self.filters.load()))
+        pruned = self.buffer.prune(settings.retention_days)
+        if pruned:
+            logger.info("SDI buffer: pruned %(n)d delivered results older than %(days)g days", {"n": pruned, "days": settings.retention_days})
+        self.delivery.start()
+        self.filters.start()
+        if self.filters.required_but_missing:
+            raise CloseSpider("sdi_filters_unavailable")
+        logger.info(
+            "SDI delivery to %(url)s as crawler %(crawler)r, buffer %(buffer)s",
+            {"url": settings.api_url, "crawler": settings.crawler_name, "buffer": _describe_buffer(settings)},
+        )
+
+    async def process_item(self, item: Any) -> Any:
+        assert self.writer is not None and self.delivery is not None and self.filters is not None
+        result_id = new_result_id()
+        try:
+            result = self.mapper.to_result(item)
+            payload = encode_result(result, result_id)
+        except InvalidResult as exc:
+            await self._keep(Row(result_id, self.settings.crawler_name, "", _describe_item(item), INVALID, exc.reason))
+            self.stats.inc_value("sdi/items_invalid")
+            raise DropItem(f"SDI: invalid result: {exc.reason}", log_level="DEBUG") from None
+        matched = self.filters.match(result["url"], result["filename"])
+        if matched is not None:
+            await self._keep(Row(result_id, self.settings.crawler_name, result["url"], payload, FILTERED, matched.describe()))
+            self.stats.inc_value("sdi/items_filtered")
+            self.stats.inc_value(f"sdi/items_filtered/{matched.field}")
+            raise DropItem(f"SDI: excluded by {matched.describe()}", log_level="DEBUG")
+        if self.delivery.backlog >= self.settings.buffer_max_pending:
+            await maybe_deferred_to_future(
+                defer.Deferred.fromCoroutine(self.delivery.wait_for_room(self.settings.buffer_max_pending))
+            )
+        row = Row(result_id, self.settings.crawler_name, result["url"], payload, producer=self.delivery.owner)
+        stored = await maybe_deferred_to_future(self.writer.add(row))
+        self.stats.inc_value("sdi/items_buffered" if stored else "sdi/items_deduplicated")
+        return item
+
+    async def _keep(self, row: Row) -> None:
+        """Filtered and invalid results are kept for inspection (never sent) when the buffer is durable."""
+        assert self.writer is not None and self.buffer is not None
+        if self.buffer.durable:
+            await maybe_deferred_to_future(self.writer.add(row))
+
+    async def close_spider(self) -> None:
+        if self.delivery is None or self.writer is None or self.buffer is None:
+            return
+        assert self.filters is not None
+        self.filters.stop()
+        self.writer.flush()
+        left = await maybe_deferred_to_future(defer.Deferred.fromCoroutine(self._close()))
+        self.stats.set_value("sdi/pending_at_close", left)
+        if left and self.buffer.durable:
+            logger.warning(
+                "SDI: %(n)d results are still pending in %(path)s; the next run delivers them, "
+                "or drain them now with `scrapy sdi flush`",
+                {"n": left, "path": self.settings.buffer_path},
+            )
+        elif left:
+            self.stats.set_value("sdi/items_lost", left)
+            logger.error("SDI: %(n)d results were not delivered and are lost (SDI_BUFFER = 'memory')", {"n": left})
+        self.buffer.close()
+
+    async def _close(self) -> int:
+        assert self.delivery is not None and self.filters is not None
+        try:
+            left = await self.delivery.drain(self.settings.close_timeout)
+            await self.delivery.stop()
+            return self.delivery.buffer.outstanding(self.delivery.owner) if left else 0
+        finally:
+            await self.filters.close()
+            if self.client is not None:
+                await self.client.close()
+
+
+def _describe_buffer(settings: SDISettings) -> str:
+    return settings.buffer_path if settings.buffer == "sqlite" else repr(settings.buffer)
+
+
+def _describe_item(item: Any) -> bytes:
+    """What an invalid row keeps: the item's repr, bounded, as UTF-8 that cannot fail to encode."""
+    return repr(item)[:10_000].encode("utf-8", "backslashreplace")

@@ -1,0 +1,271 @@
+"""Every SDI_ setting, read once and validated into one frozen object.
+
+A bad value must stop the crawl at start with one line naming the setting, not fail an hour later
+deep inside a delivery callback, so everything is parsed and range-checked here.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+from urllib.parse import urlsplit
+
+from scrapy.utils.project import data_path
+
+from scrapy_sdi.errors import SDIConfigError
+
+if TYPE_CHECKING:
+    from scrapy.settings import BaseSettings
+
+#: Settings that may also come from the environment or a ``.env`` file.
+ENV_SETTINGS = ("SDI_API_URL", "SDI_USERNAME", "SDI_PASSWORD")
+#: Settings whose values are never shown anywhere.
+SECRET_SETTINGS = frozenset({"SDI_PASSWORD"})
+BUFFER_PATH_ENV = "DEFAULT_LOCAL_DATABASE_PATH"
+DEFAULT_BUFFER_PATH = "sdi/buffer.db"  # relative to the project data dir (.scrapy/)
+MAX_BATCH = 1000  # the contract's per-request limit
+
+
+def _text(name: str, value: Any) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise SDIConfigError(f"{name}: {value!r} is not a string")
+    return value.strip()
+
+
+def _bool(name: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise SDIConfigError(f"{name}: {value!r} is not a boolean; expected True or False")
+
+
+def _number(kind: type, name: str, value: Any, low: float, high: float | None) -> Any:
+    label = "a whole number" if kind is int else "a number"
+    expected = f"expected {label} from {low:g}" + (f" to {high:g}" if high is not None else " or more")
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        number = kind(value)
+        if kind is int and isinstance(value, float) and value != number:
+            raise ValueError
+    except (TypeError, ValueError):
+        raise SDIConfigError(f"{name}: {value!r} is not {label}; {expected}") from None
+    if number < low or (high is not None and number > high):
+        raise SDIConfigError(f"{name}: {value!r} is out of range; {expected}")
+    return number
+
+
+def _int(low: float, high: float | None = None) -> Callable[[str, Any], int]:
+    return lambda name, value: _number(int, name, value, low, high)
+
+
+def _float(low: float, high: float | None = None) -> Callable[[str, Any], float]:
+    return lambda name, value: _number(float, name, value, low, high)
+
+
+def _field_map(name: str, value: Any) -> dict[str, str]:
+    if isinstance(value, str):
+        import json
+
+        try:
+            value = json.loads(value) if value.strip() else {}
+        except ValueError:
+            raise SDIConfigError(f"{name}: {value!r} is not a JSON object of item field -> result field") from None
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise SDIConfigError(f"{name}: {value!r} is not a dict of item field name -> result field name")
+    return dict(value)
+
+
+def _api_url(name: str, value: Any) -> str:
+    url = _text(name, value).rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise SDIConfigError(f"{name}: {url!r} is not an http(s) URL; expected e.g. http://127.0.0.1:8750/api/v1")
+    return url
+
+
+# name -> (default, parser). The table is the single source of names, defaults and types: the
+# settings command and the README's reference are generated from it.
+SPEC: dict[str, tuple[Any, Callable[[str, Any], Any], str]] = {
+    "SDI_ENABLED": (True, _bool, "switch scrapy_sdi off without removing it from the settings"),
+    "SDI_API_URL": ("", _text, "base URL of the API, e.g. http://127.0.0.1:8750/api/v1"),
+    "SDI_USERNAME": ("", _text, "API user name"),
+    "SDI_PASSWORD": ("", _text, "API password (never logged or shown)"),
+    "SDI_CRAWLER_NAME": ("", _text, "crawler name sent with every batch; default: the spider's name"),
+    "SDI_BATCH_SIZE": (100, _int(1, MAX_BATCH), "results per request"),
+    "SDI_CONCURRENT_REQUESTS": (2, _int(1, 64), "batches in flight at once"),
+    "SDI_RETRY_TIMES": (3, _int(0, 100), "tries of one batch before its rows rest for SDI_UNLOCK_DELAY"),
+    "SDI_RETRY_BACKOFF_BASE": (0.5, _float(0.0), "first backoff in seconds (full jitter, doubling)"),
+    "SDI_RETRY_BACKOFF_MAX": (30.0, _float(0.0), "longest backoff in seconds"),
+    "SDI_UNLOCK_DELAY": (60.0, _float(0.0), "seconds rows rest after SDI_RETRY_TIMES failed tries"),
+    "SDI_LEASE_TIMEOUT": (300.0, _float(1.0), "seconds after which a claimed batch of a dead process is reclaimed"),
+    "SDI_TIMEOUT": (30.0, _float(0.1), "seconds per API request"),
+    "SDI_BUFFER": ("sqlite", _text, "'sqlite', 'memory' or the dotted path of a buffer class"),
+    "SDI_BUFFER_PATH": ("", _text, f"SQLite buffer file; default ${BUFFER_PATH_ENV}, then .scrapy/{DEFAULT_BUFFER_PATH}"),
+    "SDI_BUFFER_MAX_PENDING": (100_000, _int(1), "pending rows above which process_item waits for delivery"),
+    "SDI_RETENTION_DAYS": (30.0, _float(0.0), "days delivered rows are kept for dedup and local status"),
+    "SDI_DEDUP": (True, _bool, "skip a URL this crawler already buffered or delivered"),
+    "SDI_FIELD_MAP": ({}, _field_map, "item field name -> result field name"),
+    "SDI_FILTERS_ENABLED": (True, _bool, "drop results the API's filters exclude"),
+    "SDI_FILTERS_REQUIRED": (False, _bool, "close the spider when no filters can be loaded"),
+    "SDI_FILTERS_REFRESH_INTERVAL": (600.0, _float(0.0), "seconds between filter refreshes (0: never)"),
+    "SDI_COMPRESSION": (True, _bool, "gzip request bodies above SDI_COMPRESSION_MIN_BYTES"),
+    "SDI_COMPRESSION_MIN_BYTES": (16_384, _int(0), "smallest body that is gzip-compressed"),
+    "SDI_DRY_RUN": (False, _bool, "do everything but submit; count and log at DEBUG what would be sent"),
+    "SDI_CLOSE_TIMEOUT": (60.0, _float(0.0), "seconds close_spider keeps delivering before leaving rows pending"),
+    "SDI_LOG_INTERVAL": (60.0, _float(0.0), "seconds between SDIStatus's INFO lines (0: none)"),
+}
+
+
+@dataclass(frozen=True)
+class SDISettings:
+    """The validated SDI_ settings of one crawler."""
+
+    enabled: bool
+    api_url: str
+    username: str
+    password: str = field(repr=False)
+    crawler_name: str
+    batch_size: int
+    concurrent_requests: int
+    retry_times: int
+    retry_backoff_base: float
+    retry_backoff_max: float
+    unlock_delay: float
+    lease_timeout: float
+    timeout: float
+    buffer: str
+    buffer_path: str
+    buffer_max_pending: int
+    retention_days: float
+    dedup: bool
+    field_map: dict[str, str]
+    filters_enabled: bool
+    filters_required: bool
+    filters_refresh_interval: float
+    compression: bool
+    compression_min_bytes: int
+    dry_run: bool
+    close_timeout: float
+    log_interval: float
+    #: Where each value came from: "settings", "environment", ".env" or "default".
+    sources: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: BaseSettings,
+        spider_name: str = "",
+        *,
+        environ: dict[str, str] | None = None,
+        dotenv_path: str | os.PathLike[str] | None = ".env",
+        require_api: bool = True,
+    ) -> SDISettings:
+        """Read, resolve and validate every SDI_ setting; raise SDIConfigError naming the first bad one."""
+        environ = dict(os.environ) if environ is None else environ
+        dotenv = _read_dotenv(dotenv_path)
+        values: dict[str, Any] = {}
+        sources: dict[str, str] = {}
+        for name, (default, parse, _doc) in SPEC.items():
+            raw, source = _lookup(settings, name, default, environ, dotenv)
+            values[name] = parse(name, raw)
+            sources[name] = source
+        if not values["SDI_CRAWLER_NAME"]:
+            values["SDI_CRAWLER_NAME"] = spider_name
+        if not values["SDI_BUFFER_PATH"]:
+            values["SDI_BUFFER_PATH"], sources["SDI_BUFFER_PATH"] = _default_buffer_path(environ)
+        if values["SDI_RETRY_BACKOFF_MAX"] < values["SDI_RETRY_BACKOFF_BASE"]:
+            raise SDIConfigError("SDI_RETRY_BACKOFF_MAX: must be at least SDI_RETRY_BACKOFF_BASE")
+        if values["SDI_ENABLED"] and require_api:
+            _check_api(values)
+        kwargs = {f.name: values["SDI_" + f.name.upper()] for f in fields(cls) if f.name != "sources"}
+        return cls(**kwargs, sources=sources)
+
+
+def _lookup(
+    settings: BaseSettings, name: str, default: Any, environ: dict[str, str], dotenv: dict[str, str]
+) -> tuple[Any, str]:
+    """Settings win over the environment, which wins over .env, which wins over the default.
+
+    An empty value counts as unset, so ``SDI_PASSWORD = os.environ.get(...)`` in settings.py
+    still lets a .env file fill it in.
+    """
+    value = settings.get(name)
+    if value is not None and value != "":
+        return value, "settings"
+    if name in ENV_SETTINGS or name == "SDI_BUFFER_PATH":
+        if environ.get(name):
+            return environ[name], "environment"
+        if dotenv.get(name):
+            return dotenv[name], ".env"
+    return default, "default"
+
+
+def _default_buffer_path(environ: dict[str, str]) -> tuple[str, str]:
+    if environ.get(BUFFER_PATH_ENV):
+        return environ[BUFFER_PATH_ENV], "environment"
+    return str(Path(data_path(DEFAULT_BUFFER_PATH, createdir=False))), "default"
+
+
+def _check_api(values: dict[str, Any]) -> None:
+    if not values["SDI_API_URL"]:
+        raise SDIConfigError("SDI_API_URL: not set; expected the API's base URL, e.g. http://127.0.0.1:8750/api/v1")
+    values["SDI_API_URL"] = _api_url("SDI_API_URL", values["SDI_API_URL"])
+    if values["SDI_DRY_RUN"]:
+        return
+    for name in ("SDI_USERNAME", "SDI_PASSWORD"):
+        if not values[name]:
+            raise SDIConfigError(f"{name}: not set; set it in settings, the environment or a .env file")
+
+
+def _read_dotenv(path: str | os.PathLike[str] | None) -> dict[str, str]:
+    """Only the SDI_ names are taken from .env, so a project's other secrets are never read."""
+    if path is None or not os.path.isfile(path):
+        return {}
+    from dotenv import dotenv_values
+
+    return {
+        k: v
+        for k, v in dotenv_values(path).items()
+        if v is not None and (k in ENV_SETTINGS or k == "SDI_BUFFER_PATH")
+    }
+
+
+def masked(name: str, value: Any) -> str:
+    """How a setting's value may be shown: secrets as '***' when set."""
+    if name in SECRET_SETTINGS:
+        return "***" if value else "(not set)"
+    return repr(value)
+
+
+def settings_for(crawler: Any) -> SDISettings:
+    """The crawler's SDI settings, or NotConfigured when SDI_ENABLED is off.
+
+    A bad value is logged as one ERROR line before the exception stops the crawl, so the reason
+    stands out from Scrapy's start-up traceback.
+    """
+    import logging
+
+    from scrapy.exceptions import NotConfigured
+
+    if not _bool("SDI_ENABLED", crawler.settings.get("SDI_ENABLED", True)):
+        raise NotConfigured("SDI_ENABLED is False")
+    try:
+        if not crawler.settings.getbool("TWISTED_REACTOR_ENABLED", True):
+            raise SDIConfigError(
+                "TWISTED_REACTOR_ENABLED: scrapy_sdi delivers with treq, which needs the Twisted reactor; "
+                "remove TWISTED_REACTOR_ENABLED=False"
+            )
+        spider_name = getattr(crawler.spidercls, "name", None) or ""
+        return SDISettings.from_settings(crawler.settings, spider_name)
+    except SDIConfigError as exc:
+        logging.getLogger("scrapy_sdi").error("Bad scrapy_sdi setting: %(error)s", {"error": exc})
+        raise

@@ -1,0 +1,834 @@
+"""Reference SDI ingest server: the whole v1 wire contract, SQLite-backed, with fault switches.
+
+It exists so the client can be proven over real HTTP against a server that follows
+``sdi-api-contract.md`` to the letter, and so tests can make that server misbehave on purpose
+(503/429, dropped connections, partial answers, poison results, short-lived tokens).
+
+Run it with ``python -m scrapy_sdi.testing.server --port 0 --db sdi.db --user NAME:PASSWORD``;
+it prints one line, ``SDI reference server listening on http://HOST:PORT/api/v1``, then serves.
+``build_site(config)`` gives the same server as a ``twisted.web.server.Site`` to embed in-process.
+
+Besides the contract it serves an unauthenticated admin API under ``/_admin/`` for tests:
+``GET results``, ``GET stats``, ``GET|POST faults``, ``POST filters``, ``POST revoke``,
+``POST status``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import hmac
+import json
+import logging
+import math
+import random
+import re
+import secrets
+import sqlite3
+import sys
+import zlib
+from collections import Counter, defaultdict
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from twisted.internet.interfaces import IReactorTime
+from twisted.web import http
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request, Site
+
+logger = logging.getLogger(__name__)
+
+API_PREFIX = "/api/v1"
+ADMIN_PREFIX = "/_admin"
+SERVER_VERSION = "scrapy_sdi-reference/1"
+MAX_STATUS_LOOKUPS = 1000
+MAX_ID_LENGTH = 128
+
+#: (code, name, description): the fixed list served by ``GET status-codes``.
+STATUS_CODES: tuple[tuple[int, str, str], ...] = (
+    (0, "received", "Stored, not yet looked at"),
+    (1, "processing", "Being analysed automatically"),
+    (2, "under_review", "Queued for analyst review"),
+    (3, "confirmed", "Confirmed by an analyst"),
+    (4, "dismissed", "Reviewed and found not relevant"),
+    (5, "removed", "Taken down at the source"),
+)
+_STATUS_BY_CODE = {code: (name, desc) for code, name, desc in STATUS_CODES}
+
+
+# --- configuration ------------------------------------------------------------------------------
+
+
+def _rate(value: Any) -> float:
+    rate = float(value)
+    if not 0.0 <= rate <= 1.0:
+        raise ValueError(f"expected a fraction between 0 and 1, got {value!r}")
+    return rate
+
+
+def _seconds(value: Any) -> float:
+    seconds = float(value)
+    if seconds < 0 or math.isnan(seconds):
+        raise ValueError(f"expected a number of seconds >= 0, got {value!r}")
+    return seconds
+
+
+def _positive_int(value: Any) -> int:
+    number = int(value)
+    if number < 1 or isinstance(value, bool):
+        raise ValueError(f"expected an integer >= 1, got {value!r}")
+    return number
+
+
+def _max_uses(value: Any) -> int | None:
+    """``None`` or ``0`` means unlimited uses."""
+    if value is None or int(value) == 0:
+        return None
+    return _positive_int(value)
+
+
+def _pattern(value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    re.compile(value)  # raises re.error (a ValueError) on a bad pattern
+    return str(value)
+
+
+def _seed(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+@dataclass
+class Faults:
+    """Switches tests flip (CLI flags or ``POST /_admin/faults``) to make the server misbehave.
+
+    Random faults only ever hit ``POST crawler-results``, so a client can always log in.
+    """
+
+    fail_rate: float = 0.0
+    rate_limit_rate: float = 0.0
+    retry_after: float = 1.0
+    drop_before_rate: float = 0.0
+    drop_after_rate: float = 0.0
+    omit_rate: float = 0.0
+    reject_url_pattern: str | None = None
+    bad_request_url_pattern: str | None = None
+    latency: float = 0.0
+    token_lifetime: float = 3600.0
+    token_max_uses: int | None = None
+    max_results: int = 1000
+    max_bytes: int = 5 * 1024 * 1024
+    seed: int | None = None
+
+    def update(self, changes: dict[str, Any]) -> None:
+        """Validate every change first, then apply them all (all or nothing)."""
+        unknown = sorted(set(changes) - set(FAULT_PARSERS))
+        if unknown:
+            raise ValueError(f"unknown fault settings: {', '.join(unknown)}")
+        parsed = {}
+        for name, value in changes.items():
+            try:
+                parsed[name] = FAULT_PARSERS[name](value)
+            except (TypeError, ValueError, re.error) as exc:
+                raise ValueError(f"{name}: {exc}") from None
+        for name, value in parsed.items():
+            setattr(self, name, value)
+
+
+#: How each fault setting is parsed, shared by the CLI flags and the admin API.
+FAULT_PARSERS: dict[str, Callable[[Any], Any]] = {
+    "fail_rate": _rate,
+    "rate_limit_rate": _rate,
+    "retry_after": _seconds,
+    "drop_before_rate": _rate,
+    "drop_after_rate": _rate,
+    "omit_rate": _rate,
+    "reject_url_pattern": _pattern,
+    "bad_request_url_pattern": _pattern,
+    "latency": _seconds,
+    "token_lifetime": _seconds,
+    "token_max_uses": _max_uses,
+    "max_results": _positive_int,
+    "max_bytes": _positive_int,
+    "seed": _seed,
+}
+assert set(FAULT_PARSERS) == {f.name for f in fields(Faults)}
+
+
+@dataclass
+class ServerConfig:
+    """Everything the server needs; ``build_site`` turns it into a Site."""
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    db_path: str = ":memory:"
+    users: dict[str, str] = field(default_factory=dict)
+    filters: list[dict[str, Any]] = field(default_factory=list)
+    filters_version: str | None = None
+    faults: Faults = field(default_factory=Faults)
+
+
+def load_filters(path: str | Path) -> tuple[list[dict[str, Any]], str | None]:
+    """Read a filters file: a JSON list of filters, or ``{"version": ..., "filters": [...]}``."""
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    return _split_filters(data)
+
+
+def _split_filters(data: Any) -> tuple[list[dict[str, Any]], str | None]:
+    version = None
+    if isinstance(data, dict):
+        version, data = data.get("version"), data.get("filters")
+    if not isinstance(data, list) or not all(isinstance(f, dict) for f in data):
+        raise ValueError("filters must be a list of objects or {'version', 'filters'}")
+    if version is not None and not isinstance(version, str):
+        raise ValueError("filters version must be a string")
+    return data, version
+
+
+# --- storage ------------------------------------------------------------------------------------
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS results (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    crawler TEXT NOT NULL,
+    url TEXT NOT NULL,
+    filename TEXT NOT NULL,
+    referrer TEXT,
+    description TEXT,
+    uploader TEXT,
+    crawled_at TEXT,
+    extra TEXT NOT NULL DEFAULT '{}',
+    status_code INTEGER NOT NULL DEFAULT 0,
+    submitted_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS results_url ON results (url);
+CREATE INDEX IF NOT EXISTS results_crawler ON results (crawler);
+"""
+_RESULT_COLUMNS = ("id", "crawler", "url", "filename", "referrer", "description", "uploader",
+                   "crawled_at", "extra", "status_code", "submitted_at")
+
+
+class ResultStore:
+    """Stored crawler results, one row per id, in SQLite so they survive a restart."""
+
+    def __init__(self, path: str) -> None:
+        self._db = sqlite3.connect(path, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        self._db.executescript(_SCHEMA)
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One batch is stored atomically: everything or nothing."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def insert(self, crawler: str, result: dict[str, Any], submitted_at: str) -> bool:
+        """Store ``result`` unless its id is already stored; True when it was new."""
+        row = {name: result.get(name) for name in _RESULT_COLUMNS}
+        row.update(crawler=crawler, submitted_at=submitted_at, status_code=0,
+                   extra=json.dumps(result.get("extra") or {}))
+        cursor = self._db.execute(
+            "INSERT INTO results (id, crawler, url, filename, referrer, description, uploader,"
+            " crawled_at, extra, status_code, submitted_at) VALUES (:id, :crawler, :url,"
+            " :filename, :referrer, :description, :uploader, :crawled_at, :extra, :status_code,"
+            " :submitted_at) ON CONFLICT (id) DO NOTHING",
+            row,
+        )
+        return cursor.rowcount == 1
+
+    def all_results(self) -> list[dict[str, Any]]:
+        rows = self._db.execute("SELECT * FROM results ORDER BY seq").fetchall()
+        return [self._row_dict(row) for row in rows]
+
+    def latest_by_url(self, urls: list[str]) -> dict[str, dict[str, Any]]:
+        """The most recently submitted result for each known url."""
+        found: dict[str, dict[str, Any]] = {}
+        for url in set(urls):
+            row = self._db.execute(
+                "SELECT * FROM results WHERE url = :url ORDER BY seq DESC LIMIT 1", {"url": url}
+            ).fetchone()
+            if row is not None:
+                found[url] = self._row_dict(row)
+        return found
+
+    def counts_by_status(self, crawler: str) -> dict[int, int]:
+        rows = self._db.execute(
+            "SELECT status_code, COUNT(*) AS n FROM results WHERE crawler = :crawler"
+            " GROUP BY status_code",
+            {"crawler": crawler},
+        ).fetchall()
+        return {row["status_code"]: row["n"] for row in rows}
+
+    def set_status(self, url: str, code: int) -> int:
+        """Change every result stored for ``url``; returns how many there were."""
+        with self.transaction():
+            cursor = self._db.execute(
+                "UPDATE results SET status_code = :code WHERE url = :url", {"code": code, "url": url}
+            )
+        return cursor.rowcount
+
+    def close(self) -> None:
+        self._db.close()
+
+    @staticmethod
+    def _row_dict(row: sqlite3.Row) -> dict[str, Any]:
+        data = {name: row[name] for name in _RESULT_COLUMNS}
+        data["extra"] = json.loads(data["extra"])
+        return data
+
+
+# --- tokens and counters ------------------------------------------------------------------------
+
+
+@dataclass
+class _AccessToken:
+    user: str
+    expires_at: float
+    uses: int = 0
+
+
+class TokenRegistry:
+    """Access and refresh tokens, kept in memory: a restart invalidates them, as the contract allows."""
+
+    def __init__(self, clock: IReactorTime) -> None:
+        self._clock = clock
+        self._access: dict[str, _AccessToken] = {}
+        self._refresh: dict[str, str] = {}
+
+    def issue(self, user: str, lifetime: float) -> dict[str, Any]:
+        access, refresh = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+        self._access[access] = _AccessToken(user, self._clock.seconds() + lifetime)
+        self._refresh[refresh] = user
+        return {"access_token": access, "refresh_token": refresh, "token_type": "Bearer",
+                "expires_in": math.ceil(lifetime)}
+
+    def rotate(self, refresh_token: str, lifetime: float) -> dict[str, Any] | None:
+        """A refresh token works once: it is replaced by the new pair."""
+        user = self._refresh.pop(refresh_token, None)
+        return None if user is None else self.issue(user, lifetime)
+
+    def use(self, access_token: str | None, max_uses: int | None) -> str | None:
+        """Count one authenticated use; the error code when the token is not (or no longer) valid."""
+        token = self._access.get(access_token or "")
+        if token is None:
+            return "unauthorized"
+        token.uses += 1
+        if token.expires_at <= self._clock.seconds() or (max_uses and token.uses > max_uses):
+            del self._access[access_token]
+            return "token_expired"
+        return None
+
+    def revoke_all(self) -> None:
+        self._access.clear()
+        self._refresh.clear()
+
+
+class ServerStats:
+    """Counters served by ``GET /_admin/stats`` so tests can assert on what the server saw."""
+
+    def __init__(self) -> None:
+        self.requests: defaultdict[str, Counter[str]] = defaultdict(Counter)
+        self.batches: Counter[str] = Counter()
+        self.counters: Counter[str] = Counter()
+
+    def as_dict(self) -> dict[str, Any]:
+        names = ("accepted", "duplicates", "rejected", "omitted", "logins", "login_failures",
+                 "refreshes", "refresh_failures")
+        return {
+            **{name: self.counters[name] for name in names},
+            "requests": {path: dict(counts) for path, counts in sorted(self.requests.items())},
+            "batches": dict(self.batches),
+        }
+
+
+# --- HTTP ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Answer:
+    """What to send back; ``drop`` aborts the connection instead of answering."""
+
+    status: int
+    body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+    drop: bool = False
+
+    @property
+    def label(self) -> str:
+        return "dropped" if self.drop else str(self.status)
+
+
+class _BadBody(Exception):
+    def __init__(self, answer: _Answer) -> None:
+        super().__init__(answer.status)
+        self.answer = answer
+
+
+def _error(status: int, error: str, **extra: Any) -> _Answer:
+    return _Answer(status, {"error": error, **extra})
+
+
+def _now_iso(clock: IReactorTime) -> str:
+    return datetime.fromtimestamp(clock.seconds(), timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _is_str_or_none(value: Any) -> bool:
+    return value is None or isinstance(value, str)
+
+
+def _batch_error(data: Any) -> str | None:
+    """Why a crawler-results body is structurally malformed, or None when it is well formed."""
+    if not isinstance(data, dict):
+        return "body must be a JSON object"
+    if not isinstance(data.get("crawler"), str) or not data["crawler"]:
+        return "crawler must be a non-empty string"
+    results = data.get("results")
+    if not isinstance(results, list) or not results:
+        return "results must be a non-empty list"
+    for index, result in enumerate(results):
+        problem = _result_error(result)
+        if problem:
+            return f"results[{index}]: {problem}"
+    return None
+
+
+def _result_error(result: Any) -> str | None:
+    if not isinstance(result, dict):
+        return "must be an object"
+    rid = result.get("id")
+    if not isinstance(rid, str) or not 1 <= len(rid) <= MAX_ID_LENGTH:
+        return f"id must be a string of 1-{MAX_ID_LENGTH} characters"
+    for name in ("url", "filename"):
+        if not isinstance(result.get(name), str):
+            return f"{name} must be a string"
+    for name in ("referrer", "description", "uploader", "crawled_at"):
+        if not _is_str_or_none(result.get(name)):
+            return f"{name} must be a string or null"
+    if not isinstance(result.get("extra", {}), dict):
+        return "extra must be an object"
+    return None
+
+
+def _etag_matches(header: str | None, version: str) -> bool:
+    """If-None-Match may carry the bare version, a quoted ETag, a weak one, a list, or ``*``."""
+    if header is None:
+        return False
+    for tag in header.split(","):
+        tag = tag.strip()
+        tag = tag[2:] if tag.startswith("W/") else tag
+        if tag == "*" or tag.strip('"') == version:
+            return True
+    return False
+
+
+Handler = Callable[[Request, bytes], _Answer]
+
+
+class SDIResource(Resource):
+    """The whole server as one leaf resource: routes on (path, method), then answers JSON."""
+
+    isLeaf = True
+
+    def __init__(self, config: ServerConfig, store: ResultStore, clock: IReactorTime) -> None:
+        super().__init__()
+        self.config = config
+        self.faults = config.faults
+        self.store = store
+        self.clock = clock
+        self.tokens = TokenRegistry(clock)
+        self.stats = ServerStats()
+        self._rng = random.Random(config.faults.seed)
+        self._filters_serial = 1
+        self._filters_version = config.filters_version or self._version_of(config.filters)
+        self._routes: dict[str, dict[str, tuple[Handler, bool]]] = {
+            API_PREFIX + "/auth/token": {"POST": (self._auth_token, False)},
+            API_PREFIX + "/auth/refresh": {"POST": (self._auth_refresh, False)},
+            API_PREFIX + "/health": {"GET": (self._health, False)},
+            API_PREFIX + "/filters": {"GET": (self._filters, True)},
+            API_PREFIX + "/crawler-results": {"POST": (self._crawler_results, True)},
+            API_PREFIX + "/crawler-results/status": {"POST": (self._status_lookup, True)},
+            API_PREFIX + "/status-codes": {"GET": (self._status_codes, True)},
+            ADMIN_PREFIX + "/results": {"GET": (self._admin_results, False)},
+            ADMIN_PREFIX + "/stats": {"GET": (self._admin_stats, False)},
+            ADMIN_PREFIX + "/faults": {"GET": (self._admin_get_faults, False),
+                                       "POST": (self._admin_set_faults, False)},
+            ADMIN_PREFIX + "/filters": {"POST": (self._admin_filters, False)},
+            ADMIN_PREFIX + "/revoke": {"POST": (self._admin_revoke, False)},
+            ADMIN_PREFIX + "/status": {"POST": (self._admin_status, False)},
+        }
+
+    # plumbing
+
+    def render(self, request: Request) -> int:
+        path = request.path.decode("utf-8", "replace")
+        answer = self._dispatch(request.method.decode("ascii", "replace"), path, request)
+        is_api = path.startswith(API_PREFIX + "/")
+        if is_api:
+            self.stats.requests[path if path in self._routes else "(unknown)"][answer.label] += 1
+        delay = self.faults.latency if is_api else 0.0
+        if delay <= 0:
+            self._send(request, answer)
+            return NOT_DONE_YET
+        call = self.clock.callLater(delay, self._send, request, answer)
+        request.notifyFinish().addErrback(lambda _: call.cancel() if call.active() else None)
+        return NOT_DONE_YET
+
+    def _dispatch(self, method: str, path: str, request: Request) -> _Answer:
+        methods = self._routes.get(path)
+        if methods is None:
+            return _error(404, "not_found")
+        if method not in methods:
+            answer = _error(405, "method_not_allowed")
+            answer.headers["Allow"] = ", ".join(sorted(methods))
+            return answer
+        handler, needs_auth = methods[method]
+        if needs_auth:
+            problem = self.tokens.use(self._bearer(request), self.faults.token_max_uses)
+            if problem:
+                return _error(401, problem)
+        try:
+            return handler(request, self._read_body(request))
+        except _BadBody as exc:
+            return exc.answer
+        except Exception:
+            logger.exception("Unexpected error answering %(method)s %(path)s",
+                             {"method": method, "path": path})
+            return _error(500, "internal_error")
+
+    def _send(self, request: Request, answer: _Answer) -> None:
+        if answer.drop:
+            logger.debug("Dropping the connection of %(path)r", {"path": request.path})
+            request.transport.abortConnection()
+            return
+        request.setResponseCode(answer.status)
+        for name, value in answer.headers.items():
+            request.setHeader(name, value)
+        if answer.status == 304:
+            request.finish()
+            return
+        body = json.dumps(answer.body, separators=(",", ":")).encode("utf-8")
+        request.setHeader("Content-Type", "application/json")
+        request.setHeader("Content-Length", str(len(body)))
+        request.write(body)
+        request.finish()
+
+    @staticmethod
+    def _bearer(request: Request) -> str | None:
+        header = (request.getHeader("authorization") or "").strip()
+        scheme, _, token = header.partition(" ")
+        return token.strip() if scheme.lower() == "bearer" else None
+
+    def _read_body(self, request: Request) -> bytes:
+        """The request body, gunzipped when sent gzip; the byte limit applies after gunzip."""
+        raw = request.content.read() if request.content is not None else b""
+        limit = self.faults.max_bytes
+        encoding = (request.getHeader("content-encoding") or "identity").strip().lower()
+        if encoding == "gzip":
+            inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+            try:
+                body = inflater.decompress(raw, limit + 1)
+            except zlib.error:
+                raise _BadBody(_error(400, "body is not valid gzip")) from None
+            if len(body) <= limit and not inflater.eof:
+                raise _BadBody(_error(400, "body is not valid gzip"))
+        elif encoding == "identity":
+            body = raw
+        else:
+            raise _BadBody(_error(415, "unsupported_content_encoding"))
+        if len(body) > limit:
+            raise _BadBody(self._too_large())
+        return body
+
+    def _too_large(self) -> _Answer:
+        return _error(413, "too_large", max_results=self.faults.max_results)
+
+    @staticmethod
+    def _json(body: bytes) -> Any:
+        try:
+            return json.loads(body)
+        except ValueError:
+            raise _BadBody(_error(400, "body is not valid JSON")) from None
+
+    def _roll(self, rate: float) -> bool:
+        return rate > 0 and self._rng.random() < rate
+
+    # contract
+
+    def _auth_token(self, request: Request, body: bytes) -> _Answer:
+        data = self._json(body)
+        if not isinstance(data, dict) or not all(
+            isinstance(data.get(k), str) for k in ("username", "password")
+        ):
+            return _error(400, "body must be an object with string username and password")
+        expected = self.config.users.get(data["username"])
+        if expected is None or not hmac.compare_digest(
+            expected.encode("utf-8"), data["password"].encode("utf-8")
+        ):
+            self.stats.counters["login_failures"] += 1
+            return _error(401, "invalid_credentials")
+        self.stats.counters["logins"] += 1
+        return _Answer(200, self.tokens.issue(data["username"], self.faults.token_lifetime))
+
+    def _auth_refresh(self, request: Request, body: bytes) -> _Answer:
+        data = self._json(body)
+        if not isinstance(data, dict) or not isinstance(data.get("refresh_token"), str):
+            return _error(400, "body must be an object with a string refresh_token")
+        tokens = self.tokens.rotate(data["refresh_token"], self.faults.token_lifetime)
+        if tokens is None:
+            self.stats.counters["refresh_failures"] += 1
+            return _error(401, "invalid_refresh_token")
+        self.stats.counters["refreshes"] += 1
+        return _Answer(200, tokens)
+
+    def _health(self, request: Request, body: bytes) -> _Answer:
+        return _Answer(200, {"status": "ok", "version": SERVER_VERSION})
+
+    def _filters(self, request: Request, body: bytes) -> _Answer:
+        version = self._filters_version
+        headers = {"ETag": f'"{version}"', "Cache-Control": "no-cache"}
+        if _etag_matches(request.getHeader("if-none-match"), version):
+            return _Answer(304, headers=headers)
+        return _Answer(200, {"version": version, "filters": self.config.filters}, headers)
+
+    def _crawler_results(self, request: Request, body: bytes) -> _Answer:
+        answer = self._random_fault()
+        if answer is None:
+            answer = self._store_batch(self._json(body))
+        self.stats.batches[answer.label] += 1
+        return answer
+
+    def _random_fault(self) -> _Answer | None:
+        retry_after = {"Retry-After": format(self.faults.retry_after, "g")}
+        if self._roll(self.faults.fail_rate):
+            return _Answer(503, {"error": "service_unavailable"}, retry_after)
+        if self._roll(self.faults.rate_limit_rate):
+            return _Answer(429, {"error": "rate_limited"}, retry_after)
+        if self._roll(self.faults.drop_before_rate):
+            return _Answer(0, drop=True)
+        return None
+
+    def _store_batch(self, data: Any) -> _Answer:
+        if isinstance(data, dict) and isinstance(data.get("results"), list):
+            if len(data["results"]) > self.faults.max_results:
+                return self._too_large()
+        problem = _batch_error(data)
+        if problem:
+            return _error(400, problem)
+        poison = self.faults.bad_request_url_pattern
+        for result in data["results"]:
+            if poison and re.search(poison, result["url"]):
+                return _error(400, f"result {result['id']!r} cannot be processed")
+        outcomes = self._store_results(data["crawler"], data["results"])
+        if self._roll(self.faults.drop_after_rate):
+            return _Answer(0, drop=True)
+        return _Answer(200, {"results": outcomes})
+
+    def _store_results(self, crawler: str, results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        outcomes = []
+        reject = self.faults.reject_url_pattern
+        submitted_at = _now_iso(self.clock)
+        with self.store.transaction():
+            for result in results:
+                if self._roll(self.faults.omit_rate):
+                    self.stats.counters["omitted"] += 1
+                elif reject and re.search(reject, result["url"]):
+                    self.stats.counters["rejected"] += 1
+                    outcomes.append({"id": result["id"], "status": "rejected",
+                                     "reason": f"url matches the rejected pattern {reject!r}"})
+                elif self.store.insert(crawler, result, submitted_at):
+                    self.stats.counters["accepted"] += 1
+                    outcomes.append({"id": result["id"], "status": "accepted"})
+                else:
+                    self.stats.counters["duplicates"] += 1
+                    outcomes.append({"id": result["id"], "status": "duplicate"})
+        logger.debug("Batch of %(n)d results from %(crawler)r stored",
+                     {"n": len(results), "crawler": crawler})
+        return outcomes
+
+    def _status_lookup(self, request: Request, body: bytes) -> _Answer:
+        data = self._json(body)
+        if not isinstance(data, dict) or not ({"urls", "crawlers"} & data.keys()):
+            return _error(400, "body must be an object with urls or crawlers")
+        answer: dict[str, Any] = {}
+        for key, lookup in (("urls", self._lookup_urls), ("crawlers", self._lookup_crawlers)):
+            if key not in data:
+                continue
+            values = data[key]
+            if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+                return _error(400, f"{key} must be a list of strings")
+            if len(values) > MAX_STATUS_LOOKUPS:
+                return _error(400, f"at most {MAX_STATUS_LOOKUPS} {key} per request")
+            answer.update(lookup(values))
+        return _Answer(200, answer)
+
+    def _lookup_urls(self, urls: list[str]) -> dict[str, Any]:
+        found = self.store.latest_by_url(urls)
+        entries = []
+        for url in urls:
+            row = found.get(url)
+            if row is None:
+                entries.append({"url": url, "status_code": None, "status": "not_found"})
+                continue
+            name, description = _STATUS_BY_CODE[row["status_code"]]
+            entries.append({"url": url, "status_code": row["status_code"], "status": name,
+                            "description": description, "crawler": row["crawler"],
+                            "submitted_at": row["submitted_at"]})
+        return {"results": entries}
+
+    def _lookup_crawlers(self, crawlers: list[str]) -> dict[str, Any]:
+        entries = []
+        for crawler in crawlers:
+            counts = self.store.counts_by_status(crawler)
+            by_status = {_STATUS_BY_CODE[code][0]: n for code, n in sorted(counts.items())}
+            entries.append({"crawler": crawler, "total": sum(counts.values()),
+                            "by_status": by_status})
+        return {"crawlers": entries}
+
+    def _status_codes(self, request: Request, body: bytes) -> _Answer:
+        codes = [{"code": c, "name": n, "description": d} for c, n, d in STATUS_CODES]
+        return _Answer(200, {"codes": codes})
+
+    # admin (tests only, no auth)
+
+    def _admin_results(self, request: Request, body: bytes) -> _Answer:
+        results = self.store.all_results()
+        return _Answer(200, {"count": len(results), "results": results})
+
+    def _admin_stats(self, request: Request, body: bytes) -> _Answer:
+        return _Answer(200, self.stats.as_dict())
+
+    def _admin_get_faults(self, request: Request, body: bytes) -> _Answer:
+        return _Answer(200, asdict(self.faults))
+
+    def _admin_set_faults(self, request: Request, body: bytes) -> _Answer:
+        data = self._json(body)
+        if not isinstance(data, dict):
+            return _error(400, "body must be an object of fault settings")
+        try:
+            self.faults.update(data)
+        except ValueError as exc:
+            return _error(400, str(exc))
+        if "seed" in data:
+            self._rng.seed(self.faults.seed)
+        logger.info("Faults set: %(faults)s", {"faults": data})
+        return _Answer(200, asdict(self.faults))
+
+    def _admin_filters(self, request: Request, body: bytes) -> _Answer:
+        try:
+            filters, version = _split_filters(self._json(body))
+        except ValueError as exc:
+            return _error(400, str(exc))
+        self._filters_serial += 1
+        self.config.filters = filters
+        self._filters_version = version or self._version_of(filters)
+        return _Answer(200, {"version": self._filters_version, "count": len(filters)})
+
+    def _admin_revoke(self, request: Request, body: bytes) -> _Answer:
+        self.tokens.revoke_all()
+        return _Answer(200, {"revoked": True})
+
+    def _admin_status(self, request: Request, body: bytes) -> _Answer:
+        data = self._json(body)
+        if not isinstance(data, dict) or not isinstance(data.get("url"), str):
+            return _error(400, "body must be an object with url and status_code")
+        code = data.get("status_code")
+        if isinstance(code, bool) or code not in _STATUS_BY_CODE:
+            return _error(400, f"status_code must be one of {sorted(_STATUS_BY_CODE)}")
+        updated = self.store.set_status(data["url"], code)
+        if not updated:
+            return _error(404, "not_found")
+        return _Answer(200, {"updated": updated})
+
+    def _version_of(self, filters: list[dict[str, Any]]) -> str:
+        """A new serial on every replacement, plus a digest of the content."""
+        digest = hashlib.sha256(json.dumps(filters, sort_keys=True).encode("utf-8")).hexdigest()
+        return f"{self._filters_serial}-{digest[:12]}"
+
+
+def build_site(config: ServerConfig, *, clock: IReactorTime | None = None) -> Site:
+    """The server as a Site, to listen on in-process; ``site.resource.store`` holds the data."""
+    if clock is None:
+        from twisted.internet import reactor as clock  # noqa: PLC0415 -- installed reactor only
+    store = ResultStore(config.db_path)
+    site = Site(SDIResource(config, store, clock))
+    site.displayTracebacks = False
+    return site
+
+
+# --- command line -------------------------------------------------------------------------------
+
+
+def _user(value: str) -> tuple[str, str]:
+    name, sep, password = value.partition(":")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError("expected NAME:PASSWORD")
+    return name, password
+
+
+def _argument_type(parser: Callable[[Any], Any]) -> Callable[[str], Any]:
+    def parse(value: str) -> Any:
+        try:
+            return parser(value)
+        except (ValueError, re.error) as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    parse.__name__ = parser.__name__
+    return parse
+
+
+def parse_args(argv: list[str] | None = None) -> ServerConfig:
+    """Turn command-line flags into a ServerConfig (``--fail-rate`` sets ``faults.fail_rate``)."""
+    parser = argparse.ArgumentParser(prog="python -m scrapy_sdi.testing.server",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--db", default=":memory:", help="SQLite file for stored results")
+    parser.add_argument("--user", type=_user, action="append", default=[],
+                        metavar="NAME:PASSWORD", help="an account; repeatable")
+    parser.add_argument("--filters", metavar="FILE",
+                        help="JSON list of filters, or {'version': ..., 'filters': [...]}")
+    defaults = Faults()
+    for name, converter in FAULT_PARSERS.items():
+        parser.add_argument("--" + name.replace("_", "-"), dest=name,
+                            type=_argument_type(converter), default=getattr(defaults, name))
+    args = parser.parse_args(argv)
+    faults = Faults(**{name: getattr(args, name) for name in FAULT_PARSERS})
+    filters, version = load_filters(args.filters) if args.filters else ([], None)
+    return ServerConfig(host=args.host, port=args.port, db_path=args.db, users=dict(args.user),
+                        filters=filters, filters_version=version, faults=faults)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve until SIGINT/SIGTERM; the one stdout line tells the caller the base URL."""
+    from twisted.internet import reactor  # noqa: PLC0415 -- the default reactor is fine here
+    from twisted.logger import STDLibLogObserver, globalLogBeginner  # noqa: PLC0415
+
+    config = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    globalLogBeginner.beginLoggingTo([STDLibLogObserver()], redirectStandardIO=False)
+    if not config.users:
+        logger.warning("No --user NAME:PASSWORD given: nobody can log in")
+    site = build_site(config, clock=reactor)
+    port = reactor.listenTCP(config.port, site, interface=config.host)
+    reactor.addSystemEventTrigger("after", "shutdown", site.resource.store.close)
+    url = f"http://{config.host}:{port.getHost().port}{API_PREFIX}"
+    sys.stdout.write(f"SDI reference server listening on {url}\n")
+    sys.stdout.flush()
+    reactor.run()
+
+
+if __name__ == "__main__":
+    main()

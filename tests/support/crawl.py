@@ -1,0 +1,53 @@
+"""Run real crawls in subprocesses, as users do, and read back their stats."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class CrawlResult:
+    returncode: int
+    stats: dict[str, Any]
+    log: str
+
+
+def crawl_command(tmp_path: Path, settings: dict[str, Any], spider_args: dict[str, Any] | None = None, spider: str = "SyntheticSpider") -> tuple[list[str], dict[str, str]]:
+    stats_path = tmp_path / "stats.json"
+    all_settings = {
+        "EXTENSIONS": json.dumps({"tests.support.statsdump.StatsDump": 0, "scrapy_sdi.SDIStatus": 500}),
+        "ITEM_PIPELINES": json.dumps({"scrapy_sdi.SDIPipeline": 800}),
+        "STATS_DUMP_PATH": str(stats_path),
+        "LOG_LEVEL": "INFO",
+        "TELNETCONSOLE_ENABLED": "False",
+        **{k: v if isinstance(v, str) else json.dumps(v) for k, v in settings.items()},
+    }
+    cmd = [
+        sys.executable, "-W", "error::scrapy.exceptions.ScrapyDeprecationWarning",
+        "-m", "tests.support.run_spider", spider,
+    ]
+    for key, value in all_settings.items():
+        cmd += ["-s", f"{key}={value}"]
+    for key, value in (spider_args or {}).items():
+        cmd += ["-a", f"{key}={value}"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("SCRAPY_SETTINGS_MODULE", None)
+    return cmd, env
+
+
+def run_crawl(tmp_path: Path, settings: dict[str, Any], spider_args: dict[str, Any] | None = None, *, timeout: float = 120, spider: str = "SyntheticSpider") -> CrawlResult:
+    cmd, env = crawl_command(tmp_path, settings, spider_args, spider)
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout)
+    stats_path = tmp_path / "stats.json"
+    stats = json.loads(stats_path.read_text()) if stats_path.exists() else {}
+    if stats_path.exists():
+        stats_path.unlink()
+    return CrawlResult(proc.returncode, stats, proc.stderr + proc.stdout)
