@@ -257,13 +257,16 @@ class SDIClient:
         for name, value in (extra_headers or {}).items():
             headers[name] = [value]
         d = defer.Deferred.fromCoroutine(self._roundtrip(method, path, body, Headers(headers)))
-        d.addTimeout(self._timeout, self._reactor)
+        timer = self._reactor.callLater(self._timeout, d.cancel)
         try:
             reply = await d
-        except defer.TimeoutError:
-            raise SDINetworkError(f"{method} {path}: no answer within {self._timeout:g}s") from None
         except _NETWORK_ERRORS as exc:
+            if not timer.active():
+                raise SDINetworkError(f"{method} {path}: no answer within {self._timeout:g}s") from None
             raise SDINetworkError(f"{method} {path}: {_describe(exc)}") from None
+        finally:
+            if timer.active():
+                timer.cancel()
         self._inc(f"sdi/response_status_count/{reply.code}")
         return reply
 

@@ -87,6 +87,12 @@ class FilterSet:
         use_re2 = use_re2 and re2 is not None
         self._url = _FieldMatcher(self.filters, "url", use_re2)
         self._filename = _FieldMatcher(self.filters, "filename", use_re2)
+        #: ids of prefix/glob/regex filters searched with Python's re although RE2 is in
+        #: use (backreferences, lookarounds, ``\\b``...): no protection from slow regexes.
+        self.unprotected = [
+            self.filters[pos].id
+            for pos in sorted(self._url.unprotected + self._filename.unprotected)
+        ] if use_re2 else []
 
     @property
     def count(self) -> int:
@@ -114,7 +120,7 @@ def compile_filters(
     filters: list[Filter] = []
     skipped: list[object] = []
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # e.g. FutureWarning "possible nested set"
+        warnings.simplefilter("ignore")  # e.g. re's FutureWarning "possible nested set"
         for index, entry in enumerate(raw):
             fid = entry.get("id") if isinstance(entry, Mapping) else None
             reason = _invalid_reason(entry)
@@ -126,7 +132,7 @@ def compile_filters(
                 skipped.append(fid)
                 continue
             filters.append(Filter(fid, entry["field"], entry["kind"], entry["pattern"]))
-    return FilterSet(filters, version, skipped, use_re2=use_re2)
+        return FilterSet(filters, version, skipped, use_re2=use_re2)
 
 
 def _invalid_reason(entry: object) -> str | None:
@@ -177,12 +183,14 @@ class _FieldMatcher:
             else:  # glob; fnmatch's atomic groups never change what it matches
                 folded.append((pos, r"\A" + fnmatch.translate(f.pattern.lower()), True))
         self._checks: list[Callable[[str], int | None]] = []
+        self.unprotected: list[int] = []  # positions RE2 does not search
         if domains:
             self._checks.append(functools.partial(_first_domain, domains))
-        if searched:
-            self._checks.append(_RegexBank(searched, use_re2).first)
-        if folded:
-            self._checks.append(_RegexBank(folded, use_re2).first_lowercased)
+        for entries, lowercased in ((searched, False), (folded, True)):
+            if entries:
+                bank = _RegexBank(entries, use_re2)
+                self._checks.append(bank.first_lowercased if lowercased else bank.first)
+                self.unprotected += [pos for pos, _rx in bank.rest.entries]
 
     def first(self, value: str) -> int | None:
         best = self._exact.get(value)
@@ -253,7 +261,7 @@ class _RegexBank:
 
     def __init__(self, entries: list[tuple[int, str, bool]], use_re2: bool) -> None:
         self._python = _PythonBank([(pos, re.compile(source)) for pos, source, _ in entries])
-        self._rest = self._python  # what RE2 does not search
+        self.rest = self._python  # what RE2 does not search
         self._re2_match = None
         self._re2_positions: list[int] = []
         if use_re2:
@@ -276,7 +284,7 @@ class _RegexBank:
         rfilter.Compile()
         self._re2_match = rfilter.Match
         in_re2 = set(self._re2_positions)
-        self._rest = _PythonBank([e for e in self._python.entries if e[0] not in in_re2])
+        self.rest = _PythonBank([e for e in self._python.entries if e[0] not in in_re2])
 
     def first_lowercased(self, value: str) -> int | None:
         return self.first(value.lower())
@@ -290,7 +298,7 @@ class _RegexBank:
             return self._python.first(value)
         hits = self._re2_match(data)
         best = min(map(self._re2_positions.__getitem__, hits)) if hits else None
-        rest = self._rest.first(value, before=best) if self._rest.entries else None
+        rest = self.rest.first(value, before=best) if self.rest.entries else None
         return best if rest is None else rest
 
 
@@ -442,31 +450,25 @@ _NEGATED = {
     "CATEGORY_NOT_SPACE": "CATEGORY_SPACE",
     "CATEGORY_NOT_WORD": "CATEGORY_WORD",
 }
-#: Python's escape for each category, and a short RE2 spelling used when it is the same set.
+#: Python's escape for each category. RE2's own \\p{Nd}, \\p{L}... follow another Unicode
+#: version (measured: they differ), so classes list Python's code point ranges instead.
 _CATEGORIES = {
-    "CATEGORY_DIGIT": (r"\d", r"\p{Nd}"),
-    "CATEGORY_NOT_DIGIT": (r"\D", r"\P{Nd}"),
-    "CATEGORY_SPACE": (r"\s", None),
-    "CATEGORY_NOT_SPACE": (r"\S", None),
-    "CATEGORY_WORD": (r"\w", r"\p{L}\p{N}_"),
-    "CATEGORY_NOT_WORD": (r"\W", None),
+    "CATEGORY_DIGIT": r"\d",
+    "CATEGORY_NOT_DIGIT": r"\D",
+    "CATEGORY_SPACE": r"\s",
+    "CATEGORY_NOT_SPACE": r"\S",
+    "CATEGORY_WORD": r"\w",
+    "CATEGORY_NOT_WORD": r"\W",
 }
 
 
 @functools.cache
 def _category_class(name: str) -> str:
-    """Class body for \\d, \\w, \\s or a negation, meaning exactly what Python's re means.
-
-    The short RE2 spelling is used only if RE2 agrees on every code point (Unicode
-    versions differ); otherwise the class lists Python's ranges.
-    """
+    """Class body for \\d, \\w, \\s or a negation, meaning exactly what Python's re means."""
     if name not in _CATEGORIES:
         raise _Untranslatable(name)
-    escape, spelling = _CATEGORIES[name]
     text = _all_chars()
-    ranges = _runs(re.finditer(escape + "+", text), text)
-    if spelling and _runs(re2.finditer("[" + spelling + "]+", text), text) == ranges:
-        return spelling
+    ranges = _runs(re.finditer(_CATEGORIES[name] + "+", text), text)
     return "".join(_hex(lo) if lo == hi else f"{_hex(lo)}-{_hex(hi)}" for lo, hi in ranges)
 
 

@@ -245,13 +245,20 @@ class ResultMapper:
             if not isinstance(merged, Mapping):
                 raise InvalidResult(f"extra is not a mapping: {type(merged).__name__}", "extra")
             extra.update(self._mapping(merged, 1, "extra"))
-        claimed, rename = self._claimed, self._rename
+        claimed, rename, limit = self._claimed, self._rename, self.max_field_bytes
         for key, value in fields.items():
             if value is None or key in claimed:
                 continue
-            name = self._key(key, "extra")
-            name = rename.get(name, name)
-            extra[name] = self._json(value, 1, f"extra field {name!r}")
+            if not (type(key) is str and key.isascii() and len(key) <= limit):
+                key = self._key(key, "extra")
+            key = rename.get(key, key)
+            kind = type(value)
+            if (kind is str and value.isascii() and len(value) <= limit) or kind is bool or (
+                kind is int and _INT_MIN <= value <= _INT_MAX
+            ):
+                extra[key] = value  # the common scalars, checked inline
+            else:
+                extra[key] = self._json(value, 1, f"extra field {key!r}")
         return extra
 
     def _json(self, value: Any, depth: int, label: str) -> Any:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import posixpath
 import queue
 import re
 import subprocess
@@ -20,6 +22,7 @@ import pytest_twisted
 from scrapy_sdi.testing.demo_site import PAGE_SIZE, expected_files, listen
 
 ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE_PROJECT = ROOT / "example_project"
 LINE = re.compile(r"^Demo site listening on (http://127\.0\.0\.1:(\d+)/)$")
 CATEGORIES, FILES = 3, PAGE_SIZE * 2 + 3  # three pages per category
 
@@ -127,3 +130,21 @@ async def test_in_process_on_the_test_reactor() -> None:
         await port.stopListening()
     assert response.code == 200
     assert sorted(re.findall(r'href="(/(?:files|private)/[^"]+)"', body)) == expected_files(1, 2)
+
+
+def test_example_spider_reports_every_file(demo_site: str, tmp_path: Path) -> None:
+    """example_project's "files" spider finds every link, without deprecation warnings."""
+    output = tmp_path / "items.jsonl"
+    subprocess.run(
+        [sys.executable, "-W", "error::scrapy.exceptions.ScrapyDeprecationWarning",
+         "-m", "scrapy", "crawl", "files", "-a", f"site={demo_site}", "-o", f"{output}:jsonl",
+         "-s", "ITEM_PIPELINES={}", "-s", "EXTENSIONS={}", "-s", "LOG_LEVEL=WARNING"],
+        cwd=EXAMPLE_PROJECT, check=True, timeout=120,
+    )
+    items = [json.loads(line) for line in output.read_text().splitlines()]
+    assert sorted(urlsplit(item["url"]).path for item in items) == expected_files(CATEGORIES, FILES)
+    for item in items:
+        assert item["url"].startswith(demo_site)
+        assert item["filename"] == posixpath.basename(urlsplit(item["url"]).path)
+        assert urlsplit(item["referrer"]).path.startswith("/category/")
+        assert item["description"] and item["uploader"]
