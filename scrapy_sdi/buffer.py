@@ -46,7 +46,6 @@ class Row:
     payload: bytes
     state: str = PENDING
     reason: str | None = None
-    producer: str = ""  # the run that buffered it, so a close waits for its own rows only
 
 
 @dataclass(slots=True, frozen=True)
@@ -97,8 +96,12 @@ class Buffer(ABC):
         """Put rows of ``state`` back to pending; return how many."""
 
     @abstractmethod
-    def outstanding(self, producer: str) -> int:
-        """Rows of one run that are still pending or in flight."""
+    def outstanding(self, crawler: str, created_before: float) -> int:
+        """Rows of ``crawler`` buffered before a time that are still pending or in flight.
+
+        A closing run waits for these: its own rows and those left by runs before it, but not
+        the rows that other live jobs sharing the buffer keep adding.
+        """
 
     @abstractmethod
     def crawlers_with_pending(self) -> list[str]:
@@ -139,7 +142,6 @@ _MIGRATIONS = {
             url TEXT NOT NULL,
             payload BLOB NOT NULL,
             state TEXT NOT NULL,
-            producer TEXT NOT NULL DEFAULT '',
             attempts INTEGER NOT NULL DEFAULT 0,
             ready_at REAL NOT NULL DEFAULT 0,
             lease_owner TEXT,
@@ -154,7 +156,6 @@ _MIGRATIONS = {
         "CREATE INDEX IF NOT EXISTS ix_results_lease ON results (lease_until) WHERE state = 'in_flight'",
         "CREATE INDEX IF NOT EXISTS ix_results_url ON results (crawler, url)",
         "CREATE INDEX IF NOT EXISTS ix_results_state ON results (state, crawler)",
-        "CREATE INDEX IF NOT EXISTS ix_results_producer ON results (producer) WHERE state IN ('pending', 'in_flight')",
         "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     ],
 }
@@ -212,9 +213,9 @@ class SQLiteBuffer(Buffer):
                     seen.add(key)  # a URL twice in one group
                 stored.append(is_new)
                 if is_new:
-                    fresh.append((row.id, row.crawler, row.url, row.payload, row.state, row.reason, row.producer, now))
+                    fresh.append((row.id, row.crawler, row.url, row.payload, row.state, row.reason, now))
             self._conn.executemany(
-                "INSERT INTO results (id, crawler, url, payload, state, reason, producer, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO results (id, crawler, url, payload, state, reason, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 fresh,
             )
         return stored
@@ -320,9 +321,10 @@ class SQLiteBuffer(Buffer):
             )
         return cursor.rowcount
 
-    def outstanding(self, producer: str) -> int:
+    def outstanding(self, crawler: str, created_before: float) -> int:
         (n,) = self._conn.execute(
-            "SELECT count(*) FROM results WHERE producer = ? AND state IN ('pending', 'in_flight')", (producer,)
+            "SELECT count(*) FROM results WHERE state IN ('pending', 'in_flight') AND crawler = ? AND created_at <= ?",
+            (crawler, created_before),
         ).fetchone()
         return n
 
@@ -403,7 +405,6 @@ class MemoryBuffer(Buffer):
                 "id": row.id, "crawler": row.crawler, "url": row.url, "payload": row.payload,
                 "state": row.state, "attempts": 0, "ready_at": 0.0, "reason": row.reason,
                 "last_error": None, "outcome": None, "created_at": now, "delivered_at": None,
-                "producer": row.producer,
             }
             if row.state == PENDING:
                 self._seen.add(key)
@@ -470,8 +471,10 @@ class MemoryBuffer(Buffer):
                 n += 1
         return n
 
-    def outstanding(self, producer: str) -> int:
-        return sum(1 for r in self._rows.values() if r["producer"] == producer and r["state"] in (PENDING, IN_FLIGHT))
+    def outstanding(self, crawler: str, created_before: float) -> int:
+        queued = len(self._pending.get(crawler, ()))
+        leased = sum(1 for id_ in self._leased if self._rows[id_]["crawler"] == crawler)
+        return queued + leased  # a memory buffer holds this process's rows only
 
     def crawlers_with_pending(self) -> list[str]:
         return sorted({r["crawler"] for r in self._rows.values() if r["state"] in (PENDING, IN_FLIGHT)})

@@ -56,7 +56,7 @@ class Delivery:
         self.client = client
         self.settings = settings
         self.crawler = crawler_name or settings.crawler_name
-        self.owner = uuid.uuid4().hex  # lease owner and producer id of this run
+        self.owner = uuid.uuid4().hex  # lease owner id of this run
         self.stats = stats
         self._audit = audit
         self._reactor = reactor
@@ -66,6 +66,7 @@ class Delivery:
         #: Rows of this crawler waiting for delivery (an estimate kept in step without queries).
         self.backlog = 0
         self._failures = 0  # consecutive failed attempts: drives the backoff
+        self._batch_size = settings.batch_size  # lowered when the API answers 413 with max_results
         self._paused_until = 0.0
         self._draining = False
         self._timer: Any = None
@@ -87,19 +88,20 @@ class Delivery:
         """Rows were buffered: send now if a full batch is ready, else within LINGER."""
         self._unclaimed += added
         self.backlog += added
-        if self._unclaimed >= self.settings.batch_size:
+        if self._unclaimed >= self._batch_size:
             self._pump()
         else:
             self._schedule(LINGER)
 
     async def drain(self, timeout: float) -> int:
-        """Deliver this run's rows until none is left or ``timeout`` passes; return how many are left."""
+        """Deliver until no row buffered before now is left, or ``timeout`` passes; return how many are left."""
         self._draining = True
         self._running = True
         deadline = time.monotonic() + timeout
+        cutoff = time.time()
         while True:
             self._pump()
-            if not self._active and self.buffer.outstanding(self.owner) == 0:
+            if not self._active and self.buffer.outstanding(self.crawler, cutoff) == 0:
                 return 0
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -109,7 +111,8 @@ class Delivery:
                 pause = self._paused_until - time.time()
                 wait = min(remaining, pause + 0.05 if pause > 0 else TICK)
             await self._progress(wait)
-        return self.buffer.outstanding(self.owner)
+        await self.stop()  # let the batches in flight finish before counting what is left
+        return self.buffer.outstanding(self.crawler, cutoff)
 
     async def stop(self) -> None:
         """Stop claiming and wait for the batches already in flight."""
@@ -142,7 +145,7 @@ class Delivery:
             rows = self.buffer.claim(
                 self.crawler,
                 self.owner,
-                self.settings.batch_size,
+                self._batch_size,
                 self.settings.lease_timeout,
                 ignore_ready_at=self._draining,
             )
@@ -239,6 +242,9 @@ class Delivery:
         size = len(rows) // 2
         if isinstance(exc, SDIBatchTooLarge) and exc.max_results and exc.max_results < len(rows):
             size = max(1, exc.max_results)
+            if size < self._batch_size:
+                logger.info("SDI: the API takes at most %(n)d results per batch; sending batches of %(n)d", {"n": size})
+                self._batch_size = size
         for start in range(0, len(rows), size):
             part = rows[start : start + size]
             try:

@@ -89,10 +89,8 @@ class FilterSet:
         self._filename = _FieldMatcher(self.filters, "filename", use_re2)
         #: ids of prefix/glob/regex filters searched with Python's re although RE2 is in
         #: use (backreferences, lookarounds, ``\\b``...): no protection from slow regexes.
-        self.unprotected = [
-            self.filters[pos].id
-            for pos in sorted(self._url.unprotected + self._filename.unprotected)
-        ] if use_re2 else []
+        positions = sorted(self._url.unprotected + self._filename.unprotected) if use_re2 else []
+        self.unprotected = [self.filters[pos].id for pos in positions]
 
     @property
     def count(self) -> int:

@@ -99,7 +99,7 @@ class SDIPipeline:
             await maybe_deferred_to_future(
                 defer.Deferred.fromCoroutine(self.delivery.wait_for_room(self.settings.buffer_max_pending))
             )
-        row = Row(result_id, self.settings.crawler_name, result["url"], payload, producer=self.delivery.owner)
+        row = Row(result_id, self.settings.crawler_name, result["url"], payload)
         stored = await maybe_deferred_to_future(self.writer.add(row))
         self.stats.inc_value("sdi/items_buffered" if stored else "sdi/items_deduplicated")
         return item
@@ -134,7 +134,7 @@ class SDIPipeline:
         try:
             left = await self.delivery.drain(self.settings.close_timeout)
             await self.delivery.stop()
-            return self.delivery.buffer.outstanding(self.delivery.owner) if left else 0
+            return left
         finally:
             await self.filters.close()
             if self.client is not None:

@@ -198,7 +198,9 @@ def test_bad_limits_are_config_errors(kwargs: dict[str, int]) -> None:
         ("https://example.com/bad%ffutf8", "bad\ufffdutf8"),
     ],
 )
-def test_filename_defaults_to_last_path_segment(mapper: ResultMapper, url: str, filename: str) -> None:
+def test_filename_defaults_to_last_path_segment(
+    mapper: ResultMapper, url: str, filename: str
+) -> None:
     result = mapper.to_result({"url": url})
     assert result["filename"] == filename
     assert result["url"] == url
@@ -216,7 +218,11 @@ def test_given_filename_is_kept(mapper: ResultMapper) -> None:
 
 @pytest.mark.parametrize(
     "url",
-    ["  https://example.com/a.mp3\n", "\thttps://example.com/a.mp3 ", "\u00a0https://example.com/a.mp3"],
+    [
+        "  https://example.com/a.mp3\n",
+        "\thttps://example.com/a.mp3 ",
+        "\u00a0https://example.com/a.mp3",
+    ],
 )
 def test_url_whitespace_is_stripped(mapper: ResultMapper, url: str) -> None:
     assert mapper.to_result({"url": url})["url"] == "https://example.com/a.mp3"
@@ -244,26 +250,49 @@ def test_unusual_but_valid_urls_are_accepted(mapper: ResultMapper, url: str) -> 
         ({"url": b"https://example.com/"}, "url is not a string: bytes"),
         ({"url": 12}, "url is not a string: int"),
         ({"url": "   "}, "url is empty"),
-        ({"url": "ftp://example.com/f"}, "url is not an absolute http(s) URL: 'ftp://example.com/f'"),
+        (
+            {"url": "ftp://example.com/f"},
+            "url is not an absolute http(s) URL: 'ftp://example.com/f'",
+        ),
         ({"url": "/relative/path.mp3"}, "url is not an absolute http(s) URL: '/relative/path.mp3'"),
         ({"url": "example.com/a.mp3"}, "url is not an absolute http(s) URL: 'example.com/a.mp3'"),
         ({"url": "http://"}, "url is not an absolute http(s) URL: 'http://'"),
         ({"url": "https:///path"}, "url is not an absolute http(s) URL: 'https:///path'"),
-        ({"url": "javascript:alert(1)"}, "url is not an absolute http(s) URL: 'javascript:alert(1)'"),
-        ({"url": "https://exa\x00mple.com/"}, "url contains a NUL byte: 'https://exa\\x00mple.com/'"),
-        ({"url": "https://example.com/a\nb"}, "url contains a control character: 'https://example.com/a\\nb'"),
-        ({"url": "http://example.com:99999/"}, "url is not a valid URL: 'http://example.com:99999/'"),
+        (
+            {"url": "javascript:alert(1)"},
+            "url is not an absolute http(s) URL: 'javascript:alert(1)'",
+        ),
+        (
+            {"url": "https://exa\x00mple.com/"},
+            "url contains a NUL byte: 'https://exa\\x00mple.com/'",
+        ),
+        (
+            {"url": "https://example.com/a\nb"},
+            "url contains a control character: 'https://example.com/a\\nb'",
+        ),
+        (
+            {"url": "http://example.com:99999/"},
+            "url is not a valid URL: 'http://example.com:99999/'",
+        ),
         ({"url": "http://example.com:port/"}, "url is not a valid URL: 'http://example.com:port/'"),
         ({"url": "http://[::1/"}, "url is not a valid URL: 'http://[::1/'"),
         ({"url": "http://exa mple.com/"}, "url has whitespace in its host: 'http://exa mple.com/'"),
-        ({"url": "https://example.com/\ud800"}, "url contains a lone surrogate and cannot be encoded as UTF-8"),
+        (
+            {"url": "https://example.com/\ud800"},
+            "url contains a lone surrogate and cannot be encoded as UTF-8",
+        ),
         ({"url": URL, "filename": "a\x00b"}, "filename contains a NUL byte: 'a\\x00b'"),
-        ({"url": URL, "filename": "a\udcff"}, "filename contains a lone surrogate and cannot be encoded as UTF-8"),
+        (
+            {"url": URL, "filename": "a\udcff"},
+            "filename contains a lone surrogate and cannot be encoded as UTF-8",
+        ),
         ({"url": URL, "filename": b"x.mp3"}, "filename is not a string: bytes"),
         ({"url": URL, "filename": True}, "filename is not a string: bool"),
     ],
 )
-def test_bad_url_or_filename_gives_its_reason(mapper: ResultMapper, item: dict, reason: str) -> None:
+def test_bad_url_or_filename_gives_its_reason(
+    mapper: ResultMapper, item: dict, reason: str
+) -> None:
     assert reason_of(mapper, item) == reason
 
 
@@ -359,7 +388,10 @@ def test_field_size_limit_counts_utf8_bytes() -> None:
     [
         (WHEN, "2026-11-22T18:15:51Z"),
         (datetime(2026, 11, 22, 18, 15, 51, 999999), "2026-11-22T18:15:51Z"),  # naive is UTC
-        (datetime(2026, 11, 22, 20, 15, 51, tzinfo=timezone(timedelta(hours=2))), "2026-11-22T18:15:51Z"),
+        (
+            datetime(2026, 11, 22, 20, 15, 51, tzinfo=timezone(timedelta(hours=2))),
+            "2026-11-22T18:15:51Z",
+        ),
         (date(2026, 11, 22), "2026-11-22T00:00:00Z"),
         ("2026-11-22T18:15:51Z", "2026-11-22T18:15:51Z"),
         ("2026-11-22T18:15:51.250Z", "2026-11-22T18:15:51Z"),
@@ -400,7 +432,9 @@ def test_bad_crawled_at_gives_its_reason(mapper: ResultMapper, value: Any, reaso
 
 def test_crawled_at_that_overflows_utc_is_invalid(mapper: ResultMapper) -> None:
     early = datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=5)))
-    assert reason_of(mapper, {"url": URL, "crawled_at": early}).startswith("crawled_at is not a valid")
+    assert reason_of(mapper, {"url": URL, "crawled_at": early}).startswith(
+        "crawled_at is not a valid"
+    )
 
 
 # -- extra -------------------------------------------------------------------------------------
@@ -433,7 +467,10 @@ class Nested(scrapy.Item):
         (1.25, 1.25),
         (True, True),
         (datetime(2026, 1, 2, 3, 4, 5, 6), "2026-01-02T03:04:05.000006Z"),
-        (datetime(2026, 1, 2, 5, 4, 5, tzinfo=timezone(timedelta(hours=2))), "2026-01-02T03:04:05Z"),
+        (
+            datetime(2026, 1, 2, 5, 4, 5, tzinfo=timezone(timedelta(hours=2))),
+            "2026-01-02T03:04:05Z",
+        ),
         (date(2026, 1, 2), "2026-01-02"),
         (time(3, 4, 5), "03:04:05"),
         (Decimal("0.1000000000000000000001"), "0.1000000000000000000001"),
@@ -489,10 +526,16 @@ def test_non_string_item_keys_go_to_extra_as_strings(mapper: ResultMapper) -> No
         (float("nan"), "extra field 'x' holds a non-finite number: nan"),
         ([float("-inf")], "extra field 'x' holds a non-finite number: -inf"),
         ("a\udc80", "extra field 'x' contains a lone surrogate and cannot be encoded as UTF-8"),
-        ({"k\ud800": 1}, "extra field 'x' contains a lone surrogate and cannot be encoded as UTF-8"),
+        (
+            {"k\ud800": 1},
+            "extra field 'x' contains a lone surrogate and cannot be encoded as UTF-8",
+        ),
         ({(1, 2): 1}, "extra field 'x' has a key that is not a string: (1, 2)"),
         ({None: 1}, "extra field 'x' has a key that is not a string: None"),
-        (datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=1))), "extra field 'x' holds a datetime outside UTC's range"),
+        (
+            datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=1))),
+            "extra field 'x' holds a datetime outside UTC's range",
+        ),
         (lambda: 1, "extra field 'x' is not JSON-serializable: function"),
     ],
 )
@@ -505,20 +548,30 @@ def test_deep_nesting_is_invalid_not_recursion_error(mapper: ResultMapper) -> No
         value: Any = "leaf"
         for _ in range(2000):
             value = make(value)
-        assert reason_of(mapper, {"url": URL, "x": value}) == "extra field 'x' nests deeper than 32 levels"
+        assert (
+            reason_of(mapper, {"url": URL, "x": value})
+            == "extra field 'x' nests deeper than 32 levels"
+        )
 
 
 def test_nesting_up_to_max_depth_is_accepted() -> None:
     mapper = ResultMapper(max_depth=3)
     assert mapper.to_result({"url": URL, "x": [[[Decimal(1)]]]})["extra"] == {"x": [[["1"]]]}
-    assert reason_of(mapper, {"url": URL, "x": [[[[1]]]]}) == "extra field 'x' nests deeper than 3 levels"
-    assert reason_of(mapper, {"url": URL, "extra": {"x": [[[{}]]]}}).endswith("deeper than 3 levels")
+    assert (
+        reason_of(mapper, {"url": URL, "x": [[[[1]]]]})
+        == "extra field 'x' nests deeper than 3 levels"
+    )
+    assert reason_of(mapper, {"url": URL, "extra": {"x": [[[{}]]]}}).endswith(
+        "deeper than 3 levels"
+    )
 
 
 def test_cycles_are_invalid(mapper: ResultMapper) -> None:
     loop: list = []
     loop.append(loop)
-    assert reason_of(mapper, {"url": URL, "x": loop}) == "extra field 'x' nests deeper than 32 levels"
+    assert (
+        reason_of(mapper, {"url": URL, "x": loop}) == "extra field 'x' nests deeper than 32 levels"
+    )
 
 
 def test_max_depth_allowed_still_encodes() -> None:
@@ -569,7 +622,9 @@ def test_encode_deep_nesting_becomes_invalid_result() -> None:
 
 def test_encode_result_refuses_results_no_batch_can_hold(mapper: ResultMapper) -> None:
     result = mapper.to_result({"url": URL, **{f"f{i}": "x" * 1_000_000 for i in range(5)}})
-    with pytest.raises(InvalidResult, match=r"result is \d+ bytes as JSON, over the 4000000-byte limit"):
+    with pytest.raises(
+        InvalidResult, match=r"result is \d+ bytes as JSON, over the 4000000-byte limit"
+    ):
         encode_result(result, "id")
     assert len(encode_result(result, "id", max_bytes=6_000_000)) > 5_000_000
 
@@ -577,10 +632,12 @@ def test_encode_result_refuses_results_no_batch_can_hold(mapper: ResultMapper) -
 def test_encode_batch_is_valid_json(mapper: ResultMapper) -> None:
     results = [mapper.to_result({"url": f"https://e.example/{i}.mp3", "n": i}) for i in range(3)]
     ids = [new_result_id() for _ in results]
-    body = encode_batch('My "Crawler" ü', [encode_result(r, i) for r, i in zip(results, ids)])
+    body = encode_batch(
+        'My "Crawler" ü', [encode_result(r, i) for r, i in zip(results, ids, strict=True)]
+    )
     assert orjson.loads(body) == {
         "crawler": 'My "Crawler" ü',
-        "results": [{"id": i, **r} for r, i in zip(results, ids)],
+        "results": [{"id": i, **r} for r, i in zip(results, ids, strict=True)],
     }
 
 
@@ -602,11 +659,39 @@ def test_new_result_id_is_uuid4_hex() -> None:
 
 
 JUNK_SCALARS = [
-    None, True, 0, -1, 2**70, 1.5, float("nan"), float("inf"), "", " ", "x\x00y", "\ud800",
-    "é" * 3, "https://example.com/a%00b/%ff", "http://", "HTTP://A.B/c d", "ftp://x/y",
-    "http://[::1", "http://a:b/", "2026-11-22T18:15:51Z", "not a date", b"\xff\x00", b"ok",
-    Decimal("NaN"), 10**5000, datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=3))), date.today(),
-    object(), complex(1, 1), uuid.uuid4(), Kind.AUDIO, Owner("o"), Nested(label="l"),
+    None,
+    True,
+    0,
+    -1,
+    2**70,
+    1.5,
+    float("nan"),
+    float("inf"),
+    "",
+    " ",
+    "x\x00y",
+    "\ud800",
+    "é" * 3,
+    "https://example.com/a%00b/%ff",
+    "http://",
+    "HTTP://A.B/c d",
+    "ftp://x/y",
+    "http://[::1",
+    "http://a:b/",
+    "2026-11-22T18:15:51Z",
+    "not a date",
+    b"\xff\x00",
+    b"ok",
+    Decimal("NaN"),
+    10**5000,
+    datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=3))),
+    date.today(),
+    object(),
+    complex(1, 1),
+    uuid.uuid4(),
+    Kind.AUDIO,
+    Owner("o"),
+    Nested(label="l"),
 ]
 
 

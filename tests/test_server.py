@@ -10,14 +10,18 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+from treq.testing import StubTreq
+from twisted.internet.task import Clock
 
 from scrapy_sdi.testing.pytest_plugin import SDIServerError, SDIServerProcess
+from scrapy_sdi.testing.server import Faults, ServerConfig, build_site
 
 
 @dataclass
@@ -389,20 +393,20 @@ def test_restart_keeps_results(sdi_server: SDIServerProcess, how: str) -> None:
 
 def test_module_command_line(tmp_path: Path) -> None:
     """The documented ``python -m`` form prints exactly the listening line, then serves."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "scrapy_sdi.testing.server", "--port", "0",
-         "--db", str(tmp_path / "db"), "--user", "a:b"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline()
-        match = re.fullmatch(r"SDI reference server listening on (http://127\.0\.0\.1:\d+/api/v1)\n",
-                             line)
-        assert match, line
-        with urllib.request.urlopen(match.group(1) + "/health", timeout=10) as response:
-            assert json.load(response)["status"] == "ok"
-    finally:
-        process.terminate()
+    command = [sys.executable, "-m", "scrapy_sdi.testing.server", "--port", "0",
+               "--db", str(tmp_path / "db"), "--user", "a:b"]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                          text=True) as process:
+        try:
+            assert process.stdout is not None
+            line = process.stdout.readline()
+            match = re.fullmatch(
+                r"SDI reference server listening on (http://127\.0\.0\.1:\d+/api/v1)\n", line)
+            assert match, line
+            with urllib.request.urlopen(match.group(1) + "/health", timeout=10) as response:
+                assert json.load(response)["status"] == "ok"
+        finally:
+            process.terminate()
         assert process.wait(10) == 0
 
 
@@ -514,17 +518,35 @@ def test_latency(sdi_server: SDIServerProcess) -> None:
     assert time.monotonic() - started >= 0.3
 
 
-def test_latency_does_not_block_other_requests(sdi_server: SDIServerProcess) -> None:
-    """A delayed answer must not hold the reactor: admin calls answer meanwhile."""
-    sdi_server.set_faults(latency=2)
+def test_latency_does_not_block_the_reactor(sdi_server: SDIServerProcess) -> None:
+    """Two delayed answers overlap: a blocking delay would serialize them (>= 2 s)."""
+    sdi_server.set_faults(latency=1)
     parts = urlsplit(sdi_server.url)
-    slow = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
-    slow.request("GET", parts.path + "/health")
+    connections = [http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+                   for _ in range(2)]
     started = time.monotonic()
-    assert sdi_server.stats()["requests"]["/api/v1/health"] == {"200": 1}
-    assert time.monotonic() - started < 1.5
-    assert slow.getresponse().status == 200
-    slow.close()
+    for connection in connections:
+        connection.request("GET", parts.path + "/health")
+    assert [c.getresponse().status for c in connections] == [200, 200]
+    assert 1 <= time.monotonic() - started < 1.8
+    for connection in connections:
+        connection.close()
+
+
+def test_latency_spares_the_admin_api(sdi_server: SDIServerProcess) -> None:
+    sdi_server.set_faults(latency=5)
+    started = time.monotonic()
+    assert sdi_server.results() == []
+    assert time.monotonic() - started < 2
+
+
+def test_admin_bodies_ignore_the_byte_limit(sdi_server: SDIServerProcess) -> None:
+    sdi_server.set_faults(max_bytes=100)
+    filters = [{"id": n, "field": "url", "kind": "domain", "pattern": f"d{n}.example"}
+               for n in range(50)]
+    sdi_server.set_filters(filters)
+    reply = call(sdi_server, "GET", "/filters", token=token(sdi_server))
+    assert len(reply.body["filters"]) == 50
 
 
 # --- admin API ----------------------------------------------------------------------------------
@@ -565,3 +587,37 @@ def test_fixture_settings(sdi_server: SDIServerProcess) -> None:
     assert sdi_server.url.endswith("/api/v1")
     assert sdi_server.db_path.exists()
     assert sdi_server.password not in repr(sdi_server)
+
+
+# --- embedded in-process ------------------------------------------------------------------------
+
+
+def _result(deferred: Any) -> Any:
+    results: list[Any] = []
+    deferred.addBoth(results.append)
+    assert results, "the Deferred has not fired"
+    return results[0]
+
+
+def test_build_site_in_process_with_a_fake_clock(tmp_path: Path) -> None:
+    """``build_site`` embeds the server; a fake clock makes token expiry exact."""
+    clock = Clock()
+    config = ServerConfig(db_path=str(tmp_path / "db"), users={"u": "p"},
+                          faults=Faults(token_lifetime=60))
+    site = build_site(config, clock=clock)
+    stub = StubTreq(site.resource)
+    base = "http://sdi.invalid/api/v1"
+
+    def request(method: str, path: str, **kwargs: Any) -> tuple[int, Any]:
+        response = stub.request(method, base + path, **kwargs)
+        stub.flush()
+        response = _result(response)
+        return response.code, _result(response.json())
+
+    status, tokens = request("POST", "/auth/token", json={"username": "u", "password": "p"})
+    assert (status, tokens["expires_in"]) == (200, 60)
+    bearer = {"Authorization": "Bearer " + tokens["access_token"]}
+    assert request("GET", "/status-codes", headers=bearer)[0] == 200
+    clock.advance(60)
+    assert request("GET", "/status-codes", headers=bearer) == (401, {"error": "token_expired"})
+    site.resource.store.close()

@@ -29,13 +29,13 @@ import sqlite3
 import sys
 import zlib
 from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, fields
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
-from twisted.web import http
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
@@ -275,7 +275,8 @@ class ResultStore:
         """Change every result stored for ``url``; returns how many there were."""
         with self.transaction():
             cursor = self._db.execute(
-                "UPDATE results SET status_code = :code WHERE url = :url", {"code": code, "url": url}
+                "UPDATE results SET status_code = :code WHERE url = :url",
+                {"code": code, "url": url},
             )
         return cursor.rowcount
 
@@ -300,7 +301,7 @@ class _AccessToken:
 
 
 class TokenRegistry:
-    """Access and refresh tokens, kept in memory: a restart invalidates them, as the contract allows."""
+    """Access and refresh tokens, in memory: a restart invalidates them, as the contract allows."""
 
     def __init__(self, clock: IReactorTime) -> None:
         self._clock = clock
@@ -320,7 +321,7 @@ class TokenRegistry:
         return None if user is None else self.issue(user, lifetime)
 
     def use(self, access_token: str | None, max_uses: int | None) -> str | None:
-        """Count one authenticated use; the error code when the token is not (or no longer) valid."""
+        """Count one authenticated use; the error code when the token is not (or no longer) good."""
         token = self._access.get(access_token or "")
         if token is None:
             return "unauthorized"
@@ -381,7 +382,7 @@ def _error(status: int, error: str, **extra: Any) -> _Answer:
 
 
 def _now_iso(clock: IReactorTime) -> str:
-    return datetime.fromtimestamp(clock.seconds(), timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(clock.seconds(), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _is_str_or_none(value: Any) -> bool:
@@ -498,8 +499,9 @@ class SDIResource(Resource):
             problem = self.tokens.use(self._bearer(request), self.faults.token_max_uses)
             if problem:
                 return _error(401, problem)
+        limit = self.faults.max_bytes if path.startswith(API_PREFIX) else None
         try:
-            return handler(request, self._read_body(request))
+            return handler(request, self._read_body(request, limit))
         except _BadBody as exc:
             return exc.answer
         except Exception:
@@ -516,6 +518,7 @@ class SDIResource(Resource):
         for name, value in answer.headers.items():
             request.setHeader(name, value)
         if answer.status == 304:
+            request.defaultContentType = None  # no body, so no Content-Type (not text/html)
             request.finish()
             return
         body = json.dumps(answer.body, separators=(",", ":")).encode("utf-8")
@@ -530,24 +533,23 @@ class SDIResource(Resource):
         scheme, _, token = header.partition(" ")
         return token.strip() if scheme.lower() == "bearer" else None
 
-    def _read_body(self, request: Request) -> bytes:
+    def _read_body(self, request: Request, limit: int | None) -> bytes:
         """The request body, gunzipped when sent gzip; the byte limit applies after gunzip."""
         raw = request.content.read() if request.content is not None else b""
-        limit = self.faults.max_bytes
         encoding = (request.getHeader("content-encoding") or "identity").strip().lower()
         if encoding == "gzip":
             inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
             try:
-                body = inflater.decompress(raw, limit + 1)
+                body = inflater.decompress(raw, 0 if limit is None else limit + 1)
             except zlib.error:
                 raise _BadBody(_error(400, "body is not valid gzip")) from None
-            if len(body) <= limit and not inflater.eof:
+            if not inflater.eof and (limit is None or len(body) <= limit):
                 raise _BadBody(_error(400, "body is not valid gzip"))
         elif encoding == "identity":
             body = raw
         else:
             raise _BadBody(_error(415, "unsupported_content_encoding"))
-        if len(body) > limit:
+        if limit is not None and len(body) > limit:
             raise _BadBody(self._too_large())
         return body
 
@@ -620,9 +622,9 @@ class SDIResource(Resource):
         return None
 
     def _store_batch(self, data: Any) -> _Answer:
-        if isinstance(data, dict) and isinstance(data.get("results"), list):
-            if len(data["results"]) > self.faults.max_results:
-                return self._too_large()
+        results = data.get("results") if isinstance(data, dict) else None
+        if isinstance(results, list) and len(results) > self.faults.max_results:
+            return self._too_large()
         problem = _batch_error(data)
         if problem:
             return _error(400, problem)
@@ -760,7 +762,7 @@ class SDIResource(Resource):
 def build_site(config: ServerConfig, *, clock: IReactorTime | None = None) -> Site:
     """The server as a Site, to listen on in-process; ``site.resource.store`` holds the data."""
     if clock is None:
-        from twisted.internet import reactor as clock  # noqa: PLC0415 -- installed reactor only
+        from twisted.internet import reactor as clock
     store = ResultStore(config.db_path)
     site = Site(SDIResource(config, store, clock))
     site.displayTracebacks = False
@@ -812,8 +814,8 @@ def parse_args(argv: list[str] | None = None) -> ServerConfig:
 
 def main(argv: list[str] | None = None) -> None:
     """Serve until SIGINT/SIGTERM; the one stdout line tells the caller the base URL."""
-    from twisted.internet import reactor  # noqa: PLC0415 -- the default reactor is fine here
-    from twisted.logger import STDLibLogObserver, globalLogBeginner  # noqa: PLC0415
+    from twisted.internet import reactor
+    from twisted.logger import STDLibLogObserver, globalLogBeginner
 
     config = parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
