@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import posixpath
 import queue
 import re
@@ -148,3 +149,20 @@ def test_example_spider_reports_every_file(demo_site: str, tmp_path: Path) -> No
         assert item["filename"] == posixpath.basename(urlsplit(item["url"]).path)
         assert urlsplit(item["referrer"]).path.startswith("/category/")
         assert item["description"] and item["uploader"]
+
+
+def test_example_project_delivers_every_result_to_the_reference_server(demo_site: str, sdi_server, tmp_path: Path) -> None:
+    """The example project, configured as a user would, delivers every file it finds."""
+    env = {**os.environ, "SDI_API_URL": sdi_server.url, "SDI_USERNAME": sdi_server.username, "SDI_PASSWORD": sdi_server.password}
+    proc = subprocess.run(
+        [sys.executable, "-W", "error::scrapy.exceptions.ScrapyDeprecationWarning",
+         "-m", "scrapy", "crawl", "files", "-a", f"site={demo_site}",
+         "-s", f"SDI_BUFFER_PATH={tmp_path / 'buffer.db'}", "-s", "LOG_LEVEL=INFO"],
+        cwd=EXAMPLE_PROJECT, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    stored = sdi_server.results()
+    assert sorted(urlsplit(r["url"]).path for r in stored) == expected_files(CATEGORIES, FILES)
+    assert all(r["crawler"] == "files" for r in stored)
+    assert "'sdi/items_delivered': %d" % len(stored) in proc.stderr
+    assert sdi_server.password not in proc.stderr + proc.stdout

@@ -1,0 +1,107 @@
+"""SDI_ settings: types, ranges, precedence, and one clear line for a bad value."""
+
+from __future__ import annotations
+
+import pytest
+from scrapy.exceptions import NotConfigured
+from scrapy.settings import Settings
+from scrapy.utils.test import get_crawler
+
+from scrapy_sdi import SDIPipeline, SDIStatus
+from scrapy_sdi.errors import SDIConfigError
+from scrapy_sdi.settings import SPEC, SDISettings, masked
+from tests.support.crawl import run_crawl
+
+API = {"SDI_API_URL": "http://127.0.0.1:8750/api/v1", "SDI_USERNAME": "u", "SDI_PASSWORD": "pw-123"}
+
+
+def load(values=None, *, environ=None, dotenv=None, spider="myspider"):
+    return SDISettings.from_settings(Settings(values or {}), spider, environ=environ or {}, dotenv_path=dotenv)
+
+
+def test_defaults_and_crawler_name_from_spider():
+    s = load(API)
+    assert s.batch_size == 100 and s.retry_times == 3 and s.buffer == "sqlite"
+    assert s.crawler_name == "myspider"
+    assert s.buffer_path.endswith("sdi/buffer.db")
+    assert s.api_url == "http://127.0.0.1:8750/api/v1"
+    assert "pw-123" not in repr(s)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("SDI_BATCH_SIZE", "abc", "SDI_BATCH_SIZE: 'abc' is not a whole number; expected a whole number from 1 to 1000"),
+        ("SDI_BATCH_SIZE", 5000, "SDI_BATCH_SIZE: 5000 is out of range; expected a whole number from 1 to 1000"),
+        ("SDI_BATCH_SIZE", 2.5, "SDI_BATCH_SIZE: 2.5 is not a whole number"),
+        ("SDI_TIMEOUT", "soon", "SDI_TIMEOUT: 'soon' is not a number"),
+        ("SDI_TIMEOUT", -1, "SDI_TIMEOUT: -1 is out of range"),
+        ("SDI_DEDUP", "maybe", "SDI_DEDUP: 'maybe' is not a boolean; expected True or False"),
+        ("SDI_API_URL", "ftp://x", "SDI_API_URL: 'ftp://x' is not an http(s) URL"),
+        ("SDI_FIELD_MAP", "[1]", "SDI_FIELD_MAP: "),
+        ("SDI_LEASE_TIMEOUT", 10, "SDI_LEASE_TIMEOUT: must be longer than SDI_TIMEOUT"),
+    ],
+)
+def test_a_bad_value_is_one_line_naming_the_setting(name, value, message):
+    with pytest.raises(SDIConfigError) as info:
+        load({**API, name: value})
+    text = str(info.value)
+    assert text.startswith(message)
+    assert "\n" not in text
+
+
+def test_missing_credentials_are_named():
+    with pytest.raises(SDIConfigError, match="^SDI_API_URL: not set"):
+        load({})
+    with pytest.raises(SDIConfigError, match="^SDI_PASSWORD: not set"):
+        load({"SDI_API_URL": API["SDI_API_URL"], "SDI_USERNAME": "u"})
+    assert load({"SDI_API_URL": API["SDI_API_URL"], "SDI_DRY_RUN": True}).dry_run  # dry run needs no login
+
+
+def test_precedence_settings_then_environment_then_dotenv(tmp_path):
+    dotenv = tmp_path / ".env"
+    dotenv.write_text('SDI_USERNAME="from-dotenv"\nSDI_PASSWORD=dotenv-pw\nOTHER_SECRET=x\nSDI_API_URL=http://dotenv/api\n')
+    s = load({}, environ={"SDI_USERNAME": "from-env", "SDI_API_URL": "http://env/api"}, dotenv=dotenv)
+    assert (s.username, s.password, s.api_url) == ("from-env", "dotenv-pw", "http://env/api")
+    assert s.sources["SDI_USERNAME"] == "environment" and s.sources["SDI_PASSWORD"] == ".env"
+    s = load({"SDI_USERNAME": "from-settings", "SDI_PASSWORD": None}, environ={"SDI_USERNAME": "from-env"}, dotenv=dotenv)
+    assert s.username == "from-settings" and s.sources["SDI_USERNAME"] == "settings"
+    assert s.password == "dotenv-pw"  # an empty/None setting counts as unset
+
+
+def test_buffer_path_falls_back_to_the_environment_variable():
+    s = load(API, environ={"DEFAULT_LOCAL_DATABASE_PATH": "/var/tmp/x.db"})
+    assert s.buffer_path == "/var/tmp/x.db"
+    assert load({**API, "SDI_BUFFER_PATH": "/a/b.db"}, environ={"DEFAULT_LOCAL_DATABASE_PATH": "/x"}).buffer_path == "/a/b.db"
+
+
+def test_masking_and_every_setting_documented():
+    assert masked("SDI_PASSWORD", "pw") == "***" and masked("SDI_PASSWORD", "") == "(not set)"
+    assert masked("SDI_BATCH_SIZE", 5) == "5"
+    assert all(name.startswith("SDI_") and doc for name, (_, _, doc) in SPEC.items())
+
+
+def test_sdi_enabled_false_raises_not_configured():
+    crawler = get_crawler(settings_dict={"SDI_ENABLED": False})
+    with pytest.raises(NotConfigured):
+        SDIPipeline.from_crawler(crawler)
+    with pytest.raises(NotConfigured):
+        SDIStatus.from_crawler(crawler)
+
+
+def test_reactorless_mode_is_refused_with_one_line():
+    from scrapy import Spider
+    from scrapy.crawler import Crawler
+
+    crawler = Crawler(Spider, Settings({**API, "TWISTED_REACTOR_ENABLED": False}))
+    with pytest.raises(SDIConfigError, match="^TWISTED_REACTOR_ENABLED: scrapy_sdi delivers with treq"):
+        SDIPipeline.from_crawler(crawler)
+
+
+def test_a_crawl_with_a_bad_setting_stops_at_start_with_one_clear_line(tmp_path):
+    result = run_crawl(tmp_path, {**API, "SDI_BATCH_SIZE": "lots", "SDI_BUFFER_PATH": str(tmp_path / "b.db")}, {"n": 5})
+    assert result.returncode == 1
+    line = "Bad scrapy_sdi setting: SDI_BATCH_SIZE: 'lots' is not a whole number; expected a whole number from 1 to 1000"
+    assert line in result.log
+    assert "pw-123" not in result.log
+    assert not (tmp_path / "b.db").exists()  # nothing started
