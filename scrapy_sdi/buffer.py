@@ -8,6 +8,7 @@ resends under the same ids: the API answers ``duplicate`` and nothing is stored 
 
 from __future__ import annotations
 
+import itertools
 import os
 import sqlite3
 import time
@@ -152,7 +153,6 @@ _MIGRATIONS = {
             created_at REAL NOT NULL,
             delivered_at REAL
         )""",
-        "CREATE INDEX IF NOT EXISTS ix_results_pending ON results (crawler, rowid) WHERE state = 'pending'",
         "CREATE INDEX IF NOT EXISTS ix_results_lease ON results (lease_until) WHERE state = 'in_flight'",
         "CREATE INDEX IF NOT EXISTS ix_results_url ON results (crawler, url)",
         "CREATE INDEX IF NOT EXISTS ix_results_state ON results (state, crawler)",
@@ -310,7 +310,9 @@ class SQLiteBuffer(Buffer):
         if crawler is not None:
             clauses.append("crawler = ?")
             params.append(crawler)
-        if ids:
+        if ids is not None:
+            if not ids:
+                return 0
             clauses.append(f"id IN ({','.join('?' * len(ids))})")
             params.extend(ids)
         with _transaction(self._conn):
@@ -387,6 +389,8 @@ class MemoryBuffer(Buffer):
         self._leased: dict[str, float] = {}  # id -> lease expiry
         self._seen: set[tuple[str, str]] = set()
         self._meta: dict[str, str] = {}
+        self._seq = itertools.count()  # arrival order, restored when a row comes back
+        self._unsorted: set[str] = set()  # crawlers whose queue got a row back out of order
 
     @classmethod
     def from_settings(cls, settings: Any) -> MemoryBuffer:
@@ -405,6 +409,7 @@ class MemoryBuffer(Buffer):
                 "id": row.id, "crawler": row.crawler, "url": row.url, "payload": row.payload,
                 "state": row.state, "attempts": 0, "ready_at": 0.0, "reason": row.reason,
                 "last_error": None, "outcome": None, "created_at": now, "delivered_at": None,
+                "seq": next(self._seq),
             }
             if row.state == PENDING:
                 self._seen.add(key)
@@ -415,11 +420,17 @@ class MemoryBuffer(Buffer):
         row["state"] = PENDING
         self._leased.pop(row["id"], None)
         self._pending.setdefault(row["crawler"], {})[row["id"]] = None
+        self._unsorted.add(row["crawler"])
+        self._seen.add((row["crawler"], row["url"]))
 
     def claim(self, crawler: str, owner: str, limit: int, lease_seconds: float, *, ignore_ready_at: bool = False) -> list[Claimed]:
         now = time.time()
         for id_ in [i for i, until in self._leased.items() if until < now]:
             self._to_pending(self._rows[id_])
+        if crawler in self._unsorted:
+            self._unsorted.discard(crawler)
+            ids = sorted(self._pending.get(crawler, {}), key=lambda i: self._rows[i]["seq"])
+            self._pending[crawler] = dict.fromkeys(ids)
         queue = self._pending.get(crawler, {})
         claimed = []
         for id_ in list(queue):
@@ -438,10 +449,12 @@ class MemoryBuffer(Buffer):
         for id_, outcome in delivered.items():
             self._leased.pop(id_, None)
             row = self._rows[id_]
+            self._pending.get(row["crawler"], {}).pop(id_, None)  # acked after its lease ran out
             row.update(state=DELIVERED, outcome=outcome, delivered_at=now, attempts=row["attempts"] + 1)
         for id_, reason in rejected.items():
             self._leased.pop(id_, None)
             row = self._rows[id_]
+            self._pending.get(row["crawler"], {}).pop(id_, None)
             row.update(state=REJECTED, reason=reason, delivered_at=now, attempts=row["attempts"] + 1)
 
     def release(self, ids: Iterable[str], error: str, delay: float) -> None:
@@ -459,10 +472,12 @@ class MemoryBuffer(Buffer):
     def export(self, state: str, crawler: str | None = None) -> Iterator[dict[str, Any]]:
         for row in list(self._rows.values()):
             if row["state"] == state and (crawler is None or row["crawler"] == crawler):
-                yield {k: v for k, v in row.items() if k != "ready_at"}
+                yield {k: v for k, v in row.items() if k not in ("ready_at", "seq")}
 
     def requeue(self, state: str, crawler: str | None = None, ids: Sequence[str] | None = None) -> int:
-        wanted = set(ids) if ids else None
+        if ids is not None and not ids:
+            return 0
+        wanted = set(ids) if ids is not None else None
         n = 0
         for row in self._rows.values():
             if row["state"] == state and (crawler is None or row["crawler"] == crawler) and (wanted is None or row["id"] in wanted):

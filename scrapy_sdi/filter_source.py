@@ -40,6 +40,7 @@ class FilterSource:
         self.current: FilterSet = compile_filters([])
         self.source = "none"  # "api" | "cache" | "none" | "disabled"
         self.fetched_at: float | None = None
+        self._cached_raw: list[dict[str, Any]] = []  # the raw list behind ``current``, as cached
         self._loop: task.LoopingCall | None = None
         self._refreshing: defer.Deferred[None] | None = None
 
@@ -62,14 +63,15 @@ class FilterSource:
             return
         except SDIError as exc:
             error = exc
-        cached = self.buffer.get_meta(CACHE_KEY)
-        if cached is not None:
-            data = orjson.loads(cached)
-            self._use(data["filters"], data.get("version"), data.get("fetched_at"), "cache")
-            age = time.time() - (self.fetched_at or time.time())
+        data = self._read_cache()
+        if data is not None:
+            fetched_at = data.get("fetched_at")
+            fetched_at = float(fetched_at) if isinstance(fetched_at, (int, float)) else None
+            self._use(data["filters"], data.get("version"), fetched_at, "cache")
+            age = "of unknown age" if fetched_at is None else _age(max(0.0, time.time() - fetched_at)) + " old"
             logger.warning(
-                "SDI filters: API unavailable (%(error)s); using %(n)d cached filters, %(age)s old",
-                {"error": error, "n": self.current.count, "age": _age(age)},
+                "SDI filters: API unavailable (%(error)s); using %(n)d cached filters, %(age)s",
+                {"error": error, "n": self.current.count, "age": age},
             )
             return
         self._set_source("none")
@@ -99,33 +101,73 @@ class FilterSource:
         return self._refreshing
 
     async def _refresh_once(self) -> None:
+        # Never let an exception out: LoopingCall would stop, and no refresh would ever run again.
         try:
             await self._fetch(self.current.version)
         except SDIError as exc:
+            self._inc("sdi/filters_refresh_failures")
             logger.warning("SDI filters: refresh failed (%(error)s); keeping %(n)d current filters", {"error": exc, "n": self.current.count})
+        except Exception:
+            self._inc("sdi/filters_refresh_failures")
+            logger.exception("SDI filters: refresh failed unexpectedly; keeping %(n)d current filters", {"n": self.current.count})
         finally:
             self._refreshing = None
 
     async def _fetch(self, version: str | None) -> None:
         assert self.client is not None
         data = await self.client.filters(version)
-        if data is None:  # 304: unchanged
-            return
         now = time.time()
+        if data is None:  # 304: the filters in use are the API's current ones
+            if self.source != "api":
+                # e.g. loaded from the cache while the API was down, and unchanged since
+                self.fetched_at = now
+                self._set_source("api")
+                self._write_cache(self._cached_raw, self.current.version, now)
+                logger.info("SDI filters: the API confirms the %(n)d filters in use (version %(version)s)", {"n": self.current.count, "version": self.current.version})
+            return
         self._use(data["filters"], data.get("version"), now, "api")
-        self.buffer.set_meta(CACHE_KEY, orjson.dumps({"filters": data["filters"], "version": data.get("version"), "fetched_at": now}).decode())
+        self._write_cache(data["filters"], data.get("version"), now)
         logger.info("SDI filters: %(n)d loaded from the API (version %(version)s)", {"n": self.current.count, "version": self.current.version})
+
+    def _read_cache(self) -> dict[str, Any] | None:
+        """The cached API answer, or None when there is none or it cannot be used."""
+        cached = self.buffer.get_meta(CACHE_KEY)
+        if cached is None:
+            return None
+        try:
+            data = orjson.loads(cached)
+        except orjson.JSONDecodeError:
+            data = None
+        if not isinstance(data, dict) or not isinstance(data.get("filters"), list):
+            logger.warning("SDI filters: the cached filters in the buffer are unreadable; ignoring them")
+            return None
+        return data
+
+    def _write_cache(self, raw: list[dict[str, Any]], version: Any, fetched_at: float) -> None:
+        """Keep the API's answer for runs that start while the API is down; a failure only costs that."""
+        self._cached_raw = raw
+        try:
+            self.buffer.set_meta(CACHE_KEY, orjson.dumps({"filters": raw, "version": version, "fetched_at": fetched_at}).decode())
+        except Exception as exc:
+            logger.warning("SDI filters: could not cache the filters in the buffer (%(error)s)", {"error": exc})
 
     def _use(self, raw: list[dict[str, Any]], version: Any, fetched_at: float | None, source: str) -> None:
         self.current = compile_filters(raw, version=None if version is None else str(version))
+        self._cached_raw = raw
         self.fetched_at = fetched_at
         self._set_source(source)
+
+    def _inc(self, key: str) -> None:
+        if self.stats is not None:
+            self.stats.inc_value(key)
 
     def _set_source(self, source: str) -> None:
         self.source = source
         if self.stats is not None:
             self.stats.set_value("sdi/filters_source", source)
             self.stats.set_value("sdi/filters_count", self.current.count)
+            if self.current.version is not None:
+                self.stats.set_value("sdi/filters_version", self.current.version)
 
 
 def _age(seconds: float) -> str:

@@ -13,7 +13,7 @@ from scrapy.exceptions import CloseSpider, DropItem
 from scrapy.utils.defer import maybe_deferred_to_future
 from twisted.internet import defer
 
-from scrapy_sdi.buffer import FILTERED, INVALID, Row, open_buffer
+from scrapy_sdi.buffer import FILTERED, INVALID, MemoryBuffer, Row, open_buffer
 from scrapy_sdi.client import SDIClient
 from scrapy_sdi.delivery import Delivery
 from scrapy_sdi.filter_source import FilterSource
@@ -52,7 +52,8 @@ class SDIPipeline:
 
     async def open_spider(self) -> None:
         settings = self.settings
-        self.buffer = open_buffer(settings)
+        # a dry run must not mark anything delivered in the real buffer
+        self.buffer = MemoryBuffer() if settings.dry_run else open_buffer(settings)
         self.client = SDIClient(
             settings.api_url,
             settings.username,
@@ -96,6 +97,7 @@ class SDIPipeline:
             self.stats.inc_value(f"sdi/items_filtered/{matched.field}")
             raise DropItem(f"SDI: excluded by {matched.describe()}", log_level="DEBUG")
         if self.delivery.backlog >= self.settings.buffer_max_pending:
+            self.stats.inc_value("sdi/backpressure_waits")
             await maybe_deferred_to_future(
                 defer.Deferred.fromCoroutine(self.delivery.wait_for_room(self.settings.buffer_max_pending))
             )

@@ -621,12 +621,6 @@ def test_claim_query_is_an_index_search_without_sort(big_buffer):
     assert any(d.startswith("SEARCH results USING INDEX") for d in plan), text
 
 
-def test_claim_query_uses_the_partial_pending_index(big_buffer):
-    _, _, plan = big_buffer
-    text = "\n".join(plan)
-    assert "ix_results_pending" in text, text
-
-
 # -- several processes on one file ------------------------------------------------------------
 
 

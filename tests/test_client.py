@@ -175,3 +175,21 @@ async def test_large_bodies_are_gzipped_and_accepted(sdi_server):
         await client.close()
     assert len(gzip.compress(batch("x"))) > 0  # gzip itself is available
     assert len(orjson.loads(batch("x"))["results"]) == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_20_concurrent_calls_during_expiry_cause_exactly_one_refresh(sdi_server):
+    stats = CountingStats()
+    client = make_client(sdi_server, stats=stats)
+    try:
+        await client.login()
+        sdi_server.revoke_tokens(access_only=True)  # every call now meets a 401 first
+        answers = await defer.gatherResults(
+            [defer.Deferred.fromCoroutine(client.status_codes()) for _ in range(20)]
+        )
+        assert len(answers) == 20 and all(answers)
+        assert stats.values["sdi/auth/refreshes"] == 1
+        assert stats.values["sdi/auth/logins"] == 1
+        assert sdi_server.stats()["refreshes"] == 1
+    finally:
+        await client.close()

@@ -192,8 +192,9 @@ class SDIServerProcess:
         body: Any = filters if version is None else {"version": version, "filters": filters}
         return self._admin("POST", "filters", body)["version"]
 
-    def revoke_tokens(self) -> None:
-        self._admin("POST", "revoke", {})
+    def revoke_tokens(self, access_only: bool = False) -> None:
+        """Revoke every token; ``access_only`` keeps refresh tokens valid."""
+        self._admin("POST", "revoke", {"access_only": access_only})
 
     def set_status(self, url: str, code: int) -> int:
         """Change the status code of the results stored for ``url``."""

@@ -157,6 +157,23 @@ FAULT_PARSERS: dict[str, Callable[[Any], Any]] = {
 }
 assert set(FAULT_PARSERS) == {f.name for f in fields(Faults)}
 
+_FAULT_HELP = {
+    "fail_rate": "fraction of crawler-results requests answered 503, nothing stored",
+    "rate_limit_rate": "fraction answered 429 with Retry-After, nothing stored",
+    "retry_after": "seconds sent in Retry-After on 429/503 (default 1; may be a fraction)",
+    "drop_before_rate": "fraction whose connection is dropped before storing",
+    "drop_after_rate": "fraction stored, then dropped without an answer",
+    "omit_rate": "chance that each result is neither stored nor answered",
+    "reject_url_pattern": "regex: matching results are answered rejected, not stored",
+    "bad_request_url_pattern": "regex: a batch with a matching url is answered 400 as a whole",
+    "latency": "seconds every API answer is delayed (without blocking)",
+    "token_lifetime": "seconds an access token lives (default 3600)",
+    "token_max_uses": "an access token expires after this many authenticated uses (0: no limit)",
+    "max_results": "results per batch before 413 (default 1000)",
+    "max_bytes": "decompressed body bytes before 413 (default 5 MiB)",
+    "seed": "seed of the random faults",
+}
+
 
 @dataclass
 class ServerConfig:
@@ -331,9 +348,11 @@ class TokenRegistry:
             return "token_expired"
         return None
 
-    def revoke_all(self) -> None:
+    def revoke_all(self, access_only: bool = False) -> None:
+        """Forget tokens; with ``access_only`` the refresh tokens still work (an access-token expiry)."""
         self._access.clear()
-        self._refresh.clear()
+        if not access_only:
+            self._refresh.clear()
 
 
 class ServerStats:
@@ -738,7 +757,11 @@ class SDIResource(Resource):
         return _Answer(200, {"version": self._filters_version, "count": len(filters)})
 
     def _admin_revoke(self, request: Request, body: bytes) -> _Answer:
-        self.tokens.revoke_all()
+        try:
+            options = json.loads(body or b"{}")
+        except ValueError:
+            options = {}
+        self.tokens.revoke_all(access_only=bool(isinstance(options, dict) and options.get("access_only")))
         return _Answer(200, {"revoked": True})
 
     def _admin_status(self, request: Request, body: bytes) -> _Answer:
@@ -804,7 +827,8 @@ def parse_args(argv: list[str] | None = None) -> ServerConfig:
     defaults = Faults()
     for name, converter in FAULT_PARSERS.items():
         parser.add_argument("--" + name.replace("_", "-"), dest=name,
-                            type=_argument_type(converter), default=getattr(defaults, name))
+                            type=_argument_type(converter), default=getattr(defaults, name),
+                            metavar=name.split("_")[-1].upper(), help=_FAULT_HELP[name])
     args = parser.parse_args(argv)
     faults = Faults(**{name: getattr(args, name) for name in FAULT_PARSERS})
     filters, version = load_filters(args.filters) if args.filters else ([], None)
