@@ -122,7 +122,7 @@ class SDIClient:
 
     async def filters(self, version: str | None = None) -> dict[str, Any] | None:
         """The API's filters, or None when ``version`` is still current (304)."""
-        headers = {"If-None-Match": version} if version else None
+        headers = {"If-None-Match": f'"{version}"'} if version else None  # the version is our ETag
         reply = await self._call("GET", "/filters", headers=headers, ok=(200, 304))
         if reply.code == 304:
             return None

@@ -141,13 +141,18 @@ class FilterSource:
         if not isinstance(data, dict) or not isinstance(data.get("filters"), list):
             logger.warning("SDI filters: the cached filters in the buffer are unreadable; ignoring them")
             return None
+        if data.get("api_url", self.settings.api_url) != self.settings.api_url:
+            logger.warning("SDI filters: the cached filters came from another API (%(url)s); ignoring them", {"url": data.get("api_url")})
+            return None
         return data
 
     def _write_cache(self, raw: list[dict[str, Any]], version: Any, fetched_at: float) -> None:
         """Keep the API's answer for runs that start while the API is down; a failure only costs that."""
         self._cached_raw = raw
         try:
-            self.buffer.set_meta(CACHE_KEY, orjson.dumps({"filters": raw, "version": version, "fetched_at": fetched_at}).decode())
+            self.buffer.set_meta(CACHE_KEY, orjson.dumps(
+                {"filters": raw, "version": version, "fetched_at": fetched_at, "api_url": self.settings.api_url}
+            ).decode())
         except Exception as exc:
             logger.warning("SDI filters: could not cache the filters in the buffer (%(error)s)", {"error": exc})
 

@@ -27,6 +27,7 @@ Decisions worth knowing:
 from __future__ import annotations
 
 import base64
+import hashlib
 import math
 import os
 import re
@@ -519,3 +520,15 @@ def new_result_id() -> str:
     raw[6] = raw[6] & 0x0F | 0x40  # version 4
     raw[8] = raw[8] & 0x3F | 0x80  # RFC 4122 variant
     return raw.hex()
+
+
+def stable_result_id(crawler: str, url: str) -> str:
+    """The same id for the same (crawler, url), wherever and whenever it is buffered.
+
+    With SDI_DEDUP on, a crawler submits a URL once; deriving the id from that pair extends the
+    promise past one buffer file: two workers with their own buffers, a re-crawl after a pruned
+    or lost buffer, all send the same id, and the API answers ``duplicate`` instead of storing
+    the result twice.
+    """
+    digest = hashlib.blake2b(f"{crawler}\x00{url}".encode("utf-8", "surrogatepass"), digest_size=16)
+    return digest.hexdigest()

@@ -17,7 +17,7 @@ from scrapy_sdi.buffer import FILTERED, INVALID, MemoryBuffer, Row, open_buffer
 from scrapy_sdi.client import SDIClient
 from scrapy_sdi.delivery import Delivery
 from scrapy_sdi.filter_source import FilterSource
-from scrapy_sdi.mapping import InvalidResult, ResultMapper, encode_result, new_result_id
+from scrapy_sdi.mapping import InvalidResult, ResultMapper, encode_result, new_result_id, stable_result_id
 from scrapy_sdi.settings import settings_for
 from scrapy_sdi.writer import GroupWriter
 
@@ -82,17 +82,20 @@ class SDIPipeline:
 
     async def process_item(self, item: Any) -> Any:
         assert self.writer is not None and self.delivery is not None and self.filters is not None
-        result_id = new_result_id()
+        crawler = self.settings.crawler_name
         try:
             result = self.mapper.to_result(item)
+            matched = self.filters.match(result["url"], result["filename"])
+            # filtered rows get a random id: if the filters change, the URL may still be sent later
+            dedup_id = self.settings.dedup and matched is None
+            result_id = stable_result_id(crawler, result["url"]) if dedup_id else new_result_id()
             payload = encode_result(result, result_id)
         except InvalidResult as exc:
-            await self._keep(Row(result_id, self.settings.crawler_name, "", _describe_item(item), INVALID, exc.reason))
+            await self._keep(Row(new_result_id(), crawler, "", _describe_item(item), INVALID, exc.reason))
             self.stats.inc_value("sdi/items_invalid")
             raise DropItem(f"SDI: invalid result: {exc.reason}", log_level="DEBUG") from None
-        matched = self.filters.match(result["url"], result["filename"])
         if matched is not None:
-            await self._keep(Row(result_id, self.settings.crawler_name, result["url"], payload, FILTERED, matched.describe()))
+            await self._keep(Row(result_id, crawler, result["url"], payload, FILTERED, matched.describe()))
             self.stats.inc_value("sdi/items_filtered")
             self.stats.inc_value(f"sdi/items_filtered/{matched.field}")
             raise DropItem(f"SDI: excluded by {matched.describe()}", log_level="DEBUG")
@@ -101,8 +104,7 @@ class SDIPipeline:
             await maybe_deferred_to_future(
                 defer.Deferred.fromCoroutine(self.delivery.wait_for_room(self.settings.buffer_max_pending))
             )
-        row = Row(result_id, self.settings.crawler_name, result["url"], payload)
-        stored = await maybe_deferred_to_future(self.writer.add(row))
+        stored = await maybe_deferred_to_future(self.writer.add(Row(result_id, crawler, result["url"], payload)))
         self.stats.inc_value("sdi/items_buffered" if stored else "sdi/items_deduplicated")
         return item
 

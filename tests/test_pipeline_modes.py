@@ -78,3 +78,12 @@ def test_invalid_results_are_refused_with_a_reason_and_the_crawl_goes_on(sdi_ser
     with sqlite3.connect(tmp_path / "buffer.db") as db:
         reasons = [r for (r,) in db.execute("SELECT reason FROM results WHERE state = 'invalid'")]
     assert len(reasons) == 10 and all("not an absolute http(s) URL" in r for r in reasons)
+
+
+def test_ids_derive_from_crawler_and_url_so_separate_buffers_do_not_store_twice(sdi_server, tmp_path):
+    first = run_crawl(tmp_path, _settings(sdi_server, tmp_path, SDI_BUFFER_PATH=str(tmp_path / "a.db")), {"n": 60})
+    second = run_crawl(tmp_path, _settings(sdi_server, tmp_path, SDI_BUFFER_PATH=str(tmp_path / "b.db")), {"n": 60})
+    assert first.returncode == second.returncode == 0
+    assert second.stats["sdi/items_buffered"] == 60  # a fresh buffer knows nothing of the first run...
+    assert second.stats["sdi/items_duplicate"] == 60  # ...but the API recognises every id
+    assert_stored_once(sdi_server, 60)

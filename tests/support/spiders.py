@@ -28,3 +28,68 @@ class SyntheticSpider(scrapy.Spider):
                 "description": "x" * 20_000 if big else f"sample {i}",
                 "uploader": "tester",
             }
+
+
+class ScriptedSpider(scrapy.Spider):
+    """Yields the items of a JSON script (``-a script=PATH``), phase by phase.
+
+    The script is ``{"phases": [{"items": [...], "wait_for": {...}, "done_file": PATH}, ...]}``.
+    Before a phase's items, the spider waits (without blocking the reactor) until every stat in
+    its ``wait_for`` has the given value, e.g. ``{"sdi/filters_version": "v2"}`` (a number means
+    "at least": ``{"sdi/filters_refresh_failures": 1}``). After a phase's
+    items, it waits until all of them went through the item pipelines (scraped or dropped), then
+    creates ``done_file`` if given. A wait longer than ``timeout`` seconds sets the stat
+    ``scripted/wait_timeout`` and ends the script, so a test can tell.
+    """
+
+    name = "scripted"
+
+    def __init__(self, script, timeout="30", **kwargs):
+        super().__init__(**kwargs)
+        import json
+        from pathlib import Path
+
+        self.phases = json.loads(Path(script).read_text(encoding="utf-8"))["phases"]
+        self.timeout = float(timeout)
+
+    async def start(self):
+        from pathlib import Path
+
+        yielded = 0
+        for number, phase in enumerate(self.phases):
+            wanted = phase.get("wait_for") or {}
+            if not await self._wait(lambda: all(_reached(self.crawler.stats.get_value(k), v) for k, v in wanted.items()), f"phase {number}: {wanted}"):
+                return
+            for item in phase.get("items", []):
+                yielded += 1
+                yield dict(item)
+            target = yielded
+            if not await self._wait(lambda: self._processed() >= target, f"phase {number}: {target} items processed"):
+                return
+            if phase.get("done_file"):
+                Path(phase["done_file"]).touch()
+
+    def _processed(self):
+        stats = self.crawler.stats
+        return (stats.get_value("item_scraped_count") or 0) + (stats.get_value("item_dropped_count") or 0)
+
+    async def _wait(self, condition, what):
+        import time
+
+        from scrapy.utils.defer import maybe_deferred_to_future
+        from twisted.internet import reactor, task
+
+        deadline = time.monotonic() + self.timeout
+        while not condition():
+            if time.monotonic() > deadline:
+                self.logger.error("ScriptedSpider: gave up waiting for %s", what)
+                self.crawler.stats.set_value("scripted/wait_timeout", what)
+                return False
+            await maybe_deferred_to_future(task.deferLater(reactor, 0.02, lambda: None))
+        return True
+
+
+def _reached(value, wanted):
+    if isinstance(wanted, (int, float)) and not isinstance(wanted, bool):
+        return isinstance(value, (int, float)) and value >= wanted
+    return value == wanted
