@@ -89,8 +89,8 @@ class Buffer(ABC):
         """Rows per state (every state present, zero included)."""
 
     @abstractmethod
-    def export(self, state: str, crawler: str | None = None) -> Iterator[dict[str, Any]]:
-        """Rows in ``state`` as dicts (id, crawler, url, state, attempts, reason, payload...)."""
+    def export(self, state: str, crawler: str | None = None, since: float | None = None) -> Iterator[dict[str, Any]]:
+        """Rows in ``state`` (buffered at or after ``since``) as dicts (id, crawler, url, state, attempts, reason, payload...)."""
 
     @abstractmethod
     def requeue(self, state: str, crawler: str | None = None, ids: Sequence[str] | None = None) -> int:
@@ -297,8 +297,10 @@ class SQLiteBuffer(Buffer):
         ).fetchone()
         return None if oldest is None else max(0.0, time.time() - oldest)
 
-    def export(self, state: str, crawler: str | None = None) -> Iterator[dict[str, Any]]:
+    def export(self, state: str, crawler: str | None = None, since: float | None = None) -> Iterator[dict[str, Any]]:
         where, params = ("AND crawler = ?", (crawler,)) if crawler is not None else ("", ())
+        if since is not None:
+            where, params = where + " AND created_at >= ?", (*params, since)
         yield from self.db.query(
             "SELECT id, crawler, url, state, attempts, reason, last_error, outcome, created_at, delivered_at, "
             f"payload FROM results WHERE state = ? {where} ORDER BY rowid",
@@ -469,9 +471,9 @@ class MemoryBuffer(Buffer):
         counts = Counter(r["state"] for r in self._rows.values() if crawler is None or r["crawler"] == crawler)
         return {state: counts.get(state, 0) for state in STATES}
 
-    def export(self, state: str, crawler: str | None = None) -> Iterator[dict[str, Any]]:
+    def export(self, state: str, crawler: str | None = None, since: float | None = None) -> Iterator[dict[str, Any]]:
         for row in list(self._rows.values()):
-            if row["state"] == state and (crawler is None or row["crawler"] == crawler):
+            if row["state"] == state and (crawler is None or row["crawler"] == crawler) and (since is None or row["created_at"] >= since):
                 yield {k: v for k, v in row.items() if k not in ("ready_at", "seq")}
 
     def requeue(self, state: str, crawler: str | None = None, ids: Sequence[str] | None = None) -> int:

@@ -74,6 +74,7 @@ class Delivery:
         #: Since when the API has been failing (None: it answers), for the status line.
         self.failing_since: float | None = None
         self.last_error: str | None = None
+        self.state = "ok"
         self.last_delivery: float | None = None
 
     # -- control --------------------------------------------------------------------------
@@ -278,7 +279,10 @@ class Delivery:
         self._inc("sdi/items_duplicate", duplicates)
         self._inc("sdi/items_rejected", len(rejected))
         self._failures = 0
-        self.failing_since = None
+        if self.failing_since is not None:
+            self.failing_since = None
+            logger.info("SDI: the API answers again; delivery resumed")
+            self._set_state("ok")
         self.last_delivery = time.time()
         logger.debug(
             "SDI batch of %(n)d: %(ok)d delivered, %(rej)d rejected, %(miss)d to resend",
@@ -293,11 +297,14 @@ class Delivery:
         retry_after = exc.retry_after if isinstance(exc, SDIRateLimited) else None
         self._backoff(retry_after)
         level = logging.ERROR if isinstance(exc, SDIAuthError) else logging.DEBUG
-        if self.last_error is None or self.failing_since is None:
-            level = max(level, logging.WARNING)  # the first failure of a streak is worth a line
         if self.failing_since is None:
+            level = max(level, logging.WARNING)  # the first failure of a streak is worth a line
             self.failing_since = time.time()
         self.last_error = str(exc)
+        if isinstance(exc, SDIAuthError):
+            self._set_state("auth failing")
+        else:
+            self._set_state("retrying since " + time.strftime("%H:%M:%S", time.localtime(self.failing_since)))
         logger.log(
             level,
             "SDI batch of %(n)d not delivered (%(error)s); retrying in %(delay).1fs",
@@ -338,6 +345,12 @@ class Delivery:
                 "error": None if error is None else str(error),
             }
         )
+
+    def _set_state(self, state: str) -> None:
+        """The API's state as the status line shows it: ok, retrying since ..., auth failing."""
+        self.state = state
+        if self.stats is not None:
+            self.stats.set_value("sdi/api_state", state)
 
     def _inc(self, key: str, count: int = 1) -> None:
         if self.stats is not None and count:

@@ -1,22 +1,26 @@
 """SDIStatus: one quiet INFO line per interval about delivery, like Scrapy's LogStats.
 
-It reads only the crawler's stats, so it works with any buffer and adds nothing to the item path.
+It learns of the delivery loop through the ``delivery_opened`` signal and otherwise reads the
+crawler's stats, so it adds nothing to the item path.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from scrapy import signals
 from scrapy.utils.asyncio import create_looping_call
 
 from scrapy_sdi.settings import settings_for
+from scrapy_sdi.signals import delivery_opened
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
     from scrapy.statscollectors import StatsCollector
     from typing_extensions import Self
+
+    from scrapy_sdi.delivery import Delivery
 
 logger = logging.getLogger(__name__)
 
@@ -27,16 +31,21 @@ class SDIStatus:
     def __init__(self, stats: StatsCollector, interval: float) -> None:
         self.stats = stats
         self.interval = interval
-        self._task = None
+        self.delivery: Delivery | None = None
+        self._task: Any = None
         self._last_delivered = 0
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
         settings = settings_for(crawler)
         ext = cls(crawler.stats, settings.log_interval)
+        crawler.signals.connect(ext.delivery_opened, signal=delivery_opened)
         crawler.signals.connect(ext.spider_opened, signal=signals.spider_opened)
         crawler.signals.connect(ext.spider_closed, signal=signals.spider_closed)
         return ext
+
+    def delivery_opened(self, delivery: Delivery) -> None:
+        self.delivery = delivery
 
     def spider_opened(self) -> None:
         if self.interval > 0:
@@ -48,17 +57,16 @@ class SDIStatus:
         delivered = value("sdi/items_delivered", 0)
         per_minute = (delivered - self._last_delivered) * 60.0 / self.interval
         self._last_delivered = delivered
-        pending = value("sdi/items_buffered", 0) - delivered - value("sdi/items_rejected", 0)
         logger.info(
             "SDI: delivered %(delivered)d (%(rate)d/min), pending %(pending)d, filtered %(filtered)d, "
             "rejected %(rejected)d, API %(api)s",
             {
                 "delivered": delivered,
                 "rate": per_minute,
-                "pending": max(0, pending),
+                "pending": self.delivery.backlog if self.delivery is not None else 0,
                 "filtered": value("sdi/items_filtered", 0),
                 "rejected": value("sdi/items_rejected", 0),
-                "api": value("sdi/api_state", "ok"),
+                "api": self.delivery.state if self.delivery is not None else "not started",
             },
         )
 

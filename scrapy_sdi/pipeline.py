@@ -7,18 +7,23 @@ durability (writer, buffer) and sending (delivery, client) each live in their ow
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 from scrapy.exceptions import CloseSpider, DropItem
 from scrapy.utils.defer import maybe_deferred_to_future
 from twisted.internet import defer
 
-from scrapy_sdi.buffer import FILTERED, INVALID, MemoryBuffer, Row, open_buffer
+from scrapy_sdi.audit import AuditLog
+from scrapy_sdi.buffer import DELIVERED, FILTERED, INVALID, MemoryBuffer, Row, open_buffer
 from scrapy_sdi.client import SDIClient
 from scrapy_sdi.delivery import Delivery
+from scrapy_sdi.errors import SDIError
 from scrapy_sdi.filter_source import FilterSource
 from scrapy_sdi.mapping import InvalidResult, ResultMapper, encode_result, new_result_id, stable_result_id
 from scrapy_sdi.settings import settings_for
+from scrapy_sdi.signals import delivery_opened
+from scrapy_sdi.status import url_statuses
 from scrapy_sdi.writer import GroupWriter
 
 if TYPE_CHECKING:
@@ -30,6 +35,20 @@ if TYPE_CHECKING:
     from scrapy_sdi.settings import SDISettings
 
 logger = logging.getLogger(__name__)
+
+#: Keys set to 0 at open, so the closing stats dump always shows them and they add up.
+STARTING_STATS = (
+    "sdi/items_buffered",
+    "sdi/items_delivered",
+    "sdi/items_duplicate",
+    "sdi/items_rejected",
+    "sdi/items_filtered",
+    "sdi/items_invalid",
+    "sdi/items_deduplicated",
+    "sdi/batches_sent",
+    "sdi/batches_failed",
+    "sdi/retries",
+)
 
 
 class SDIPipeline:
@@ -45,6 +64,8 @@ class SDIPipeline:
         self.delivery: Delivery | None = None
         self.writer: GroupWriter | None = None
         self.filters: FilterSource | None = None
+        self.audit: AuditLog | None = None
+        self._opened_at = time.time()
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
@@ -64,15 +85,27 @@ class SDIPipeline:
         )
         if settings.dry_run:
             logger.info("SDI dry run: results are buffered and counted but never submitted")
-        self.delivery = Delivery(self.buffer, None if settings.dry_run else self.client, settings, stats=self.stats)
+        if settings.audit_log:
+            self.audit = AuditLog(settings.audit_log, rotation=settings.audit_rotation, retention=settings.audit_retention)
+        self.delivery = Delivery(
+            self.buffer,
+            None if settings.dry_run else self.client,
+            settings,
+            stats=self.stats,
+            audit=self.audit.record if self.audit is not None else None,
+        )
         self.writer = GroupWriter(self.buffer, dedup=settings.dedup, on_commit=self.delivery.wake)
         self.filters = FilterSource(settings, self.buffer, self.client, stats=self.stats)
         await maybe_deferred_to_future(defer.Deferred.fromCoroutine(self.filters.load()))
         pruned = self.buffer.prune(settings.retention_days)
         if pruned:
             logger.info("SDI buffer: pruned %(n)d delivered results older than %(days)g days", {"n": pruned, "days": settings.retention_days})
+        for key in STARTING_STATS:
+            self.stats.set_value(key, 0)
         self.delivery.start()
         self.filters.start()
+        if self.crawler is not None:
+            self.crawler.signals.send_catch_log(signal=delivery_opened, delivery=self.delivery)
         if self.filters.required_but_missing:
             raise CloseSpider("sdi_filters_unavailable")
         logger.info(
@@ -138,11 +171,36 @@ class SDIPipeline:
         try:
             left = await self.delivery.drain(self.settings.close_timeout)
             await self.delivery.stop()
+            if self.settings.status_on_close and self.client is not None:
+                await self._record_remote_status()
             return left
         finally:
             await self.filters.close()
             if self.client is not None:
                 await self.client.close()
+            if self.audit is not None:
+                self.audit.close()
+
+    async def _record_remote_status(self) -> None:
+        """sdi/remote_status/<name> counts for this run's delivered URLs; bounded by SDI_CLOSE_TIMEOUT."""
+        assert self.buffer is not None and self.client is not None
+        urls = [row["url"] for row in self.buffer.export(DELIVERED, self.settings.crawler_name, since=self._opened_at)]
+        if not urls:
+            return
+        lookup = defer.Deferred.fromCoroutine(url_statuses(self.client, urls))
+        from twisted.internet import reactor
+
+        timer = reactor.callLater(max(self.settings.close_timeout, self.settings.timeout), lookup.cancel)
+        try:
+            statuses = await lookup
+        except (SDIError, defer.CancelledError) as exc:
+            logger.warning("SDI: status lookup at close failed: %(error)s", {"error": str(exc) or "timed out"})
+            return
+        finally:
+            if timer.active():
+                timer.cancel()
+        for status in statuses:
+            self.stats.inc_value(f"sdi/remote_status/{status.status}")
 
 
 def _describe_buffer(settings: SDISettings) -> str:

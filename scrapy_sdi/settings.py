@@ -122,6 +122,10 @@ SPEC: dict[str, tuple[Any, Callable[[str, Any], Any], str]] = {
     "SDI_DRY_RUN": (False, _bool, "do everything but submit; count and log at DEBUG what would be sent"),
     "SDI_CLOSE_TIMEOUT": (60.0, _float(0.0), "seconds close_spider keeps delivering before leaving rows pending"),
     "SDI_LOG_INTERVAL": (60.0, _float(0.0), "seconds between SDIStatus's INFO lines (0: none)"),
+    "SDI_AUDIT_LOG": ("", _text, "path of a JSON-lines audit log, one line per submission attempt (off when empty)"),
+    "SDI_AUDIT_ROTATION": ("50 MB", _text, "when the audit log rotates (loguru rotation: size, time or interval)"),
+    "SDI_AUDIT_RETENTION": ("10", _text, "rotated audit logs kept: a count, or a duration such as '30 days'"),
+    "SDI_STATUS_ON_CLOSE": (False, _bool, "look up this run's delivered URLs on the API at close (sdi/remote_status/*)"),
 }
 
 
@@ -156,6 +160,10 @@ class SDISettings:
     dry_run: bool
     close_timeout: float
     log_interval: float
+    audit_log: str
+    audit_rotation: str
+    audit_retention: str
+    status_on_close: bool
     #: Where each value came from: "settings", "environment", ".env" or "default".
     sources: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 

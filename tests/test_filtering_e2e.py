@@ -323,7 +323,7 @@ def test_api_down_without_cache_crawls_unfiltered_with_a_warning(sdi_server_fact
     assert result.stats["finish_reason"] == "finished"
     assert result.stats["sdi/filters_source"] == "none"
     assert result.stats["sdi/filters_count"] == 0
-    assert "sdi/items_filtered" not in result.stats
+    assert result.stats["sdi/items_filtered"] == 0
     assert result.stats["sdi/items_buffered"] == len(expected)
     assert not buffer_rows(tmp_path, "filtered")
     assert any("unfiltered" in line for line in log_lines(result.log, "WARNING")), result.log[-3000:]
@@ -377,7 +377,7 @@ def test_filters_disabled_filters_nothing(sdi_server_factory, tmp_path):
     result = run_crawl(tmp_path, settings(server, tmp_path, SDI_FILTERS_ENABLED=False), write_script(tmp_path, [{"items": [i for i, _ in expected]}]), spider="ScriptedSpider")
     assert result.returncode == 0, result.log[-3000:]
     assert result.stats["sdi/filters_source"] == "disabled"
-    assert "sdi/items_filtered" not in result.stats
+    assert result.stats["sdi/items_filtered"] == 0
     assert {r["url"] for r in server.results()} == {item["url"] for item, _ in expected}
     assert result.stats["sdi/items_delivered"] == len(expected)
     assert not buffer_rows(tmp_path, "filtered")

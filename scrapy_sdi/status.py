@@ -1,0 +1,100 @@
+"""What happened to submitted results: the API's status lookups and the local buffer's counts.
+
+Callable three ways: ``await`` the ``*_async`` functions inside a crawl (any reactor), or use
+``StatusLookup`` / ``buffer_status`` from plain blocking code: scripts, notebooks, cron jobs.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from scrapy_sdi.blocking import run_blocking
+from scrapy_sdi.client import SDIClient
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+
+    from scrapy_sdi.buffer import Buffer
+
+
+@dataclass(frozen=True)
+class UrlStatus:
+    url: str
+    status_code: int | None
+    status: str
+    description: str  # the API's description of the code (status-codes), or its own text
+    crawler: str | None = None
+    submitted_at: str | None = None
+
+
+@dataclass(frozen=True)
+class CrawlerStatus:
+    crawler: str
+    total: int
+    by_status: dict[str, int] = field(default_factory=dict)
+
+
+async def url_statuses(client: SDIClient, urls: Iterable[str]) -> list[UrlStatus]:
+    """Status of each URL, with the code's description from the API's status-codes list."""
+    found = await client.status_by_urls(urls)
+    codes = {c.get("code"): c.get("description") for c in await client.status_codes()}
+    return [
+        UrlStatus(
+            url=str(r.get("url")),
+            status_code=r.get("status_code"),
+            status=str(r.get("status")),
+            description=str(codes.get(r.get("status_code")) or r.get("description") or ""),
+            crawler=r.get("crawler"),
+            submitted_at=r.get("submitted_at"),
+        )
+        for r in found
+    ]
+
+
+async def crawler_statuses(client: SDIClient, crawlers: Sequence[str]) -> list[CrawlerStatus]:
+    found = await client.status_by_crawlers(crawlers)
+    return [
+        CrawlerStatus(str(r.get("crawler")), int(r.get("total") or 0), dict(r.get("by_status") or {}))
+        for r in found
+    ]
+
+
+class StatusLookup:
+    """Blocking status lookups for scripts: ``StatusLookup(url, user, password).urls([...])``."""
+
+    def __init__(self, api_url: str, username: str, password: str, *, timeout: float = 30.0) -> None:
+        self._args = (api_url, username, password)
+        self._timeout = timeout
+
+    def urls(self, urls: Iterable[str]) -> list[UrlStatus]:
+        return run_blocking(self._with_client, url_statuses, list(urls))
+
+    def crawlers(self, crawlers: Sequence[str]) -> list[CrawlerStatus]:
+        return run_blocking(self._with_client, crawler_statuses, list(crawlers))
+
+    async def _with_client(self, call: Any, arg: Any) -> Any:
+        client = SDIClient(*self._args, timeout=self._timeout)
+        try:
+            return await call(client, arg)
+        finally:
+            await client.close()
+
+
+@dataclass(frozen=True)
+class BufferStatus:
+    counts: dict[str, int]
+    by_crawler: dict[str, dict[str, int]]
+    oldest_pending_age: float | None
+    size_bytes: int | None
+
+
+def buffer_status(buffer: Buffer) -> BufferStatus:
+    """Counts by state and crawler, the oldest pending age and the file size of a buffer."""
+    by_crawler = buffer.counts_by_crawler() if hasattr(buffer, "counts_by_crawler") else {}
+    path = getattr(buffer, "path", None)
+    size = None
+    if path is not None:
+        size = sum(os.path.getsize(p) for p in (str(path), f"{path}-wal") if os.path.exists(p))
+    return BufferStatus(buffer.counts(), by_crawler, buffer.oldest_pending_age(), size)
