@@ -1,6 +1,6 @@
-"""The SDI API client: every call of the contract, over treq on the running reactor.
+"""The SDI API client: every call of the contract, over a transport (treq, or aiohttp without a reactor).
 
-Coroutines here await Deferreds, so they run under ``Deferred.fromCoroutine`` on any reactor;
+Coroutines here await Deferreds, so they run under ``Deferred.fromCoroutine`` in every mode;
 Scrapy-facing code wraps them with ``maybe_deferred_to_future``. Authentication is handled once,
 here: a 401 on any call renews the token (refresh, else log in again) in a single flight shared by
 every concurrent caller, then resends once.
@@ -15,10 +15,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
-import treq
-from twisted.internet import defer, error
-from twisted.web.client import Agent, HTTPConnectionPool, ResponseFailed
-from twisted.web.http_headers import Headers
+from scrapy.utils.asyncio import call_later
+from twisted.internet import defer
 
 from scrapy_sdi.errors import (
     SDIAuthError,
@@ -29,6 +27,7 @@ from scrapy_sdi.errors import (
     SDIRateLimited,
     SDIServiceError,
 )
+from scrapy_sdi.transport import Reply, Transport, default_transport
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
@@ -38,24 +37,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 STATUS_CHUNK = 1000  # the contract's limit of URLs per status lookup
-_NETWORK_ERRORS = (
-    error.ConnectError,
-    error.ConnectionLost,
-    error.ConnectionDone,
-    error.DNSLookupError,
-    error.TimeoutError,
-    defer.CancelledError,
-    defer.TimeoutError,
-    ResponseFailed,
-    ConnectionError,
-    OSError,
-)
-try:  # not every Twisted names these in the same place
-    from twisted.web._newclient import RequestTransmissionFailed, ResponseNeverReceived
-
-    _NETWORK_ERRORS += (ResponseNeverReceived, RequestTransmissionFailed)
-except ImportError:  # pragma: no cover
-    pass
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,13 +46,6 @@ class Outcome:
     id: str
     status: str  # "accepted" | "duplicate" | "rejected"
     reason: str | None = None
-
-
-@dataclass(slots=True)
-class _Reply:
-    code: int
-    headers: Headers
-    body: bytes
 
 
 class SDIClient:
@@ -86,22 +60,15 @@ class SDIClient:
         timeout: float = 30.0,
         compression_min_bytes: int | None = 16_384,
         stats: StatsCollector | None = None,
-        reactor: Any = None,
+        transport: Transport | None = None,
     ) -> None:
-        if reactor is None:
-            from twisted.internet import reactor as default_reactor
-
-            reactor = default_reactor
         self.base_url = base_url.rstrip("/")
         self._username = username
         self._password = password
         self._timeout = timeout
         self._compression_min_bytes = compression_min_bytes
         self._stats = stats
-        self._reactor = reactor
-        self._pool = HTTPConnectionPool(reactor, persistent=True)
-        self._pool.maxPersistentPerHost = 16
-        self._http = treq.client.HTTPClient(Agent(reactor, pool=self._pool))
+        self._transport = transport if transport is not None else default_transport()
         self._access_token: str | None = None
         self._refresh_token: str | None = None
         self._expires_at = 0.0
@@ -165,7 +132,7 @@ class SDIClient:
         return _json_list(await self._call("GET", "/status-codes"), "codes")
 
     async def close(self) -> None:
-        await self._pool.closeCachedConnections()
+        await self._transport.close()
 
     # -- authentication -------------------------------------------------------------------
 
@@ -204,7 +171,7 @@ class SDIClient:
         finally:
             self._auth_lock.release()
 
-    def _take_tokens(self, reply: _Reply) -> None:
+    def _take_tokens(self, reply: Reply) -> None:
         body = _json_object(reply)
         access, refresh = body.get("access_token"), body.get("refresh_token")
         if reply.code != 200 or not isinstance(access, str) or not isinstance(refresh, str):
@@ -226,7 +193,7 @@ class SDIClient:
         headers: dict[str, str] | None = None,
         auth: bool = True,
         ok: tuple[int, ...] = (200,),
-    ) -> _Reply:
+    ) -> Reply:
         token = await self._token() if auth else None
         reply = await self._send(method, path, body, token, headers)
         if reply.code == 401 and auth:
@@ -245,42 +212,43 @@ class SDIClient:
         body: bytes | None,
         token: str | None,
         extra_headers: dict[str, str] | None = None,
-    ) -> _Reply:
-        headers = {"Accept": ["application/json"]}
+    ) -> Reply:
+        headers = {"Accept": "application/json"}
         if body is not None:
-            headers["Content-Type"] = ["application/json"]
+            headers["Content-Type"] = "application/json"
             if self._compression_min_bytes is not None and len(body) >= self._compression_min_bytes:
                 body = gzip.compress(body, compresslevel=1)
-                headers["Content-Encoding"] = ["gzip"]
+                headers["Content-Encoding"] = "gzip"
         if token:
-            headers["Authorization"] = [f"Bearer {token}"]
-        for name, value in (extra_headers or {}).items():
-            headers[name] = [value]
-        d = defer.Deferred.fromCoroutine(self._roundtrip(method, path, body, Headers(headers)))
-        timer = self._reactor.callLater(self._timeout, d.cancel)
+            headers["Authorization"] = f"Bearer {token}"
+        headers.update(extra_headers or {})
+        d = self._transport.request(method, self.base_url + path, headers, body)
+        timed_out: list[bool] = []
+
+        def expire() -> None:
+            timed_out.append(True)
+            d.cancel()
+
+        timer = call_later(self._timeout, expire)
         try:
             reply = await d
-        except _NETWORK_ERRORS as exc:
-            if not timer.active():
+        except (SDINetworkError, defer.CancelledError) as exc:
+            if timed_out:
                 raise SDINetworkError(f"{method} {path}: no answer within {self._timeout:g}s") from None
-            raise SDINetworkError(f"{method} {path}: {_describe(exc)}") from None
+            if isinstance(exc, defer.CancelledError):
+                raise
+            raise SDINetworkError(f"{method} {path}: {exc}") from None
         finally:
-            if timer.active():
-                timer.cancel()
+            timer.cancel()
         self._inc(f"sdi/response_status_count/{reply.code}")
         return reply
-
-    async def _roundtrip(self, method: str, path: str, body: bytes | None, headers: Headers) -> _Reply:
-        response = await self._http.request(method, self.base_url + path, data=body, headers=headers)
-        content = await treq.content(response)
-        return _Reply(response.code, response.headers, content)
 
     def _inc(self, key: str) -> None:
         if self._stats is not None:
             self._stats.inc_value(key)
 
 
-def _json_object(reply: _Reply) -> dict[str, Any]:
+def _json_object(reply: Reply) -> dict[str, Any]:
     try:
         body = orjson.loads(reply.body)
     except orjson.JSONDecodeError:
@@ -290,14 +258,14 @@ def _json_object(reply: _Reply) -> dict[str, Any]:
     return body
 
 
-def _json_list(reply: _Reply, key: str) -> list[dict[str, Any]]:
+def _json_list(reply: Reply, key: str) -> list[dict[str, Any]]:
     items = _json_object(reply).get(key)
     if not isinstance(items, list):
         raise SDIServiceError(f"answer has no {key!r} list", status=reply.code)
     return [item for item in items if isinstance(item, dict)]
 
 
-def _error_for(method: str, path: str, reply: _Reply) -> SDIError:
+def _error_for(method: str, path: str, reply: Reply) -> SDIError:
     """Map a non-success answer to the error a caller can act on."""
     code = reply.code
     try:
@@ -320,17 +288,11 @@ def _error_for(method: str, path: str, reply: _Reply) -> SDIError:
     return SDIError(message, status=code)
 
 
-def _retry_after(headers: Headers) -> float | None:
-    values = headers.getRawHeaders(b"retry-after") or []
-    for value in values:
-        try:
-            return max(0.0, float(value))
-        except ValueError:  # an HTTP date: rare from APIs; treat as "soon"
-            return None
-    return None
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, ResponseFailed) and exc.reasons:
-        return "response failed: " + ", ".join(type(r.value).__name__ for r in exc.reasons)
-    return f"{type(exc).__name__}: {exc}"[:200]
+def _retry_after(headers: dict[str, str]) -> float | None:
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:  # an HTTP date: rare from APIs; treat as "soon"
+        return None

@@ -14,6 +14,7 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any, Callable
 
+from scrapy.utils.asyncio import CallLaterResult, call_later
 from twisted.internet import defer
 
 from scrapy_sdi.errors import SDIAuthError, SDIBadRequest, SDIBatchTooLarge, SDIError, SDIRateLimited
@@ -46,12 +47,7 @@ class Delivery:
         crawler_name: str | None = None,
         stats: StatsCollector | None = None,
         audit: Callable[[dict[str, Any]], None] | None = None,
-        reactor: Any = None,
     ) -> None:
-        if reactor is None:
-            from twisted.internet import reactor as default_reactor
-
-            reactor = default_reactor
         self.buffer = buffer
         self.client = client
         self.settings = settings
@@ -59,7 +55,6 @@ class Delivery:
         self.owner = uuid.uuid4().hex  # lease owner id of this run
         self.stats = stats
         self._audit = audit
-        self._reactor = reactor
         self._active: set[defer.Deferred[None]] = set()
         self._waiters: list[defer.Deferred[None]] = []
         self._unclaimed = 0  # rows buffered since the last claim, to send full batches
@@ -69,7 +64,8 @@ class Delivery:
         self._batch_size = settings.batch_size  # lowered when the API answers 413 with max_results
         self._paused_until = 0.0
         self._draining = False
-        self._timer: Any = None
+        self._timer: CallLaterResult | None = None
+        self._timer_due = 0.0
         self._running = False
         #: Since when the API has been failing (None: it answers), for the status line.
         self.failing_since: float | None = None
@@ -118,21 +114,29 @@ class Delivery:
     async def stop(self) -> None:
         """Stop claiming and wait for the batches already in flight."""
         self._running = False
-        if self._timer is not None and self._timer.active():
+        if self._timer is not None:
             self._timer.cancel()
+            self._timer = None
         while self._active:
             await defer.DeferredList(list(self._active), consumeErrors=True)
 
     # -- the loop -------------------------------------------------------------------------
 
     def _schedule(self, delay: float) -> None:
+        """Pump in ``delay`` seconds, unless a pump is already due sooner."""
         if not self._running:
             return
-        if self._timer is not None and self._timer.active():
-            if self._timer.getTime() <= self._reactor.seconds() + delay:
+        due = time.monotonic() + delay
+        if self._timer is not None:
+            if self._timer_due <= due:
                 return
             self._timer.cancel()
-        self._timer = self._reactor.callLater(delay, self._pump)
+        self._timer_due = due
+        self._timer = call_later(delay, self._tick)
+
+    def _tick(self) -> None:
+        self._timer = None
+        self._pump()
 
     def _pump(self) -> None:
         """Start batches while there is room, rows are ready and no backoff holds."""
@@ -182,11 +186,10 @@ class Delivery:
                 self._waiters.remove(d)
                 d.callback(None)
 
-        call = self._reactor.callLater(timeout, expire)
+        call = call_later(timeout, expire)
 
         def cancel_timer(result: Any) -> Any:
-            if call.active():
-                call.cancel()
+            call.cancel()
             return result
 
         return d.addBoth(cancel_timer)

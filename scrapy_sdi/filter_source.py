@@ -12,7 +12,8 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from twisted.internet import defer, task
+from scrapy.utils.asyncio import create_looping_call
+from twisted.internet import defer
 
 from scrapy_sdi.errors import SDIError
 from scrapy_sdi.filters import Filter, FilterSet, compile_filters
@@ -41,7 +42,7 @@ class FilterSource:
         self.source = "none"  # "api" | "cache" | "none" | "disabled"
         self.fetched_at: float | None = None
         self._cached_raw: list[dict[str, Any]] = []  # the raw list behind ``current``, as cached
-        self._loop: task.LoopingCall | None = None
+        self._loop: Any = None
         self._refreshing: defer.Deferred[None] | None = None
 
     @property
@@ -83,7 +84,7 @@ class FilterSource:
     def start(self) -> None:
         interval = self.settings.filters_refresh_interval
         if interval > 0 and self.client is not None and self.settings.filters_enabled:
-            self._loop = task.LoopingCall(self._refresh)
+            self._loop = create_looping_call(self._refresh)
             self._loop.start(interval, now=False)
 
     def stop(self) -> None:
@@ -95,13 +96,13 @@ class FilterSource:
         if self._refreshing is not None:
             await self._refreshing
 
-    def _refresh(self) -> defer.Deferred[None]:
-        """One refresh; a failure keeps the current filters."""
-        self._refreshing = defer.Deferred.fromCoroutine(self._refresh_once())
-        return self._refreshing
+    def _refresh(self) -> None:
+        """Start one refresh unless one is still running; a failure keeps the current filters."""
+        if self._refreshing is None:
+            self._refreshing = defer.Deferred.fromCoroutine(self._refresh_once())
 
     async def _refresh_once(self) -> None:
-        # Never let an exception out: LoopingCall would stop, and no refresh would ever run again.
+        # Never let an exception out: nobody awaits a refresh, so it would only vanish.
         try:
             await self._fetch(self.current.version)
         except SDIError as exc:

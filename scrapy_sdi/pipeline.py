@@ -11,6 +11,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from scrapy.exceptions import CloseSpider, DropItem
+from scrapy.utils.asyncio import call_later
 from scrapy.utils.defer import maybe_deferred_to_future
 from twisted.internet import defer
 
@@ -188,17 +189,14 @@ class SDIPipeline:
         if not urls:
             return
         lookup = defer.Deferred.fromCoroutine(url_statuses(self.client, urls))
-        from twisted.internet import reactor
-
-        timer = reactor.callLater(max(self.settings.close_timeout, self.settings.timeout), lookup.cancel)
+        timer = call_later(max(self.settings.close_timeout, self.settings.timeout), lookup.cancel)
         try:
             statuses = await lookup
         except (SDIError, defer.CancelledError) as exc:
             logger.warning("SDI: status lookup at close failed: %(error)s", {"error": str(exc) or "timed out"})
             return
         finally:
-            if timer.active():
-                timer.cancel()
+            timer.cancel()
         for status in statuses:
             self.stats.inc_value(f"sdi/remote_status/{status.status}")
 

@@ -126,6 +126,7 @@ SPEC: dict[str, tuple[Any, Callable[[str, Any], Any], str]] = {
     "SDI_AUDIT_ROTATION": ("50 MB", _text, "when the audit log rotates (loguru rotation: size, time or interval)"),
     "SDI_AUDIT_RETENTION": ("10", _text, "rotated audit logs kept: a count, or a duration such as '30 days'"),
     "SDI_STATUS_ON_CLOSE": (False, _bool, "look up this run's delivered URLs on the API at close (sdi/remote_status/*)"),
+    "SDI_MONITOR_MAX_REJECTED_RATIO": (0.05, _float(0.0, 1.0), "largest share of buffered results the API may reject before SDIMonitorSuite fails"),
 }
 
 
@@ -164,6 +165,7 @@ class SDISettings:
     audit_rotation: str
     audit_retention: str
     status_on_close: bool
+    monitor_max_rejected_ratio: float
     #: Where each value came from: "settings", "environment", ".env" or "default".
     sources: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
@@ -270,10 +272,9 @@ def settings_for(crawler: Any) -> SDISettings:
         raise NotConfigured("SDI_ENABLED is False")
     try:
         if not crawler.settings.getbool("TWISTED_REACTOR_ENABLED", True):
-            raise SDIConfigError(
-                "TWISTED_REACTOR_ENABLED: scrapy_sdi delivers with treq, which needs the Twisted reactor; "
-                "remove TWISTED_REACTOR_ENABLED=False"
-            )
+            from scrapy_sdi.transport import AiohttpTransport
+
+            AiohttpTransport()  # without a reactor we deliver through aiohttp: is it installed?
         spider_name = getattr(crawler.spidercls, "name", None) or ""
         return SDISettings.from_settings(crawler.settings, spider_name)
     except SDIConfigError as exc:

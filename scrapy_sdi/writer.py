@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Callable
 
+from scrapy.utils.asyncio import CallLaterResult, call_later
 from twisted.internet import defer
 
 if TYPE_CHECKING:
@@ -32,19 +33,13 @@ class GroupWriter:
         *,
         dedup: bool,
         on_commit: Callable[[int], None] | None = None,
-        reactor: Any = None,
     ) -> None:
-        if reactor is None:
-            from twisted.internet import reactor as default_reactor
-
-            reactor = default_reactor
         self.buffer = buffer
         self.dedup = dedup
         self._on_commit = on_commit
-        self._reactor = reactor
         self._rows: list[Row] = []
         self._waiters: list[defer.Deferred[bool]] = []
-        self._call: Any = None
+        self._call: CallLaterResult | None = None
 
     def add(self, row: Row) -> defer.Deferred[bool]:
         """Queue a row; the Deferred fires with False when dedup skipped it, True when stored."""
@@ -54,14 +49,14 @@ class GroupWriter:
         if len(self._rows) >= MAX_GROUP:
             self.flush()
         elif self._call is None:
-            self._call = self._reactor.callLater(0, self.flush)
+            self._call = call_later(0, self.flush)
         return d
 
     def flush(self) -> None:
         """Commit what is queued now (also called at close)."""
-        if self._call is not None and self._call.active():
+        if self._call is not None:
             self._call.cancel()
-        self._call = None
+            self._call = None
         if not self._rows:
             return
         rows, waiters = self._rows, self._waiters
@@ -74,7 +69,7 @@ class GroupWriter:
                 return
             logger.warning("SDI buffer is locked by another process; %(n)d results wait and will be retried", {"n": len(rows)})
             self._rows[:0], self._waiters[:0] = rows, waiters
-            self._call = self._reactor.callLater(LOCKED_RETRY, self.flush)
+            self._call = call_later(LOCKED_RETRY, self.flush)
             return
         except Exception as exc:  # disk full, corrupt file...: the items fail loudly
             self._fail(waiters, exc)

@@ -193,3 +193,30 @@ async def test_20_concurrent_calls_during_expiry_cause_exactly_one_refresh(sdi_s
         assert sdi_server.stats()["refreshes"] == 1
     finally:
         await client.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_aiohttp_transport_speaks_the_same_contract(sdi_server):
+    from scrapy_sdi.transport import AiohttpTransport
+
+    stats = CountingStats()
+    client = make_client(sdi_server, transport=AiohttpTransport(), stats=stats, compression_min_bytes=100)
+    try:
+        outcomes = await client.submit(batch(*(f"h{i}" for i in range(30))))
+        assert {o.status for o in outcomes} == {"accepted"} and len(outcomes) == 30
+        sdi_server.revoke_tokens(access_only=True)
+        assert await client.status_codes()
+        assert stats.values["sdi/auth/refreshes"] == 1
+        sdi_server.set_faults(rate_limit_rate=1.0, retry_after=3)
+        with pytest.raises(SDIRateLimited) as limited:
+            await client.submit(batch("h0"))
+        assert limited.value.retry_after == 3
+    finally:
+        await client.close()
+    sdi_server.stop()
+    client = make_client(sdi_server, transport=AiohttpTransport())
+    try:
+        with pytest.raises(SDINetworkError):
+            await client.health()
+    finally:
+        await client.close()

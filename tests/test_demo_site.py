@@ -28,6 +28,11 @@ LINE = re.compile(r"^Demo site listening on (http://127\.0\.0\.1:(\d+)/)$")
 CATEGORIES, FILES = 3, PAGE_SIZE * 2 + 3  # three pages per category
 
 
+def _strict_env() -> dict[str, str]:
+    """Lets ``-m tests.support.scrapy_strict`` be found from example_project/."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
+
+
 class _Links(HTMLParser):
     def __init__(self) -> None:
         super().__init__()
@@ -137,10 +142,9 @@ def test_example_spider_reports_every_file(demo_site: str, tmp_path: Path) -> No
     """example_project's "files" spider finds every link, without deprecation warnings."""
     output = tmp_path / "items.jsonl"
     subprocess.run(
-        [sys.executable, "-W", "error::scrapy.exceptions.ScrapyDeprecationWarning",
-         "-m", "scrapy", "crawl", "files", "-a", f"site={demo_site}", "-o", f"{output}:jsonl",
+        [sys.executable, "-m", "tests.support.scrapy_strict", "crawl", "files", "-a", f"site={demo_site}", "-o", f"{output}:jsonl",
          "-s", "ITEM_PIPELINES={}", "-s", "EXTENSIONS={}", "-s", "LOG_LEVEL=WARNING"],
-        cwd=EXAMPLE_PROJECT, check=True, timeout=120,
+        cwd=EXAMPLE_PROJECT, env=_strict_env(), check=True, timeout=120,
     )
     items = [json.loads(line) for line in output.read_text().splitlines()]
     assert sorted(urlsplit(item["url"]).path for item in items) == expected_files(CATEGORIES, FILES)
@@ -153,10 +157,9 @@ def test_example_spider_reports_every_file(demo_site: str, tmp_path: Path) -> No
 
 def test_example_project_delivers_every_result_to_the_reference_server(demo_site: str, sdi_server, tmp_path: Path) -> None:
     """The example project, configured as a user would, delivers every file it finds."""
-    env = {**os.environ, "SDI_API_URL": sdi_server.url, "SDI_USERNAME": sdi_server.username, "SDI_PASSWORD": sdi_server.password}
+    env = {**_strict_env(), "SDI_API_URL": sdi_server.url, "SDI_USERNAME": sdi_server.username, "SDI_PASSWORD": sdi_server.password}
     proc = subprocess.run(
-        [sys.executable, "-W", "error::scrapy.exceptions.ScrapyDeprecationWarning",
-         "-m", "scrapy", "crawl", "files", "-a", f"site={demo_site}",
+        [sys.executable, "-m", "tests.support.scrapy_strict", "crawl", "files", "-a", f"site={demo_site}",
          "-s", f"SDI_BUFFER_PATH={tmp_path / 'buffer.db'}", "-s", "LOG_LEVEL=INFO"],
         cwd=EXAMPLE_PROJECT, env=env, capture_output=True, text=True, timeout=120,
     )

@@ -89,15 +89,6 @@ def test_sdi_enabled_false_raises_not_configured():
         SDIStatus.from_crawler(crawler)
 
 
-def test_reactorless_mode_is_refused_with_one_line():
-    from scrapy import Spider
-    from scrapy.crawler import Crawler
-
-    crawler = Crawler(Spider, Settings({**API, "TWISTED_REACTOR_ENABLED": False}))
-    with pytest.raises(SDIConfigError, match="^TWISTED_REACTOR_ENABLED: scrapy_sdi delivers with treq"):
-        SDIPipeline.from_crawler(crawler)
-
-
 def test_a_crawl_with_a_bad_setting_stops_at_start_with_one_clear_line(tmp_path):
     result = run_crawl(tmp_path, {**API, "SDI_BATCH_SIZE": "lots", "SDI_BUFFER_PATH": str(tmp_path / "b.db")}, {"n": 5})
     assert result.returncode == 1

@@ -30,15 +30,12 @@ def crawl_command(tmp_path: Path, settings: dict[str, Any], spider_args: dict[st
         "TELNETCONSOLE_ENABLED": "False",
         **{k: v if isinstance(v, str) else json.dumps(v) for k, v in settings.items()},
     }
-    cmd = [
-        sys.executable, "-W", "error::scrapy.exceptions.ScrapyDeprecationWarning",
-        "-m", "tests.support.run_spider", spider,
-    ]
+    cmd = [sys.executable, "-m", "tests.support.run_spider", spider]
     for key, value in all_settings.items():
         cmd += ["-s", f"{key}={value}"]
     for key, value in (spider_args or {}).items():
         cmd += ["-a", f"{key}={value}"]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), str(ROOT)) if p)}
     env.pop("SCRAPY_SETTINGS_MODULE", None)
     return cmd, env
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import warnings
 
 from scrapy.crawler import AsyncCrawlerProcess, CrawlerProcess
+from scrapy.exceptions import ScrapyDeprecationWarning
 from scrapy.settings import Settings
 
 from tests.support import spiders
@@ -19,6 +21,8 @@ def _value(text: str):
 
 
 def main() -> int:
+    # -W cannot name a category of a module not imported yet, so the filter is set here
+    warnings.filterwarnings("error", category=ScrapyDeprecationWarning)
     parser = argparse.ArgumentParser()
     parser.add_argument("spider")
     parser.add_argument("-s", action="append", default=[])
