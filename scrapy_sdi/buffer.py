@@ -230,7 +230,9 @@ class SQLiteBuffer(Buffer):
             for chunk in _chunks(urls, _DEDUP_CHUNK):
                 marks = ",".join("?" * len(chunk))
                 cursor = self._conn.execute(
-                    f"SELECT url FROM results WHERE crawler = ? AND url IN ({marks}) AND state IN (?, ?, ?, ?)",
+                    # the url index, never the state one: that would read every pending row
+                    f"SELECT url FROM results INDEXED BY ix_results_url "
+                    f"WHERE crawler = ? AND url IN ({marks}) AND state IN (?, ?, ?, ?)",
                     (crawler, *chunk, *SEEN_STATES),
                 )
                 seen.update((crawler, url) for (url,) in cursor)

@@ -57,9 +57,9 @@ class Delivery:
         self._audit = audit
         self._active: set[defer.Deferred[None]] = set()
         self._waiters: list[defer.Deferred[None]] = []
-        self._unclaimed = 0  # rows buffered since the last claim, to send full batches
         #: Rows of this crawler waiting for delivery (an estimate kept in step without queries).
         self.backlog = 0
+        self._in_flight_rows = 0
         self._failures = 0  # consecutive failed attempts: drives the backoff
         self._batch_size = settings.batch_size  # lowered when the API answers 413 with max_results
         self._paused_until = 0.0
@@ -83,12 +83,8 @@ class Delivery:
 
     def wake(self, added: int) -> None:
         """Rows were buffered: send now if a full batch is ready, else within LINGER."""
-        self._unclaimed += added
         self.backlog += added
-        if self._unclaimed >= self._batch_size:
-            self._pump()
-        else:
-            self._schedule(LINGER)
+        self._pump()
 
     async def drain(self, timeout: float) -> int:
         """Deliver until no row buffered before now is left, or ``timeout`` passes; return how many are left."""
@@ -136,17 +132,27 @@ class Delivery:
 
     def _tick(self) -> None:
         self._timer = None
-        self._pump()
+        self._pump(partial=True)
 
-    def _pump(self) -> None:
-        """Start batches while there is room, rows are ready and no backoff holds."""
+    def _waiting(self) -> int:
+        return self.backlog - self._in_flight_rows
+
+    def _pump(self, *, partial: bool = False) -> None:
+        """Start batches while there is room, rows are ready and no backoff holds.
+
+        Only full batches go at once; a partial one waits up to LINGER for more rows (a timer
+        tick, or a drain, sends it), since every request costs the crawl CPU time.
+        """
         if not self._running:
             return
         pause = self._paused_until - time.time()
         if pause > 0:
             self._schedule(pause)
             return
+        partial = partial or self._draining
         while len(self._active) < self.settings.concurrent_requests:
+            if not partial and self._waiting() < self._batch_size:
+                break
             rows = self.buffer.claim(
                 self.crawler,
                 self.owner,
@@ -154,17 +160,18 @@ class Delivery:
                 self.settings.lease_timeout,
                 ignore_ready_at=self._draining,
             )
-            self._unclaimed = 0
             if not rows:
                 break
+            self._in_flight_rows += len(rows)
             d = defer.Deferred.fromCoroutine(self._deliver(rows))
             self._active.add(d)
             d.addErrback(self._crashed, rows)
-            d.addBoth(self._finished, d)
-        self._schedule(TICK)
+            d.addBoth(self._finished, d, len(rows))
+        self._schedule(LINGER if self._waiting() > 0 else TICK)
 
-    def _finished(self, _: Any, d: defer.Deferred[None]) -> None:
+    def _finished(self, _: Any, d: defer.Deferred[None], size: int) -> None:
         self._active.discard(d)
+        self._in_flight_rows -= size
         waiters, self._waiters = self._waiters, []
         for waiter in waiters:
             waiter.callback(None)
