@@ -1,5 +1,6 @@
 """scrapy_sdi: deliver Scrapy crawl results to the SDI crawler-results API, durably and in batches."""
 
+from scrapy_sdi.addon import Addon
 from scrapy_sdi.errors import (
     SDIAuthError,
     SDIBadRequest,
@@ -14,6 +15,7 @@ from scrapy_sdi.extension import SDIStatus
 from scrapy_sdi.pipeline import SDIPipeline
 
 __all__ = [
+    "Addon",
     "SDIAuthError",
     "SDIBadRequest",
     "SDIBatchTooLarge",

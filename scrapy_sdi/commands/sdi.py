@@ -1,24 +1,32 @@
-"""``scrapy sdi <action>``: check the set-up, and operate the buffer without crawling."""
+"""``scrapy sdi <action>``: check the set-up, look results up, and operate the buffer without crawling.
+
+Each action is an argparse sub-parser of the command's parser (``scrapy sdi --help`` lists them,
+``scrapy sdi <action> --help`` shows one). Exit codes: 0 ok, 1 a check or operation failed (a bad
+setting is one line, no traceback), 2 a usage error. Secrets are never printed.
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import sys
-from typing import Any
 
-from scrapy.commands import ScrapyCommand
+from scrapy.commands import ScrapyCommand, ScrapyHelpFormatter
 from scrapy.exceptions import UsageError
 
-from scrapy_sdi.blocking import run_blocking
-from scrapy_sdi.buffer import BufferFileError, SQLiteBuffer, open_buffer
-from scrapy_sdi.client import SDIClient
-from scrapy_sdi.errors import SDIConfigError, SDIError
-from scrapy_sdi.settings import SDISettings
+from scrapy_sdi.commands._api import CHECK, STATUS
+from scrapy_sdi.commands._buffer import BUFFER, EXPORT, REQUEUE
+from scrapy_sdi.commands._common import Action, CommandError, Context
+from scrapy_sdi.commands._dashboard import DASHBOARD
+from scrapy_sdi.commands._flush import FLUSH
+from scrapy_sdi.commands._settings import SETTINGS
 
-ACTIONS = {
-    "check": "settings, API health, login, filters and the buffer file, one line each",
+ACTIONS: dict[str, Action] = {
+    action.name: action for action in (CHECK, STATUS, BUFFER, FLUSH, EXPORT, REQUEUE, SETTINGS, DASHBOARD)
 }
+#: Where Scrapy's global options given after the action land (``scrapy sdi flush -s NAME=VALUE``)
+#: until they are merged with those given before it.
+_SUB_PREFIX = "_sub_"
 
 
 class Command(ScrapyCommand):
@@ -30,87 +38,76 @@ class Command(ScrapyCommand):
         return "<action> [options]"
 
     def short_desc(self) -> str:
-        return "Check scrapy_sdi's set-up and operate its delivery buffer"
+        return "Check scrapy_sdi's set-up, look results up and operate its delivery buffer"
 
     def long_desc(self) -> str:
-        lines = [self.short_desc() + ".", "", "Actions:"]
-        lines += [f"  {name:<10} {desc}" for name, desc in ACTIONS.items()]
-        return "\n".join(lines)
+        return (
+            self.short_desc() + ". Run `scrapy sdi <action> --help` for an action's options. "
+            "Exit codes: 0 ok, 1 a check or operation failed, 2 a usage error."
+        )
 
     def add_options(self, parser: argparse.ArgumentParser) -> None:
         super().add_options(parser)
-        parser.add_argument("--json", action="store_true", help="print data as JSON")
+        parser.prog = "scrapy sdi"  # error lines say "scrapy sdi: error: ..." rather than "__main__.py"
+        parser.add_argument("--json", action="store_true", help="print data as JSON (actions whose output is data)")
+        actions = parser.add_subparsers(dest="action", metavar="<action>", title="actions", prog="scrapy sdi")
+        for action in ACTIONS.values():
+            sub = actions.add_parser(
+                action.name, help=action.help, description=action.help,
+                formatter_class=ScrapyHelpFormatter, add_help=not action.passthrough,
+            )
+            action.add_arguments(sub)
+            if action.json:
+                sub.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print the output as JSON")
+            _add_global_options(sub)
+
+    def process_options(self, args: list[str], opts: argparse.Namespace) -> None:
+        _merge_global_options(opts)
+        super().process_options(args, opts)
 
     def run(self, args: list[str], opts: argparse.Namespace) -> None:
-        if not args or args[0] not in ACTIONS:
-            raise UsageError(f"choose an action: {', '.join(ACTIONS)}")
-        action = getattr(self, "do_" + args[0])
-        self.exitcode = action(args[1:], opts)
+        action = ACTIONS.get(opts.action or "")
+        if action is None:
+            raise UsageError(f"choose an action: {', '.join(ACTIONS)} (scrapy sdi --help)", print_help=False)
+        if args and not action.passthrough:
+            raise UsageError(f"{action.name}: unrecognized arguments: {' '.join(args)}", print_help=False)
+        assert self.settings is not None
+        if self.settings.getbool("LOG_ENABLED"):
+            from scrapy.utils.log import configure_logging
 
-    # -- actions --------------------------------------------------------------------------
-
-    def do_check(self, args: list[str], opts: argparse.Namespace) -> int:
-        checks: list[dict[str, Any]] = []
-
-        def report(name: str, ok: bool, detail: str) -> None:
-            checks.append({"check": name, "ok": ok, "detail": detail})
-            if not opts.json:
-                print(f"{'ok  ' if ok else 'FAIL'}  {name:<10} {detail}")
-
+            configure_logging(self.settings)
+        ctx = Context(self.settings, opts, args)
         try:
-            settings = SDISettings.from_settings(self.settings, "")
-        except SDIConfigError as exc:
-            report("settings", False, str(exc))
-            return self._finish(checks, opts)
-        report("settings", True, f"API {settings.api_url}, user {settings.username!r}, password ***")
-        client = SDIClient(settings.api_url, settings.username, settings.password, timeout=settings.timeout)
-        try:
-            for name, step in (("health", _health), ("login", _login), ("filters", _filters)):
-                try:
-                    report(name, True, run_blocking(step, client))
-                except SDIError as exc:
-                    report(name, False, str(exc))
-        finally:
-            run_blocking(client.close)
-        report(*_check_buffer(settings))
-        return self._finish(checks, opts)
-
-    @staticmethod
-    def _finish(checks: list[dict[str, Any]], opts: argparse.Namespace) -> int:
-        if opts.json:
-            json.dump({"ok": all(c["ok"] for c in checks), "checks": checks}, sys.stdout, indent=2)
-            print()
-        return 0 if all(c["ok"] for c in checks) else 1
+            self.exitcode = action.run(ctx)
+        except CommandError as exc:
+            ctx.error(str(exc))
+            self.exitcode = 1
+        except KeyboardInterrupt:
+            ctx.error("interrupted")
+            self.exitcode = 1
+        except BrokenPipeError:  # `scrapy sdi export ... | head`: the reader left, say nothing more
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            self.exitcode = 1
 
 
-async def _health(client: SDIClient) -> str:
-    body = await client.health()
-    return f"{body.get('status', '?')} (version {body.get('version', '?')})"
+def _add_global_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("Global Options")
+    group.add_argument("-s", "--set", dest=_SUB_PREFIX + "set", action="append", default=argparse.SUPPRESS,
+                       metavar="NAME=VALUE", help="set/override setting (may be repeated)")
+    group.add_argument("-L", "--loglevel", dest=_SUB_PREFIX + "loglevel", default=argparse.SUPPRESS, metavar="LEVEL",
+                       help="log at this level on stderr")
+    group.add_argument("--logfile", dest=_SUB_PREFIX + "logfile", default=argparse.SUPPRESS, metavar="FILE",
+                       help="log to FILE")
+    group.add_argument("--nolog", dest=_SUB_PREFIX + "nolog", action="store_true", default=argparse.SUPPRESS,
+                       help="disable logging completely")
 
 
-async def _login(client: SDIClient) -> str:
-    await client.login()
-    return "credentials accepted"
-
-
-async def _filters(client: SDIClient) -> str:
-    data = await client.filters()
-    assert data is not None
-    return f"{len(data['filters'])} filters, version {data.get('version')!r}"
-
-
-def _check_buffer(settings: SDISettings) -> tuple[str, bool, str]:
-    try:
-        buffer = open_buffer(settings)
-    except (BufferFileError, SDIConfigError) as exc:
-        return "buffer", False, str(exc)
-    try:
-        if isinstance(buffer, SQLiteBuffer):
-            (integrity,) = buffer.db.execute("PRAGMA integrity_check").fetchone()
-            if integrity != "ok":
-                return "buffer", False, f"{buffer.path}: integrity check failed: {integrity}"
-        counts = buffer.counts()
-        where = getattr(buffer, "path", settings.buffer)
-        return "buffer", True, f"{where}: {counts['pending'] + counts['in_flight']} pending, {counts['delivered']} delivered"
-    finally:
-        buffer.close()
+def _merge_global_options(opts: argparse.Namespace) -> None:
+    """Global options given after the action join those given before it."""
+    opts.set = [*opts.set, *getattr(opts, _SUB_PREFIX + "set", [])]
+    for name in ("loglevel", "logfile", "nolog"):
+        if hasattr(opts, _SUB_PREFIX + name):
+            setattr(opts, name, getattr(opts, _SUB_PREFIX + name))
+    for name in [n for n in vars(opts) if n.startswith(_SUB_PREFIX)]:
+        delattr(opts, name)

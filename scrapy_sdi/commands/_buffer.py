@@ -1,0 +1,172 @@
+"""Actions on the local buffer only: ``buffer`` (what it holds), ``export`` and ``requeue``."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, TextIO
+
+import orjson
+
+from scrapy_sdi.buffer import INVALID, REJECTED, STATES
+from scrapy_sdi.commands._common import Action, CommandError, Context, duration, file_size, iso, size, table
+
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Iterator
+
+    from scrapy_sdi.buffer import Buffer
+
+
+# -- buffer -----------------------------------------------------------------------------------
+
+
+def _buffer(ctx: Context) -> int:
+    settings = ctx.sdi_settings(require_api=False)
+    buffer = ctx.existing_buffer(settings)
+    try:
+        summary = _summary(buffer, settings.buffer_path if settings.buffer == "sqlite" else settings.buffer)
+    finally:
+        buffer.close()
+    if ctx.json:
+        ctx.print_json(summary)
+        return 0
+    where = summary["path"] + (f" ({size(summary['size_bytes'])})" if summary["size_bytes"] is not None else "")
+    print(f"buffer          {where}")
+    print("rows            " + ", ".join(f"{n} {state}" for state, n in summary["counts"].items()))
+    print(f"oldest pending  {duration(summary['oldest_pending_age_seconds'])}")
+    if summary["crawlers"]:
+        print()
+        table(("crawler", *STATES), [(name, *counts.values()) for name, counts in summary["crawlers"].items()])
+    return 0
+
+
+def _summary(buffer: Buffer, where: str) -> dict[str, Any]:
+    by_crawler = getattr(buffer, "counts_by_crawler", None)
+    if by_crawler is not None:
+        crawlers = by_crawler()
+    else:  # a third-party buffer: the interface knows the crawlers with rows waiting
+        crawlers = {name: buffer.counts(name) for name in buffer.crawlers_with_pending()}
+    age = buffer.oldest_pending_age()
+    return {
+        "path": where,
+        "size_bytes": file_size(buffer),
+        "counts": buffer.counts(),
+        "crawlers": dict(sorted(crawlers.items())),
+        "oldest_pending_age_seconds": None if age is None else round(age, 3),
+    }
+
+
+BUFFER = Action("buffer", "rows by state and by crawler, oldest pending age, file size", lambda parser: None, _buffer)
+
+
+# -- export -----------------------------------------------------------------------------------
+
+COLUMNS = ("id", "crawler", "url", "state", "outcome", "attempts", "reason", "last_error", "created_at", "delivered_at")
+
+
+def _export_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--state", required=True, choices=STATES, help="rows in this state")
+    parser.add_argument("--crawler", help="only this crawler's rows")
+    parser.add_argument("--format", choices=("csv", "jsonl"), default="jsonl",
+                        help="csv (no result payload) or jsonl (with the result as 'result'); default jsonl")
+    parser.add_argument("--output", "-o", default="-", metavar="FILE", help="file to write ('-', the default: stdout)")
+
+
+def _export(ctx: Context) -> int:
+    opts = ctx.opts
+    settings = ctx.sdi_settings(require_api=False)
+    buffer = ctx.existing_buffer(settings)
+    try:
+        with _open_output(opts.output) as stream:
+            n = (_write_csv if opts.format == "csv" else _write_jsonl)(buffer.export(opts.state, opts.crawler), stream)
+    finally:
+        buffer.close()
+    target = "stdout" if opts.output == "-" else opts.output
+    print(f"exported {n} {opts.state} rows to {target}", file=sys.stderr)
+    return 0
+
+
+@contextmanager
+def _open_output(path: str) -> Iterator[TextIO]:
+    if path == "-":
+        yield sys.stdout
+        sys.stdout.flush()
+        return
+    try:
+        stream = open(path, "w", encoding="utf-8", newline="")  # noqa: SIM115 - closed below
+    except OSError as exc:
+        raise CommandError(f"--output: cannot write {path}: {exc.strerror}") from None
+    with stream:
+        yield stream
+
+
+def _row(raw: dict[str, Any]) -> dict[str, Any]:
+    row = {name: raw.get(name) for name in COLUMNS}
+    row["created_at"], row["delivered_at"] = iso(row["created_at"]), iso(row["delivered_at"])
+    return row
+
+
+def _write_csv(rows: Iterator[dict[str, Any]], stream: TextIO) -> int:
+    writer = csv.DictWriter(stream, fieldnames=COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    n = 0
+    for n, raw in enumerate(rows, 1):  # noqa: B007 - n counts the rows
+        writer.writerow(_row(raw))
+    return n
+
+
+def _write_jsonl(rows: Iterator[dict[str, Any]], stream: TextIO) -> int:
+    n = 0
+    for n, raw in enumerate(rows, 1):  # noqa: B007
+        row = _row(raw)
+        row["result"] = _decode(raw.get("payload"))
+        stream.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return n
+
+
+def _decode(payload: Any) -> Any:
+    """The stored result as JSON; a payload that is not JSON (an invalid item) as its text."""
+    if payload is None:
+        return None
+    try:
+        return orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return payload.decode("utf-8", "replace") if isinstance(payload, bytes) else str(payload)
+
+
+EXPORT = Action("export", "write the rows of one state as csv or jsonl", _export_arguments, _export, json=False)
+
+
+# -- requeue ----------------------------------------------------------------------------------
+
+
+def _requeue_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--state", required=True, choices=(REJECTED, INVALID),
+                        help="rows to send again (invalid rows are resent as stored: the API may refuse them)")
+    parser.add_argument("--crawler", help="only this crawler's rows")
+    parser.add_argument("--id", dest="ids", action="extend", nargs="+", metavar="ID", help="only these row ids (repeatable)")
+
+
+def _requeue(ctx: Context) -> int:
+    opts = ctx.opts
+    settings = ctx.sdi_settings(require_api=False)
+    buffer = ctx.existing_buffer(settings)
+    try:
+        n = buffer.requeue(opts.state, opts.crawler, opts.ids)
+    finally:
+        buffer.close()
+    missing = len(set(opts.ids)) - n if opts.ids else 0
+    if ctx.json:
+        ctx.print_json({"requeued": n, "state": opts.state, "ids_not_found": max(0, missing)})
+    else:
+        print(f"requeued {n} {opts.state} rows to pending; `scrapy sdi flush` or the next crawl delivers them")
+    if missing > 0:
+        ctx.error(f"{missing} of the given ids are not {opts.state} rows" + (f" of {opts.crawler}" if opts.crawler else ""))
+        return 1
+    return 0
+
+
+REQUEUE = Action("requeue", "put rejected or invalid rows back to pending", _requeue_arguments, _requeue)

@@ -1,0 +1,188 @@
+"""What every ``scrapy sdi`` action shares: the action record, its context, errors and output helpers."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, TextIO
+
+from scrapy_sdi.buffer import BufferFileError, MemoryBuffer, SQLiteBuffer, open_buffer
+from scrapy_sdi.errors import SDIConfigError
+from scrapy_sdi.settings import ENV_SETTINGS, SECRET_SETTINGS, SDISettings
+
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Iterable, Sequence
+
+    from scrapy.settings import BaseSettings
+
+    from scrapy_sdi.buffer import Buffer
+    from scrapy_sdi.client import SDIClient
+
+
+class CommandError(Exception):
+    """An action failed; the message is printed as one line and the command exits with 1."""
+
+
+@dataclass(frozen=True)
+class Action:
+    """One ``scrapy sdi <name>`` action: its options and what it does (returning the exit code)."""
+
+    name: str
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[Context], int]
+    #: Whether ``--json`` applies (its output is data).
+    json: bool = True
+    #: Unknown arguments go to the action (the dashboard parses its own), instead of being an error.
+    passthrough: bool = False
+
+
+class Context:
+    """The command's settings, parsed options and extra arguments, with the helpers actions use."""
+
+    def __init__(self, settings: BaseSettings, opts: argparse.Namespace, args: Sequence[str] = ()) -> None:
+        self.settings = settings
+        self.opts = opts
+        self.args = list(args)
+
+    @property
+    def json(self) -> bool:
+        return bool(getattr(self.opts, "json", False))
+
+    def sdi_settings(self, *, require_api: bool = True) -> SDISettings:
+        """The validated SDI_ settings; a bad one becomes a CommandError of one line."""
+        try:
+            settings = SDISettings.from_settings(self.settings, "", require_api=require_api)
+        except SDIConfigError as exc:
+            raise CommandError(str(exc)) from None
+        if require_api and not settings.api_url:  # SDI_ENABLED=False skips the API checks
+            raise CommandError("SDI_API_URL: not set; expected the API's base URL, e.g. http://127.0.0.1:8750/api/v1")
+        return settings
+
+    def client(self, settings: SDISettings) -> SDIClient:
+        """An API client built on the reactor thread, so it takes that reactor's transport and timers."""
+        from scrapy_sdi.blocking import run_blocking
+
+        return run_blocking(_new_client, settings)
+
+    def existing_buffer(self, settings: SDISettings) -> Buffer:
+        """The configured buffer, which must be durable and, for SQLite, must already exist.
+
+        Operating on a file that is not there would create an empty one and report "nothing to
+        do", hiding a wrong SDI_BUFFER_PATH.
+        """
+        if settings.buffer == "memory":
+            raise CommandError("SDI_BUFFER: 'memory' keeps nothing after a crawl; there is no buffer to operate on")
+        if settings.buffer == "sqlite" and not Path(settings.buffer_path).is_file():
+            raise CommandError(f"SDI buffer {settings.buffer_path} does not exist; check SDI_BUFFER_PATH")
+        try:
+            buffer = open_buffer(settings)
+        except (BufferFileError, SDIConfigError) as exc:
+            raise CommandError(str(exc)) from None
+        if isinstance(buffer, MemoryBuffer) or not buffer.durable:
+            buffer.close()
+            raise CommandError(f"SDI_BUFFER: {settings.buffer!r} is not durable; there is no buffer to operate on")
+        return buffer
+
+    def redact(self, text: str) -> str:
+        """``text`` with every known secret value replaced by ``***`` (for errors and log lines)."""
+        for secret in self._secrets():
+            text = text.replace(secret, "***")
+        return text
+
+    def _secrets(self) -> set[str]:
+        dotenv: dict[str, str | None] = {}
+        if os.path.isfile(".env"):
+            from dotenv import dotenv_values
+
+            dotenv = dotenv_values(".env")
+        found = set()
+        for name in SECRET_SETTINGS:
+            candidates = [self.settings.get(name), os.environ.get(name)]
+            if name in ENV_SETTINGS:
+                candidates.append(dotenv.get(name))
+            found.update(str(value) for value in candidates if value not in (None, ""))
+        return found
+
+    def error(self, message: str) -> None:
+        print(f"scrapy sdi {self.opts.action}: {self.redact(message)}", file=sys.stderr)
+
+    def print_json(self, data: Any, stream: TextIO | None = None) -> None:
+        stream = stream or sys.stdout
+        json.dump(data, stream, indent=2, default=str)
+        stream.write("\n")
+
+
+async def _new_client(settings: SDISettings) -> SDIClient:
+    from scrapy_sdi.client import SDIClient
+
+    return SDIClient(
+        settings.api_url,
+        settings.username,
+        settings.password,
+        timeout=settings.timeout,
+        compression_min_bytes=settings.compression_min_bytes if settings.compression else None,
+    )
+
+
+# -- text output ------------------------------------------------------------------------------
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], stream: TextIO | None = None) -> None:
+    """Print rows under headers in aligned columns; numbers are right-aligned."""
+    rows = [["" if cell is None else cell for cell in row] for row in rows]
+    widths = [len(h) for h in headers]
+    for row in rows:
+        for i, cell in enumerate(row):
+            widths[i] = max(widths[i], len(str(cell)))
+    stream = stream or sys.stdout
+    stream.write("  ".join(h.upper().ljust(w) for h, w in zip(headers, widths)).rstrip() + "\n")
+    for row in rows:
+        cells = [str(c).rjust(w) if isinstance(c, (int, float)) else str(c).ljust(w) for c, w in zip(row, widths)]
+        stream.write("  ".join(cells).rstrip() + "\n")
+
+
+def iso(timestamp: float | None) -> str | None:
+    """A POSIX time as the contract's ISO-8601 UTC form."""
+    if timestamp is None:
+        return None
+    return datetime.fromtimestamp(timestamp, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def duration(seconds: float | None) -> str:
+    """``3d 4h``, ``2h 5m``, ``4m 10s``, ``12s``: two units are enough for an age."""
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if seconds >= size or (unit == "s" and not parts):
+            parts.append(f"{seconds // size}{unit}")
+            seconds %= size
+    return " ".join(parts[:2])
+
+
+def size(nbytes: int) -> str:
+    value = float(nbytes)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{nbytes} B"  # pragma: no cover
+
+
+def file_size(buffer: Buffer) -> int | None:
+    """Bytes on disk of a SQLite buffer, its write-ahead log included."""
+    if not isinstance(buffer, SQLiteBuffer):
+        return None
+    total = 0
+    for suffix in ("", "-wal"):
+        path = Path(str(buffer.path) + suffix)
+        if path.exists():
+            total += path.stat().st_size
+    return total

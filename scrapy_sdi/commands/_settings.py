@@ -1,0 +1,58 @@
+"""The ``settings`` action: every SDI_ setting, its type, default, value and where the value came from."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from typing import Any
+
+from scrapy_sdi.commands._common import Action, Context, table
+from scrapy_sdi.settings import SECRET_SETTINGS, SPEC, SDISettings, masked
+
+_TYPES = {bool: "bool", int: "int", float: "float", str: "str", dict: "dict"}
+
+
+def _settings(ctx: Context) -> int:
+    settings = ctx.sdi_settings(require_api=False)
+    values = _values(settings)
+    rows = [
+        {
+            "name": name,
+            "type": _TYPES.get(type(default), type(default).__name__),
+            "default": _shown(name, default),
+            "value": _shown(name, values[name]),
+            "source": settings.sources.get(name, "default"),
+            "description": doc,
+        }
+        for name, (default, _parse, doc) in SPEC.items()
+    ]
+    if ctx.json:
+        ctx.print_json({"settings": rows})
+        return 0
+    table(
+        ("setting", "type", "default", "value", "source"),
+        [(r["name"], r["type"], _text(r["name"], r["default"]), _text(r["name"], r["value"]), r["source"]) for r in rows],
+    )
+    return 0
+
+
+def _values(settings: SDISettings) -> dict[str, Any]:
+    """Each SPEC name's resolved value (a name SDISettings does not carry yet shows its default)."""
+    values = {"SDI_" + f.name.upper(): getattr(settings, f.name) for f in fields(settings) if f.name != "sources"}
+    return {name: values.get(name, default) for name, (default, _parse, _doc) in SPEC.items()}
+
+
+def _shown(name: str, value: Any) -> Any:
+    """The value as JSON may carry it, a secret as masked() shows it."""
+    return masked(name, value) if name in SECRET_SETTINGS else value
+
+
+def _text(name: str, value: Any) -> str:
+    return value if name in SECRET_SETTINGS else masked(name, value)
+
+
+SETTINGS = Action(
+    "settings",
+    "every SDI_ setting: type, default, current value and its source (settings, environment, .env, default)",
+    lambda parser: None,
+    _settings,
+)

@@ -1,0 +1,355 @@
+"""``scrapy sdi <action>`` run as users run it: a subprocess, outside any project, settings via -s.
+
+Every run goes through ``sdi()``, which also asserts that the password never reaches stdout or
+stderr. Buffers are filled directly through SQLiteBuffer.enqueue (one test makes one with a real
+crawl while the API is down), and deliveries are checked against what the reference server stored.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+from scrapy_sdi.buffer import DELIVERED, IN_FLIGHT, INVALID, PENDING, REJECTED, Row, SQLiteBuffer
+from scrapy_sdi.mapping import encode_result, new_result_id
+from tests.support.crawl import run_crawl
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = {"SDI_RETRY_BACKOFF_BASE": "0.02", "SDI_RETRY_BACKOFF_MAX": "0.2", "SDI_UNLOCK_DELAY": "0.2"}
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SDI_") and k != "SCRAPY_SETTINGS_MODULE"}
+    env.pop("DEFAULT_LOCAL_DATABASE_PATH", None)
+    return {**env, "PYTHONPATH": str(ROOT), **extra}
+
+
+def sdi_command(*args: str, settings: dict[str, str] | None = None) -> list[str]:
+    command = [sys.executable, "-m", "scrapy", "sdi", *args]
+    for name, value in (settings or {}).items():
+        command += ["-s", f"{name}={value}"]
+    return command
+
+
+def sdi(cwd: Path, *args: str, settings: dict[str, str] | None = None, secret: str | None = None,
+        env: dict[str, str] | None = None, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(sdi_command(*args, settings=settings), cwd=cwd, env=env or _env(), input=stdin,
+                          capture_output=True, text=True, timeout=60)
+    if secret:
+        assert secret not in proc.stdout + proc.stderr, f"the password was printed by sdi {args}"
+    assert "Traceback" not in proc.stderr, proc.stderr
+    return proc
+
+
+def settings_for(server, tmp_path: Path, **extra: str) -> dict[str, str]:
+    return {**server.settings, "SDI_BUFFER_PATH": str(tmp_path / "buffer.db"), **FAST, **extra}
+
+
+def fill(path: Path, crawler: str, urls: list[str], state: str = PENDING, reason: str | None = None) -> list[str]:
+    """Buffer results as the pipeline does; return their ids."""
+    buffer = SQLiteBuffer(path)
+    try:
+        rows = []
+        for url in urls:
+            result_id = new_result_id()
+            result = {"url": url, "filename": url.rsplit("/", 1)[-1], "referrer": None, "description": None,
+                      "uploader": None, "crawled_at": "2026-11-22T18:15:51Z", "extra": {"n": len(rows)}}
+            rows.append(Row(result_id, crawler, url, encode_result(result, result_id), state, reason))
+        assert all(buffer.enqueue(rows, dedup=False))
+        return [row.id for row in rows]
+    finally:
+        buffer.close()
+
+
+def states(path: Path) -> dict[str, str]:
+    with sqlite3.connect(path) as db:
+        return dict(db.execute("SELECT id, state FROM results"))
+
+
+def urls(n: int, prefix: str = "a") -> list[str]:
+    return [f"https://example.com/{prefix}/file{i}.mp3" for i in range(n)]
+
+
+# -- the command's surface ----------------------------------------------------------------------
+
+
+def test_help_lists_every_action_and_usage_errors_exit_2(tmp_path):
+    main = sdi(tmp_path, "--help")
+    assert main.returncode == 0
+    for action in ("check", "status", "buffer", "flush", "export", "requeue", "settings", "dashboard"):
+        assert f"    {action} " in main.stdout, action
+    one = sdi(tmp_path, "export", "--help")
+    assert one.returncode == 0 and "--format" in one.stdout and "--state" in one.stdout
+    assert sdi(tmp_path).returncode == 2
+    neither = sdi(tmp_path, "status", settings={"SDI_API_URL": "http://127.0.0.1:9/api/v1"})
+    assert neither.returncode == 2 and "--url" in neither.stderr
+
+
+def test_a_bad_setting_is_one_line_and_exit_1(tmp_path):
+    proc = sdi(tmp_path, "buffer", settings={"SDI_BATCH_SIZE": "0", "SDI_BUFFER_PATH": str(tmp_path / "b.db")})
+    assert proc.returncode == 1
+    assert proc.stderr.strip().count("\n") == 0 and "SDI_BATCH_SIZE" in proc.stderr
+    missing = sdi(tmp_path, "buffer", settings={"SDI_BUFFER_PATH": str(tmp_path / "nothing.db")})
+    assert missing.returncode == 1 and "does not exist" in missing.stderr
+    assert not (tmp_path / "nothing.db").exists()
+
+
+def test_dashboard_is_optional(tmp_path):
+    proc = sdi(tmp_path, "dashboard", "--help")
+    try:
+        from scrapy_sdi.dashboard import add_arguments, run  # noqa: F401
+    except ImportError:
+        assert proc.returncode == 1 and "not available" in proc.stderr
+    else:  # the dashboard exists: its own parser answers --help
+        assert proc.returncode == 0 and "scrapy sdi dashboard" in proc.stdout
+
+
+# -- check --------------------------------------------------------------------------------------
+
+
+def test_check_passes_then_fails_when_the_api_is_down(sdi_server, tmp_path):
+    settings = settings_for(sdi_server, tmp_path)
+    fill(tmp_path / "buffer.db", "c", urls(3))
+    ok = sdi(tmp_path, "check", "--json", settings=settings, secret=sdi_server.password)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    report = json.loads(ok.stdout)
+    assert report["ok"] and [c["check"] for c in report["checks"]] == ["settings", "health", "login", "filters", "buffer"]
+    assert "3 pending" in report["checks"][-1]["detail"]
+    sdi_server.stop()
+    down = sdi(tmp_path, "check", settings=settings, secret=sdi_server.password)
+    assert down.returncode == 1
+    assert any(line.startswith("FAIL  health") for line in down.stdout.splitlines()), down.stdout
+    assert "ok    buffer" in down.stdout
+
+
+# -- settings -----------------------------------------------------------------------------------
+
+
+def test_settings_masks_the_password_and_names_each_source(tmp_path):
+    password = "dotenv-s3cret-value"
+    (tmp_path / ".env").write_text(f"SDI_PASSWORD={password}\n")
+    env = _env(SDI_USERNAME="env-user")
+    settings = {"SDI_API_URL": "http://127.0.0.1:9/api/v1", "SDI_BATCH_SIZE": "50"}
+    proc = sdi(tmp_path, "-s", "SDI_TIMEOUT=7", "settings", "--json", settings=settings, env=env, secret=password)
+    assert proc.returncode == 0, proc.stderr
+    rows = {row["name"]: row for row in json.loads(proc.stdout)["settings"]}
+    from scrapy_sdi.settings import SPEC
+
+    assert set(rows) == set(SPEC)
+    assert rows["SDI_PASSWORD"]["value"] == "***" and rows["SDI_PASSWORD"]["source"] == ".env"
+    assert rows["SDI_USERNAME"] == {**rows["SDI_USERNAME"], "value": "env-user", "source": "environment"}
+    assert rows["SDI_BATCH_SIZE"]["value"] == 50 and rows["SDI_BATCH_SIZE"]["source"] == "settings"
+    assert rows["SDI_BATCH_SIZE"]["type"] == "int" and rows["SDI_BATCH_SIZE"]["default"] == 100
+    assert rows["SDI_TIMEOUT"]["value"] == 7.0 and rows["SDI_TIMEOUT"]["source"] == "settings"  # -s before the action
+    assert rows["SDI_LEASE_TIMEOUT"]["source"] == "default"
+    text = sdi(tmp_path, "settings", settings=settings, env=env, secret=password)
+    assert text.returncode == 0
+    line = next(line for line in text.stdout.splitlines() if line.startswith("SDI_PASSWORD "))
+    assert "***" in line and line.split()[-1] == ".env"
+
+
+def test_settings_inside_the_example_project(tmp_path):
+    project = tmp_path / "example_project"
+    shutil.copytree(ROOT / "example_project", project, ignore=shutil.ignore_patterns("__pycache__", ".scrapy"))
+    env = _env(SDI_API_URL="http://127.0.0.1:9/api/v1", SDI_USERNAME="demo", SDI_PASSWORD="project-s3cret")
+    proc = sdi(project, "settings", "--json", env=env, secret="project-s3cret")
+    assert proc.returncode == 0, proc.stderr
+    rows = {row["name"]: row for row in json.loads(proc.stdout)["settings"]}
+    # demo/settings.py reads the environment into SDI_API_URL: the value comes from its settings
+    assert rows["SDI_API_URL"]["value"] == "http://127.0.0.1:9/api/v1" and rows["SDI_API_URL"]["source"] == "settings"
+    assert rows["SDI_PASSWORD"]["value"] == "***"
+    assert Path(rows["SDI_BUFFER_PATH"]["value"]).resolve() == (project / ".scrapy" / "sdi" / "buffer.db").resolve()
+
+
+# -- buffer, export, requeue --------------------------------------------------------------------
+
+
+def _mixed_buffer(tmp_path: Path) -> dict[str, list[str]]:
+    path = tmp_path / "buffer.db"
+    return {
+        "pending": fill(path, "alpha", urls(3)),
+        "rejected": fill(path, "beta", urls(2, "b"), REJECTED, "bad url"),
+        "invalid": fill(path, "beta", urls(1, "i"), INVALID, "no url"),
+    }
+
+
+def test_buffer_counts_by_state_and_crawler(tmp_path):
+    _mixed_buffer(tmp_path)
+    settings = {"SDI_BUFFER_PATH": str(tmp_path / "buffer.db")}
+    proc = sdi(tmp_path, "buffer", "--json", settings=settings)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["counts"] == {"pending": 3, "in_flight": 0, "delivered": 0, "rejected": 2, "filtered": 0, "invalid": 1}
+    assert data["crawlers"]["alpha"]["pending"] == 3 and data["crawlers"]["beta"]["rejected"] == 2
+    assert data["oldest_pending_age_seconds"] >= 0 and data["size_bytes"] > 0
+    text = sdi(tmp_path, "buffer", settings=settings)
+    assert text.returncode == 0 and "3 pending" in text.stdout
+    assert any(line.split()[:2] == ["alpha", "3"] for line in text.stdout.splitlines()), text.stdout
+
+
+def test_export_csv_and_jsonl(tmp_path):
+    ids = _mixed_buffer(tmp_path)
+    settings = {"SDI_BUFFER_PATH": str(tmp_path / "buffer.db")}
+    jsonl = sdi(tmp_path, "export", "--state", "pending", "--format", "jsonl", "--output", "-", settings=settings)
+    assert jsonl.returncode == 0, jsonl.stderr
+    rows = [json.loads(line) for line in jsonl.stdout.splitlines()]
+    assert [r["id"] for r in rows] == ids["pending"]
+    assert rows[0]["result"]["url"] == urls(3)[0] and rows[0]["result"]["extra"] == {"n": 0}
+    assert rows[0]["crawler"] == "alpha" and rows[0]["state"] == "pending" and rows[0]["created_at"].endswith("Z")
+    out = tmp_path / "rejected.csv"
+    proc = sdi(tmp_path, "export", "--state", "rejected", "--crawler", "beta", "--format", "csv", "--output", str(out),
+               settings=settings)
+    assert proc.returncode == 0 and "exported 2 rejected rows" in proc.stderr
+    table = list(csv.DictReader(io.StringIO(out.read_text())))
+    assert [r["id"] for r in table] == ids["rejected"]
+    assert {r["reason"] for r in table} == {"bad url"} and {r["url"] for r in table} == set(urls(2, "b"))
+    assert {"id", "crawler", "url", "state", "attempts", "reason", "last_error", "created_at", "delivered_at"} <= set(table[0])
+
+
+def test_requeue_counts_and_unknown_ids_fail(tmp_path):
+    ids = _mixed_buffer(tmp_path)
+    path = tmp_path / "buffer.db"
+    settings = {"SDI_BUFFER_PATH": str(path)}
+    one = sdi(tmp_path, "requeue", "--state", "rejected", "--id", ids["rejected"][0], "--json", settings=settings)
+    assert one.returncode == 0 and json.loads(one.stdout)["requeued"] == 1
+    assert states(path)[ids["rejected"][0]] == PENDING and states(path)[ids["rejected"][1]] == REJECTED
+    rest = sdi(tmp_path, "requeue", "--state", "rejected", "--crawler", "beta", settings=settings)
+    assert rest.returncode == 0 and "requeued 1 rejected rows" in rest.stdout
+    unknown = sdi(tmp_path, "requeue", "--state", "invalid", "--id", ids["invalid"][0], "nope", "--json", settings=settings)
+    assert unknown.returncode == 1 and json.loads(unknown.stdout)["requeued"] == 1
+    assert Counter(states(path).values()) == {PENDING: 6}
+
+
+# -- flush and status ---------------------------------------------------------------------------
+
+
+def test_flush_delivers_what_a_crawl_left_pending(sdi_server, tmp_path):
+    settings = settings_for(sdi_server, tmp_path)
+    sdi_server.stop()
+    crawl = run_crawl(tmp_path, {**settings, "SDI_CLOSE_TIMEOUT": 0.5}, {"n": 120})
+    assert crawl.returncode == 0 and crawl.stats["sdi/pending_at_close"] == 120, crawl.log[-2000:]
+    down = sdi(tmp_path, "flush", "--timeout", "0.5", settings=settings, secret=sdi_server.password)
+    assert down.returncode == 1 and "120 left pending" in down.stdout, down.stdout + down.stderr
+    assert "Connection refused" in down.stderr and "ERROR" not in down.stderr, down.stderr
+    sdi_server.start()
+    proc = sdi(tmp_path, "flush", "--json", settings=settings, secret=sdi_server.password)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    summary = json.loads(proc.stdout)
+    assert summary["delivered"] == 120 and sum(summary["left"].values()) == 0 and not summary["interrupted"]
+    stored = sdi_server.results()
+    assert len(stored) == 120 and len({r["url"] for r in stored}) == 120
+    assert set(states(tmp_path / "buffer.db").values()) == {DELIVERED}
+
+
+def test_flush_one_crawler_then_status_shows_descriptions(sdi_server, tmp_path):
+    settings = settings_for(sdi_server, tmp_path)
+    path = tmp_path / "buffer.db"
+    fill(path, "alpha", urls(4))
+    other = fill(path, "beta", urls(2, "b"))
+    proc = sdi(tmp_path, "flush", "--crawler", "alpha", settings=settings, secret=sdi_server.password)
+    assert proc.returncode == 0 and "4 delivered" in proc.stdout, proc.stdout + proc.stderr
+    assert {states(path)[i] for i in other} == {PENDING}
+    assert sdi_server.set_status(urls(4)[1], 2) == 1
+
+    lookup = [urls(4)[0], urls(4)[1], "https://example.com/never.mp3"]
+    table = sdi(tmp_path, "status", "--url", *lookup, settings=settings, secret=sdi_server.password)
+    assert table.returncode == 0, table.stderr
+    lines = {line.split()[0]: line for line in table.stdout.splitlines()[1:]}
+    assert "under_review" in lines[lookup[1]] and "Queued for analyst review" in lines[lookup[1]] and "alpha" in lines[lookup[1]]
+    assert "received" in lines[lookup[0]] and "Stored, not yet looked at" in lines[lookup[0]]
+    assert "not_found" in lines[lookup[2]]
+
+    (tmp_path / "urls.txt").write_text("# wanted\n" + lookup[1] + "\n\n")
+    by_file = sdi(tmp_path, "status", "--urls-file", "urls.txt", "--json", settings=settings, secret=sdi_server.password)
+    (entry,) = json.loads(by_file.stdout)["results"]
+    assert entry["status"] == "under_review" and entry["description"] == "Queued for analyst review"
+    assert entry["submitted_at"].endswith("Z")
+
+    totals = sdi(tmp_path, "status", "--crawler", "alpha", "--json", settings=settings, secret=sdi_server.password)
+    (crawler,) = json.loads(totals.stdout)["crawlers"]
+    assert crawler["total"] == 4
+    assert {s["status"]: (s["count"], s["description"]) for s in crawler["statuses"]} == {
+        "received": (3, "Stored, not yet looked at"), "under_review": (1, "Queued for analyst review")}
+
+
+def _wait_for(condition, what: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def test_ctrl_c_during_flush_keeps_the_buffer_consistent(sdi_server_factory, tmp_path):
+    server = sdi_server_factory(latency=0.5)
+    path = tmp_path / "buffer.db"
+    ids = fill(path, "alpha", urls(200))
+    settings = settings_for(server, tmp_path, SDI_BATCH_SIZE="20", SDI_CONCURRENT_REQUESTS="2")
+    proc = subprocess.Popen(sdi_command("flush", settings=settings), cwd=tmp_path, env=_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        posts = lambda: sum(server.stats()["requests"].get("/api/v1/crawler-results", {}).values())  # noqa: E731
+        _wait_for(lambda: posts() > 0 or proc.poll() is not None, "the first batch")
+        assert proc.poll() is None, "flush ended before it could be interrupted"
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1, out + err
+    assert "Interrupted" in err and "Traceback" not in err and server.password not in out + err
+    after = states(path)
+    stored = {r["id"] for r in server.results()}
+    delivered = {i for i, state in after.items() if state == DELIVERED}
+    assert set(after.values()) <= {PENDING, DELIVERED}  # the batches in flight finished: none left leased
+    assert 0 < len(delivered) < 200 and delivered == stored  # nothing marked delivered the API does not have
+
+    server.set_faults(latency=0)
+    second = sdi(tmp_path, "flush", "--json", settings=settings, secret=server.password)
+    assert second.returncode == 0, second.stderr
+    assert json.loads(second.stdout)["delivered"] == 200 - len(delivered)
+    by_id = Counter(r["id"] for r in server.results())
+    assert set(by_id) == set(ids) and set(by_id.values()) == {1}
+
+
+def test_second_ctrl_c_quits_at_once_and_leased_rows_come_back(sdi_server_factory, tmp_path):
+    server = sdi_server_factory(latency=1.0)  # answers come after both Ctrl-Cs
+    path = tmp_path / "buffer.db"
+    ids = fill(path, "alpha", urls(100))
+    settings = settings_for(server, tmp_path, SDI_BATCH_SIZE="20", SDI_TIMEOUT="2", SDI_LEASE_TIMEOUT="2.5")
+    proc = subprocess.Popen(sdi_command("flush", "--timeout", "30", settings=settings), cwd=tmp_path, env=_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        posts = lambda: sum(server.stats()["requests"].get("/api/v1/crawler-results", {}).values())  # noqa: E731
+        _wait_for(lambda: posts() > 0 or proc.poll() is not None, "the first batch")
+        proc.send_signal(signal.SIGINT)
+        while "Interrupted" not in (line := proc.stderr.readline()):  # the first Ctrl-C was taken
+            assert line, "flush ended without saying it was interrupted"
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1 and "stay leased" in err, out + err
+    after = states(path)
+    in_flight = sum(1 for state in after.values() if state == IN_FLIGHT)
+    delivered = {i for i, state in after.items() if state == DELIVERED}
+    assert in_flight > 0 and delivered <= {r["id"] for r in server.results()}  # nothing marked delivered unstored
+
+    server.set_faults(latency=0)
+    second = sdi(tmp_path, "flush", "--json", settings=settings, secret=server.password)
+    assert second.returncode == 0, second.stderr
+    summary = json.loads(second.stdout)
+    assert summary["delivered"] == 100 - len(delivered)
+    assert summary["duplicates"] == in_flight  # stored before the quit, resent under the same ids
+    by_id = Counter(r["id"] for r in server.results())
+    assert set(by_id) == set(ids) and set(by_id.values()) == {1}
