@@ -224,7 +224,15 @@ def _lookup(
 def _default_buffer_path(environ: dict[str, str]) -> tuple[str, str]:
     if environ.get(BUFFER_PATH_ENV):
         return environ[BUFFER_PATH_ENV], "environment"
-    return str(Path(data_path(DEFAULT_BUFFER_PATH, createdir=False))), "default"
+    from scrapy.exceptions import NotConfigured
+
+    try:
+        return str(Path(data_path(DEFAULT_BUFFER_PATH, createdir=False))), "default"
+    except NotConfigured:  # a project run from an egg (Scrapyd) has no data directory
+        raise SDIConfigError(
+            f"SDI_BUFFER_PATH: not set, and this project has no data directory (run from an egg, e.g. "
+            f"by Scrapyd); set SDI_BUFFER_PATH or ${BUFFER_PATH_ENV} to a file path"
+        ) from None
 
 
 def _check_api(values: dict[str, Any]) -> None:
