@@ -138,7 +138,7 @@ _MIGRATIONS = {
     1: [
         """CREATE TABLE IF NOT EXISTS results (
             rowid INTEGER PRIMARY KEY,
-            id TEXT NOT NULL UNIQUE,
+            id TEXT NOT NULL,
             crawler TEXT NOT NULL,
             url TEXT NOT NULL,
             payload BLOB NOT NULL,
@@ -153,9 +153,12 @@ _MIGRATIONS = {
             created_at REAL NOT NULL,
             delivered_at REAL
         )""",
+        # Every index costs each insert a B-tree update (a unique index on the random ids alone
+        # doubled the cost of a row): rows are found by rowid, waiting rows through two small
+        # partial indexes, and seen URLs through the one full index the dedup check needs.
+        "CREATE INDEX IF NOT EXISTS ix_results_pending ON results (crawler, rowid) WHERE state = 'pending'",
         "CREATE INDEX IF NOT EXISTS ix_results_lease ON results (lease_until) WHERE state = 'in_flight'",
         "CREATE INDEX IF NOT EXISTS ix_results_url ON results (crawler, url)",
-        "CREATE INDEX IF NOT EXISTS ix_results_state ON results (state, crawler)",
         "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     ],
 }
@@ -183,6 +186,7 @@ class SQLiteBuffer(Buffer):
         except (OSError, sqlite3.DatabaseError) as exc:
             raise BufferFileError(f"SDI buffer {self.path} cannot be opened: {exc}") from None
         self._conn = conn
+        self._leased: dict[str, int] = {}  # id -> rowid of the rows this process claimed
 
     @classmethod
     def from_settings(cls, settings: Any) -> SQLiteBuffer:
@@ -254,29 +258,45 @@ class SQLiteBuffer(Buffer):
                 {"owner": owner, "until": now + lease_seconds, "crawler": crawler, "ready": ready, "limit": limit},
             ).fetchall()
         rows.sort()  # RETURNING order is unspecified
+        self._leased.update((id_, rowid) for rowid, id_, _, _ in rows)
         return [Claimed(id_, payload, attempts) for _, id_, payload, attempts in rows]
+
+    def _where_id(self, id_: str) -> tuple[str, Any]:
+        """Rows this process claimed are found by rowid; any other id needs a scan."""
+        rowid = self._leased.pop(id_, None)
+        return ("rowid = ?", rowid) if rowid is not None else ("id = ?", id_)
+
+    def _by_key(self, sql: str, entries: Iterable[tuple[str, tuple[Any, ...]]]) -> None:
+        by_rowid, by_id = [], []
+        for id_, params in entries:
+            where, key = self._where_id(id_)
+            (by_rowid if where.startswith("rowid") else by_id).append((*params, key))
+        if by_rowid:
+            self._conn.executemany(sql.format(where="rowid = ?"), by_rowid)
+        if by_id:
+            self._conn.executemany(sql.format(where="id = ?"), by_id)
 
     def ack(self, delivered: dict[str, str], rejected: dict[str, str | None]) -> None:
         now = time.time()
         with _transaction(self._conn):
-            self._conn.executemany(
+            self._by_key(
                 "UPDATE results SET state = 'delivered', outcome = ?, delivered_at = ?, attempts = attempts + 1, "
-                "lease_owner = NULL, lease_until = NULL, last_error = NULL WHERE id = ?",
-                [(outcome, now, id_) for id_, outcome in delivered.items()],
+                "lease_owner = NULL, lease_until = NULL, last_error = NULL WHERE {where}",
+                ((id_, (outcome, now)) for id_, outcome in delivered.items()),
             )
-            self._conn.executemany(
+            self._by_key(
                 "UPDATE results SET state = 'rejected', reason = ?, delivered_at = ?, attempts = attempts + 1, "
-                "lease_owner = NULL, lease_until = NULL WHERE id = ?",
-                [(reason, now, id_) for id_, reason in rejected.items()],
+                "lease_owner = NULL, lease_until = NULL WHERE {where}",
+                ((id_, (reason, now)) for id_, reason in rejected.items()),
             )
 
     def release(self, ids: Iterable[str], error: str, delay: float) -> None:
         ready_at = time.time() + delay
         with _transaction(self._conn):
-            self._conn.executemany(
+            self._by_key(
                 "UPDATE results SET state = 'pending', attempts = attempts + 1, ready_at = ?, last_error = ?, "
-                "lease_owner = NULL, lease_until = NULL WHERE id = ? AND state = 'in_flight'",
-                [(ready_at, error, id_) for id_ in ids],
+                "lease_owner = NULL, lease_until = NULL WHERE {where} AND state = 'in_flight'",
+                ((id_, (ready_at, error)) for id_ in ids),
             )
 
     def counts(self, crawler: str | None = None) -> dict[str, int]:
@@ -295,7 +315,9 @@ class SQLiteBuffer(Buffer):
     def oldest_pending_age(self, crawler: str | None = None) -> float | None:
         where, params = ("AND crawler = ?", (crawler,)) if crawler is not None else ("", ())
         (oldest,) = self._conn.execute(
-            f"SELECT min(created_at) FROM results WHERE state IN ('pending', 'in_flight') {where}", params
+            f"SELECT min(t) FROM (SELECT min(created_at) AS t FROM results WHERE state = 'pending' {where} "
+            f"UNION ALL SELECT min(created_at) FROM results INDEXED BY ix_results_lease WHERE state = 'in_flight' {where})",
+            params * 2,
         ).fetchone()
         return None if oldest is None else max(0.0, time.time() - oldest)
 
@@ -328,15 +350,21 @@ class SQLiteBuffer(Buffer):
         return cursor.rowcount
 
     def outstanding(self, crawler: str, created_before: float) -> int:
+        # one count per partial index: a combined IN () would scan the table
         (n,) = self._conn.execute(
-            "SELECT count(*) FROM results WHERE state IN ('pending', 'in_flight') AND crawler = ? AND created_at <= ?",
-            (crawler, created_before),
+            "SELECT (SELECT count(*) FROM results WHERE state = 'pending' AND crawler = :c AND created_at <= :t)"
+            " + (SELECT count(*) FROM results INDEXED BY ix_results_lease"
+            "    WHERE state = 'in_flight' AND crawler = :c AND created_at <= :t)",
+            {"c": crawler, "t": created_before},
         ).fetchone()
         return n
 
     def crawlers_with_pending(self) -> list[str]:
         return [
-            c for (c,) in self._conn.execute("SELECT DISTINCT crawler FROM results WHERE state IN ('pending', 'in_flight')")
+            c
+            for (c,) in self._conn.execute(
+                "SELECT crawler FROM results WHERE state = 'pending' UNION SELECT crawler FROM results WHERE state = 'in_flight'"
+            )
         ]
 
     def prune(self, older_than_days: float) -> int:

@@ -76,8 +76,7 @@ class Delivery:
     # -- control --------------------------------------------------------------------------
 
     def start(self) -> None:
-        counts = self.buffer.counts(self.crawler)
-        self.backlog = counts["pending"] + counts["in_flight"]
+        self.backlog = self.buffer.outstanding(self.crawler, float("inf"))
         self._running = True
         self._schedule(0)
 

@@ -571,8 +571,10 @@ def test_sqlite_outstanding_ignores_rows_created_after_the_cutoff(sqlite_buf, cl
 
 def test_sqlite_enqueue_is_one_transaction(sqlite_buf):
     sqlite_buf.enqueue([row("a")], dedup=False)
+    broken = row("c")
+    broken.payload = None  # NOT NULL: the whole group fails, nothing of it is stored
     with pytest.raises(sqlite3.IntegrityError):
-        sqlite_buf.enqueue([row("b"), row("a")], dedup=False)  # "a" is taken: nothing is stored
+        sqlite_buf.enqueue([row("b"), broken], dedup=False)
     assert [r["id"] for r in sqlite_buf.export(PENDING)] == ["a"]
     assert sqlite_buf.enqueue([row("b")], dedup=False) == [True]  # and the connection still works
 
