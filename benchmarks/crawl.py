@@ -6,7 +6,7 @@
 VARIANT is ``none`` (no pipeline), ``noop`` (a pipeline returning the item), ``sdi``
 (scrapy_sdi.SDIPipeline; point it at the API with -s SDI_...), ``feed`` (FEEDS to the JSON lines
 file named by -s BENCH_FEED_PATH) or ``naive`` (one blocking urllib POST per result, to the API
-named by the SDI_ settings). The spider yields N results straight from ``async def start()``.
+named by the SDI_ settings). The spider yields N results from the callback of one local ``data:`` response.
 The result file holds the times recorded by the ``Timer`` extension and the crawl's stats.
 """
 
@@ -34,7 +34,11 @@ VARIANTS = ("none", "noop", "sdi", "feed", "naive")
 
 
 class SyntheticSpider(scrapy.Spider):
-    """Yields ``n`` file results from ``start()``: no request, no response, only items."""
+    """Yields ``n`` file results from one local response (a ``data:`` URL): no network, only items.
+
+    Items yielded by a callback are processed CONCURRENT_ITEMS at a time, as in real crawls;
+    items yielded by ``start()`` itself would be handed over one per loop turn instead.
+    """
 
     name = "bench"
 
@@ -43,6 +47,9 @@ class SyntheticSpider(scrapy.Spider):
         self.n, self.offset = int(n), int(offset)
 
     async def start(self):
+        yield scrapy.Request("data:,bench", callback=self.parse_results)
+
+    def parse_results(self, response):
         for i in range(self.offset, self.offset + self.n):
             yield {
                 "url": f"https://files.example.com/f/{i}/file{i}.mp3",

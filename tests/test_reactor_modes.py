@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 
 import pytest
 
 from scrapy_sdi.errors import SDIConfigError
 from scrapy_sdi.transport import AiohttpTransport
-from tests.support.crawl import run_crawl
+from tests.support.crawl import ROOT, REACTOR_MODES, run_crawl
 from tests.test_durability import FAST_RETRIES, assert_stored_once
 
-MODES = {
-    "asyncio-reactor": {},
-    "twisted-reactor": {"TWISTED_REACTOR": "twisted.internet.epollreactor.EPollReactor"},
-    "reactorless": {"TWISTED_REACTOR_ENABLED": False},
-}
+MODES = REACTOR_MODES
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -45,3 +42,14 @@ def test_reactorless_without_aiohttp_says_what_to_install(monkeypatch):
         "TWISTED_REACTOR_ENABLED: without a Twisted reactor scrapy_sdi delivers through aiohttp; "
         "install it with: pip install aiohttp"
     )
+
+
+def test_the_client_tests_pass_on_the_plain_twisted_reactor():
+    """test_client.py runs under the asyncio reactor with the suite; here, under Twisted's default."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--reactor=default",
+         str(ROOT / "tests" / "test_client.py"), "-k", "not aiohttp"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert " passed" in proc.stdout and "failed" not in proc.stdout

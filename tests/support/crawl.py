@@ -11,6 +11,12 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
+#: Scrapy's three ways to run; SDI_TEST_REACTOR picks one for every crawl (tox runs each).
+REACTOR_MODES = {
+    "asyncio": {},
+    "twisted": {"TWISTED_REACTOR": "twisted.internet.epollreactor.EPollReactor"},
+    "reactorless": {"TWISTED_REACTOR_ENABLED": "False"},
+}
 
 
 @dataclass
@@ -28,6 +34,7 @@ def crawl_command(tmp_path: Path, settings: dict[str, Any], spider_args: dict[st
         "STATS_DUMP_PATH": str(stats_path),
         "LOG_LEVEL": "INFO",
         "TELNETCONSOLE_ENABLED": "False",
+        **REACTOR_MODES[os.environ.get("SDI_TEST_REACTOR", "asyncio")],
         **{k: v if isinstance(v, str) else json.dumps(v) for k, v in settings.items()},
     }
     cmd = [sys.executable, "-m", "tests.support.run_spider", spider]
