@@ -138,7 +138,7 @@ class SDIPipeline:
             await maybe_deferred_to_future(
                 defer.Deferred.fromCoroutine(self.delivery.wait_for_room(self.settings.buffer_max_pending))
             )
-        stored = await maybe_deferred_to_future(self.writer.add(Row(result_id, crawler, result["url"], payload)))
+        stored = await self.writer.add(Row(result_id, crawler, result["url"], payload))
         self.stats.inc_value("sdi/items_buffered" if stored else "sdi/items_deduplicated")
         return item
 
@@ -146,7 +146,7 @@ class SDIPipeline:
         """Filtered and invalid results are kept for inspection (never sent) when the buffer is durable."""
         assert self.writer is not None and self.buffer is not None
         if self.buffer.durable:
-            await maybe_deferred_to_future(self.writer.add(row))
+            await self.writer.add(row)
 
     async def close_spider(self) -> None:
         if self.delivery is None or self.writer is None or self.buffer is None:

@@ -1,19 +1,23 @@
 """Group commit: many items' rows written in one short transaction on the reactor thread.
 
 An item is passed on only when its row is committed, yet a commit per item would cost the crawl
-most of its speed (Scrapy hands a spider's items to the pipelines one loop turn apart, so "the
-same turn" groups nothing): rows arriving within GROUP_WINDOW share one transaction instead.
+most of its speed. The group is committed at the first loop turn that brings no new row, or
+that brought several at once: items of a callback reach the pipelines CONCURRENT_ITEMS at a
+time and all wait on this commit, so waiting longer would only idle the crawl. Items that come
+one per turn (yielded from ``start()``) keep joining the group for up to GROUP_WINDOW.
 A locked database (another process writing for longer than the busy timeout) is retried: the
 rows stay in memory and the items keep waiting, so nothing is dropped.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sqlite3
-from typing import TYPE_CHECKING, Callable
+import time
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
-from scrapy.utils.asyncio import CallLaterResult, call_later
+from scrapy.utils.asyncio import CallLaterResult, call_later, is_asyncio_available
 from twisted.internet import defer
 
 if TYPE_CHECKING:
@@ -40,25 +44,41 @@ class GroupWriter:
         self.dedup = dedup
         self._on_commit = on_commit
         self._rows: list[Row] = []
-        self._waiters: list[defer.Deferred[bool]] = []
+        self._waiters: list[Any] = []  # asyncio futures, or Deferreds on a non-asyncio reactor
+        # what Scrapy's coroutines can await here, without a Deferred-to-future hop per item
+        self._loop = asyncio.get_event_loop() if is_asyncio_available() else None
         self._call: CallLaterResult | None = None
+        self._seen = 0  # rows of the group at the last turn
+        self._opened = 0.0  # when the group's first row arrived
 
-    def add(self, row: Row) -> defer.Deferred[bool]:
-        """Queue a row; the Deferred fires with False when dedup skipped it, True when stored."""
-        d: defer.Deferred[bool] = defer.Deferred()
+    def add(self, row: Row) -> Awaitable[bool]:
+        """Queue a row; the awaitable gives False when dedup skipped it, True when it is stored."""
+        d = self._loop.create_future() if self._loop is not None else defer.Deferred()
+        if not self._rows:
+            self._opened = time.monotonic()
         self._rows.append(row)
         self._waiters.append(d)
         if len(self._rows) >= MAX_GROUP:
             self.flush()
         elif self._call is None:
-            self._call = call_later(GROUP_WINDOW, self.flush)
+            self._call = call_later(0, self._turn)
         return d
+
+    def _turn(self) -> None:
+        """Once per loop turn while a group is open: commit, or let a trickle keep joining."""
+        self._call = None
+        arrived, self._seen = len(self._rows) - self._seen, len(self._rows)
+        if arrived == 1 and time.monotonic() - self._opened < GROUP_WINDOW:
+            self._call = call_later(0, self._turn)
+        else:
+            self.flush()
 
     def flush(self) -> None:
         """Commit what is queued now (also called at close)."""
         if self._call is not None:
             self._call.cancel()
             self._call = None
+        self._seen = 0
         if not self._rows:
             return
         rows, waiters = self._rows, self._waiters
@@ -79,10 +99,23 @@ class GroupWriter:
         if self._on_commit is not None:
             self._on_commit(sum(stored))
         for waiter, was_stored in zip(waiters, stored):
-            waiter.callback(was_stored)
+            _settle(waiter, was_stored)
 
     @staticmethod
-    def _fail(waiters: list[defer.Deferred[bool]], exc: Exception) -> None:
+    def _fail(waiters: list[Any], exc: Exception) -> None:
         logger.error("SDI buffer write failed for %(n)d results: %(error)s", {"n": len(waiters), "error": exc})
         for waiter in waiters:
-            waiter.errback(exc)
+            _settle(waiter, exc)
+
+
+def _settle(waiter: Any, outcome: bool | Exception) -> None:
+    if isinstance(waiter, defer.Deferred):
+        if isinstance(outcome, Exception):
+            waiter.errback(outcome)
+        else:
+            waiter.callback(outcome)
+    elif not waiter.done():  # an asyncio future whose item was cancelled is left alone
+        if isinstance(outcome, Exception):
+            waiter.set_exception(outcome)
+        else:
+            waiter.set_result(outcome)
