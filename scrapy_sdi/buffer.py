@@ -9,6 +9,7 @@ resends under the same ids: the API answers ``duplicate`` and nothing is stored 
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import sqlite3
 import time
@@ -23,6 +24,8 @@ import sqlite_utils
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Sequence
+
+logger = logging.getLogger(__name__)
 
 PENDING, IN_FLIGHT, DELIVERED, REJECTED, FILTERED, INVALID = (
     "pending",
@@ -184,12 +187,26 @@ class SQLiteBuffer(Buffer):
             conn.execute("PRAGMA synchronous=NORMAL")
             self._migrate()
         except (OSError, sqlite3.DatabaseError) as exc:
-            raise BufferFileError(f"SDI buffer {self.path} cannot be opened: {exc}") from None
+            hint = (
+                "it is not a SQLite database: move it aside, or set SDI_BUFFER_RECOVER = True to have it moved"
+                if _is_not_a_database(self.path)
+                else "check that the directory exists and is writable, and that the disk has room"
+            )
+            raise BufferFileError(f"SDI buffer {self.path} cannot be used ({exc}); {hint}") from None
         self._conn = conn
         self._leased: dict[str, int] = {}  # id -> rowid of the rows this process claimed
 
     @classmethod
     def from_settings(cls, settings: Any) -> SQLiteBuffer:
+        try:
+            return cls(settings.buffer_path)
+        except BufferFileError:
+            if not getattr(settings, "buffer_recover", False) or not _is_not_a_database(settings.buffer_path):
+                raise
+        aside = f"{settings.buffer_path}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}"
+        os.replace(settings.buffer_path, aside)  # kept for inspection, never deleted
+        logger.warning("SDI buffer %(path)s is not a database; moved aside to %(aside)s, starting a fresh one",
+                       {"path": settings.buffer_path, "aside": aside})
         return cls(settings.buffer_path)
 
     def _migrate(self) -> None:
@@ -388,6 +405,15 @@ class SQLiteBuffer(Buffer):
 
     def close(self) -> None:
         self._conn.close()
+
+
+def _is_not_a_database(path: str | os.PathLike[str]) -> bool:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError:
+        return False
+    return bool(head) and head != b"SQLite format 3\x00"
 
 
 class _transaction:

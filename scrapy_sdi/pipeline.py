@@ -16,7 +16,7 @@ from scrapy.utils.defer import maybe_deferred_to_future
 from twisted.internet import defer
 
 from scrapy_sdi.audit import AuditLog
-from scrapy_sdi.buffer import DELIVERED, FILTERED, INVALID, MemoryBuffer, Row, open_buffer
+from scrapy_sdi.buffer import DELIVERED, FILTERED, INVALID, BufferFileError, MemoryBuffer, Row, open_buffer
 from scrapy_sdi.client import SDIClient
 from scrapy_sdi.delivery import Delivery
 from scrapy_sdi.errors import SDIError
@@ -75,7 +75,12 @@ class SDIPipeline:
     async def open_spider(self) -> None:
         settings = self.settings
         # a dry run must not mark anything delivered in the real buffer
-        self.buffer = MemoryBuffer() if settings.dry_run else open_buffer(settings)
+        try:
+            self.buffer = MemoryBuffer() if settings.dry_run else open_buffer(settings)
+        except BufferFileError as exc:
+            logger.error("%(error)s", {"error": exc})  # one line naming the file and what to do
+            raise CloseSpider("sdi_buffer_unavailable") from None
+        _warn_plain_http(settings.api_url)
         self.client = SDIClient(
             settings.api_url,
             settings.username,
@@ -208,3 +213,13 @@ def _describe_buffer(settings: SDISettings) -> str:
 def _describe_item(item: Any) -> bytes:
     """What an invalid row keeps: the item's repr, bounded, as UTF-8 that cannot fail to encode."""
     return repr(item)[:10_000].encode("utf-8", "backslashreplace")
+
+
+def _warn_plain_http(api_url: str) -> None:
+    """Credentials sent over plain http to another machine can be read on the way."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(api_url)
+    host = (parts.hostname or "").lower()
+    if parts.scheme == "http" and host not in ("localhost", "::1") and not host.startswith("127."):
+        logger.warning("SDI_API_URL uses plain http to %(host)s: credentials and results travel unencrypted; use https", {"host": host})

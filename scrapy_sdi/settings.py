@@ -110,6 +110,7 @@ SPEC: dict[str, tuple[Any, Callable[[str, Any], Any], str]] = {
     "SDI_TIMEOUT": (30.0, _float(0.1), "seconds per API request"),
     "SDI_BUFFER": ("sqlite", _text, "'sqlite', 'memory' or the dotted path of a buffer class"),
     "SDI_BUFFER_PATH": ("", _text, f"SQLite buffer file; default ${BUFFER_PATH_ENV}, then .scrapy/{DEFAULT_BUFFER_PATH}"),
+    "SDI_BUFFER_RECOVER": (False, _bool, "move a buffer file that is not a database aside and start a fresh one"),
     "SDI_BUFFER_MAX_PENDING": (1_000_000, _int(1), "pending rows above which process_item waits for delivery"),
     "SDI_RETENTION_DAYS": (30.0, _float(0.0), "days delivered rows are kept for dedup and local status"),
     "SDI_DEDUP": (True, _bool, "skip a URL this crawler already buffered or delivered"),
@@ -149,6 +150,7 @@ class SDISettings:
     timeout: float
     buffer: str
     buffer_path: str
+    buffer_recover: bool
     buffer_max_pending: int
     retention_days: float
     dedup: bool
