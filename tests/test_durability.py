@@ -120,3 +120,15 @@ def test_413_splits_batches_and_an_oversize_result_is_rejected_once(sdi_server_f
     assert result.stats["sdi/items_delivered"] == 297
     assert_stored_once(server, 297)
     assert server.stats()["requests"]["/api/v1/crawler-results"].get("413", 0) < 40  # no endless loop
+
+
+def test_answers_that_break_the_contract_lose_nothing(sdi_server_factory, tmp_path):
+    # stored, then answered with non-JSON, the wrong shape, 2 MB of junk, or ids never sent
+    server = sdi_server_factory(garble_rate=0.4, seed=9)
+    result = run_crawl(tmp_path, _settings(server, tmp_path, SDI_BATCH_SIZE=50), {"n": 600})
+    assert result.returncode == 0, result.log[-3000:]
+    assert server.stats()["garbled"] >= 4  # every kind at least once
+    assert result.stats["sdi/batches_failed"] > 0
+    assert result.stats["sdi/pending_at_close"] == 0
+    assert_stored_once(server, 600)
+    assert "Traceback" not in result.log

@@ -114,6 +114,7 @@ class Faults:
     drop_before_rate: float = 0.0
     drop_after_rate: float = 0.0
     omit_rate: float = 0.0
+    garble_rate: float = 0.0
     reject_url_pattern: str | None = None
     bad_request_url_pattern: str | None = None
     latency: float = 0.0
@@ -146,6 +147,7 @@ FAULT_PARSERS: dict[str, Callable[[Any], Any]] = {
     "drop_before_rate": _rate,
     "drop_after_rate": _rate,
     "omit_rate": _rate,
+    "garble_rate": _rate,
     "reject_url_pattern": _pattern,
     "bad_request_url_pattern": _pattern,
     "latency": _seconds,
@@ -164,6 +166,7 @@ _FAULT_HELP = {
     "drop_before_rate": "fraction whose connection is dropped before storing",
     "drop_after_rate": "fraction stored, then dropped without an answer",
     "omit_rate": "chance that each result is neither stored nor answered",
+    "garble_rate": "fraction stored, then answered 200 with a broken body (not JSON, wrong shape, 2 MB of junk, or ids never sent), in turn",
     "reject_url_pattern": "regex: matching results are answered rejected, not stored",
     "bad_request_url_pattern": "regex: a batch with a matching url is answered 400 as a whole",
     "latency": "seconds every API answer is delayed (without blocking)",
@@ -365,7 +368,7 @@ class ServerStats:
 
     def as_dict(self) -> dict[str, Any]:
         names = ("accepted", "duplicates", "rejected", "omitted", "logins", "login_failures",
-                 "refreshes", "refresh_failures")
+                 "refreshes", "refresh_failures", "garbled")
         return {
             **{name: self.counters[name] for name in names},
             "requests": {path: dict(counts) for path, counts in sorted(self.requests.items())},
@@ -384,6 +387,7 @@ class _Answer:
     body: Any = None
     headers: dict[str, str] = field(default_factory=dict)
     drop: bool = False
+    raw: bytes | None = None  # sent as is instead of JSON (garbled answers)
 
     @property
     def label(self) -> str:
@@ -540,7 +544,7 @@ class SDIResource(Resource):
             request.defaultContentType = None  # no body, so no Content-Type (not text/html)
             request.finish()
             return
-        body = json.dumps(answer.body, separators=(",", ":")).encode("utf-8")
+        body = answer.raw if answer.raw is not None else json.dumps(answer.body, separators=(",", ":")).encode("utf-8")
         request.setHeader("Content-Type", "application/json")
         request.setHeader("Content-Length", str(len(body)))
         request.write(body)
@@ -654,7 +658,21 @@ class SDIResource(Resource):
         outcomes = self._store_results(data["crawler"], data["results"])
         if self._roll(self.faults.drop_after_rate):
             return _Answer(0, drop=True)
+        if self._roll(self.faults.garble_rate):
+            return self._garbled()
         return _Answer(200, {"results": outcomes})
+
+    def _garbled(self) -> _Answer:
+        """A 200 that does not follow the contract, each kind in turn."""
+        kind = self.stats.counters["garbled"] % 4
+        self.stats.counters["garbled"] += 1
+        if kind == 0:
+            return _Answer(200, raw=b"<html>Internal proxy page</html>")
+        if kind == 1:
+            return _Answer(200, {"result": "ok"})
+        if kind == 2:
+            return _Answer(200, {"results": [], "junk": "x" * 2_000_000})
+        return _Answer(200, {"results": [{"id": f"never-sent-{i}", "status": "accepted"} for i in range(3)]})
 
     def _store_results(self, crawler: str, results: list[dict[str, Any]]) -> list[dict[str, Any]]:
         outcomes = []
