@@ -429,7 +429,7 @@ class _transaction:
     def __exit__(self, exc_type: Any, *_: Any) -> None:
         if exc_type is None:
             self.conn.execute("COMMIT")
-        else:
+        elif self.conn.in_transaction:  # SQLite has already rolled back after e.g. SQLITE_FULL
             self.conn.execute("ROLLBACK")
 
 
