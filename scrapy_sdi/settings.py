@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 
 #: Settings that may also come from the environment or a ``.env`` file.
 ENV_SETTINGS = ("SDI_API_URL", "SDI_USERNAME", "SDI_PASSWORD")
+#: Settings that may also come from the environment or .env, the buffer path included.
+FROM_ENVIRONMENT = (*ENV_SETTINGS, "SDI_BUFFER_PATH")
 #: Settings whose values are never shown anywhere.
 SECRET_SETTINGS = frozenset({"SDI_PASSWORD"})
 BUFFER_PATH_ENV = "DEFAULT_LOCAL_DATABASE_PATH"
@@ -215,7 +217,7 @@ def _lookup(
     value = settings.get(name)
     if value is not None and value != "":
         return value, "settings"
-    if name in ENV_SETTINGS or name == "SDI_BUFFER_PATH":
+    if name in FROM_ENVIRONMENT:
         if environ.get(name):
             return environ[name], "environment"
         if dotenv.get(name):
@@ -257,7 +259,7 @@ def _read_dotenv(path: str | os.PathLike[str] | None) -> dict[str, str]:
     return {
         k: v
         for k, v in dotenv_values(path).items()
-        if v is not None and (k in ENV_SETTINGS or k == "SDI_BUFFER_PATH")
+        if v is not None and k in FROM_ENVIRONMENT
     }
 
 

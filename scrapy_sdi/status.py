@@ -90,11 +90,15 @@ class BufferStatus:
     size_bytes: int | None
 
 
+def buffer_file_size(buffer: Buffer) -> int | None:
+    """Bytes on disk of a file-backed buffer, its write-ahead log included; None for memory."""
+    path = getattr(buffer, "path", None)
+    if path is None:
+        return None
+    return sum(os.path.getsize(p) for p in (str(path), f"{path}-wal") if os.path.exists(p))
+
+
 def buffer_status(buffer: Buffer) -> BufferStatus:
     """Counts by state and crawler, the oldest pending age and the file size of a buffer."""
     by_crawler = buffer.counts_by_crawler() if hasattr(buffer, "counts_by_crawler") else {}
-    path = getattr(buffer, "path", None)
-    size = None
-    if path is not None:
-        size = sum(os.path.getsize(p) for p in (str(path), f"{path}-wal") if os.path.exists(p))
-    return BufferStatus(buffer.counts(), by_crawler, buffer.oldest_pending_age(), size)
+    return BufferStatus(buffer.counts(), by_crawler, buffer.oldest_pending_age(), buffer_file_size(buffer))

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any, TextIO
 import orjson
 
 from scrapy_sdi.buffer import INVALID, REJECTED, STATES
-from scrapy_sdi.commands._common import Action, CommandError, Context, duration, file_size, iso, size, table
+from scrapy_sdi.commands._common import Action, CommandError, Context, duration, iso, size, table
+from scrapy_sdi.status import buffer_file_size
 
 if TYPE_CHECKING:
     import argparse
@@ -52,7 +53,7 @@ def _summary(buffer: Buffer, where: str) -> dict[str, Any]:
     age = buffer.oldest_pending_age()
     return {
         "path": where,
-        "size_bytes": file_size(buffer),
+        "size_bytes": buffer_file_size(buffer),
         "counts": buffer.counts(),
         "crawlers": dict(sorted(crawlers.items())),
         "oldest_pending_age_seconds": None if age is None else round(age, 3),

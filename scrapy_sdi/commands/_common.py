@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, TextIO
 
-from scrapy_sdi.buffer import BufferFileError, MemoryBuffer, SQLiteBuffer, open_buffer
+from scrapy_sdi.buffer import BufferFileError, MemoryBuffer, open_buffer
 from scrapy_sdi.errors import SDIConfigError
 from scrapy_sdi.settings import ENV_SETTINGS, SECRET_SETTINGS, SDISettings
 
@@ -176,13 +176,3 @@ def size(nbytes: int) -> str:
     return f"{nbytes} B"  # pragma: no cover
 
 
-def file_size(buffer: Buffer) -> int | None:
-    """Bytes on disk of a SQLite buffer, its write-ahead log included."""
-    if not isinstance(buffer, SQLiteBuffer):
-        return None
-    total = 0
-    for suffix in ("", "-wal"):
-        path = Path(str(buffer.path) + suffix)
-        if path.exists():
-            total += path.stat().st_size
-    return total
