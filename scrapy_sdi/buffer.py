@@ -172,6 +172,10 @@ class BufferFileError(Exception):
     """The buffer file cannot be used; the message names it and says what to do."""
 
 
+class BufferWriteError(Exception):
+    """Results could not be stored (disk full, I/O error...); the message names the buffer."""
+
+
 class SQLiteBuffer(Buffer):
     """Rows in one SQLite file in WAL mode, safe to share between processes on one host."""
 

@@ -11,12 +11,12 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from scrapy.exceptions import CloseSpider, DropItem
-from scrapy.utils.asyncio import call_later
-from scrapy.utils.defer import maybe_deferred_to_future
+from scrapy.utils.asyncio import call_later, create_looping_call
+from scrapy.utils.defer import deferred_from_coro, maybe_deferred_to_future
 from twisted.internet import defer
 
 from scrapy_sdi.audit import AuditLog
-from scrapy_sdi.buffer import DELIVERED, FILTERED, INVALID, BufferFileError, MemoryBuffer, Row, open_buffer
+from scrapy_sdi.buffer import DELIVERED, FILTERED, INVALID, BufferFileError, BufferWriteError, MemoryBuffer, Row, open_buffer
 from scrapy_sdi.client import SDIClient
 from scrapy_sdi.delivery import Delivery
 from scrapy_sdi.errors import SDIError
@@ -46,6 +46,7 @@ STARTING_STATS = (
     "sdi/items_filtered",
     "sdi/items_invalid",
     "sdi/items_deduplicated",
+    "sdi/items_unbuffered",
     "sdi/batches_sent",
     "sdi/batches_failed",
     "sdi/retries",
@@ -67,6 +68,7 @@ class SDIPipeline:
         self.filters: FilterSource | None = None
         self.audit: AuditLog | None = None
         self._opened_at = time.time()
+        self._stopping: Any = None  # the looping call that helps Scrapy close, once the buffer failed
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
@@ -143,24 +145,53 @@ class SDIPipeline:
             await maybe_deferred_to_future(
                 defer.Deferred.fromCoroutine(self.delivery.wait_for_room(self.settings.buffer_max_pending))
             )
-        stored = await self.writer.add(Row(result_id, crawler, result["url"], payload))
+        stored = await self._store(Row(result_id, crawler, result["url"], payload))
         self.stats.inc_value("sdi/items_buffered" if stored else "sdi/items_deduplicated")
         return item
 
     async def _keep(self, row: Row) -> None:
         """Filtered and invalid results are kept for inspection (never sent) when the buffer is durable."""
-        assert self.writer is not None and self.buffer is not None
+        assert self.buffer is not None
         if self.buffer.durable:
-            await self.writer.add(row)
+            await self._store(row)
+
+    async def _store(self, row: Row) -> bool:
+        """A buffer that cannot store (disk full) stops the crawl: results found later would be lost too.
+
+        The writer has said why, once; each item is dropped quietly and counted.
+        """
+        assert self.writer is not None
+        try:
+            return await self.writer.add(row)
+        except BufferWriteError:
+            self.stats.inc_value("sdi/items_unbuffered")
+            self._stop_crawl()
+            raise DropItem("SDI: not buffered, the buffer cannot store results", log_level="DEBUG") from None
+
+    def _stop_crawl(self) -> None:
+        engine = self.crawler.engine if self.crawler is not None else None
+        if engine is None or self._stopping is not None:
+            return
+        deferred_from_coro(engine.close_spider_async(reason="sdi_buffer_failed"))
+        # Scrapy 2.19 checks whether the scraper may close only when a response's output is done,
+        # so a close while items from start() are in the pipelines would wait forever
+        # (scrapy/scrapy#7029): look again until it closes (close_spider stops this)
+        self._stopping = create_looping_call(_recheck_scraper_closing, engine.scraper)
+        self._stopping.start(0.05)
 
     async def close_spider(self) -> None:
         if self.delivery is None or self.writer is None or self.buffer is None:
             return
         assert self.filters is not None
+        if self._stopping is not None and self._stopping.running:
+            self._stopping.stop()
         self.filters.stop()
         self.writer.flush()
         left = await maybe_deferred_to_future(defer.Deferred.fromCoroutine(self._close()))
         self.stats.set_value("sdi/pending_at_close", left)
+        unbuffered = self.stats.get_value("sdi/items_unbuffered", 0)
+        if unbuffered:
+            logger.warning("SDI: %(n)d results were not buffered after the buffer failed; run the crawl again to find them", {"n": unbuffered})
         if left and self.buffer.durable:
             logger.warning(
                 "SDI: %(n)d results are still pending in %(path)s; the next run delivers them, "
@@ -204,6 +235,13 @@ class SDIPipeline:
             timer.cancel()
         for status in statuses:
             self.stats.inc_value(f"sdi/remote_status/{status.status}")
+
+
+def _recheck_scraper_closing(scraper: Any) -> None:
+    slot = getattr(scraper, "slot", None)
+    check = getattr(scraper, "_check_if_closing", None)
+    if slot is not None and check is not None and slot.closing is not None and not slot.closing.called:
+        check()
 
 
 def _describe_buffer(settings: SDISettings) -> str:

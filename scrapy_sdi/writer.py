@@ -6,7 +6,8 @@ that brought several at once: items of a callback reach the pipelines CONCURRENT
 time and all wait on this commit, so waiting longer would only idle the crawl. Items that come
 one per turn (yielded from ``start()``) keep joining the group for up to GROUP_WINDOW.
 A locked database (another process writing for longer than the busy timeout) is retried: the
-rows stay in memory and the items keep waiting, so nothing is dropped.
+rows stay in memory and the items keep waiting, so nothing is dropped. Any other failure (a
+full disk, an I/O error) fails the group's items with one BufferWriteError, said once in the log.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from scrapy.utils.asyncio import CallLaterResult, call_later, is_asyncio_available
 from twisted.internet import defer
+
+from scrapy_sdi.buffer import BufferWriteError
 
 if TYPE_CHECKING:
     from scrapy_sdi.buffer import Buffer, Row
@@ -50,6 +53,7 @@ class GroupWriter:
         self._call: CallLaterResult | None = None
         self._seen = 0  # rows of the group at the last turn
         self._opened = 0.0  # when the group's first row arrived
+        self.failed = False  # a write has failed: said once at ERROR, later ones at DEBUG
 
     def add(self, row: Row) -> Awaitable[bool]:
         """Queue a row; the awaitable gives False when dedup skipped it, True when it is stored."""
@@ -101,11 +105,13 @@ class GroupWriter:
         for waiter, was_stored in zip(waiters, stored):
             _settle(waiter, was_stored)
 
-    @staticmethod
-    def _fail(waiters: list[Any], exc: Exception) -> None:
-        logger.error("SDI buffer write failed for %(n)d results: %(error)s", {"n": len(waiters), "error": exc})
+    def _fail(self, waiters: list[Any], exc: Exception) -> None:
+        where = getattr(self.buffer, "path", type(self.buffer).__name__)
+        error = BufferWriteError(f"SDI buffer {where} cannot store results ({exc}); free disk space or fix the file, then run the crawl again")
+        logger.log(logging.DEBUG if self.failed else logging.ERROR, "%(error)s", {"error": error})
+        self.failed = True
         for waiter in waiters:
-            _settle(waiter, exc)
+            _settle(waiter, error)
 
 
 def _settle(waiter: Any, outcome: bool | Exception) -> None:

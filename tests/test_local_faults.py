@@ -71,3 +71,24 @@ def test_plain_http_to_another_host_warns(caplog):
     assert [r.getMessage() for r in caplog.records] == [
         "SDI_API_URL uses plain http to sdi.example.com: credentials and results travel unencrypted; use https"
     ]
+
+
+def test_a_full_disk_stops_the_crawl_with_one_error_and_counts_what_was_not_buffered(sdi_server, tmp_path):
+    """SQLITE_FULL from a file capped at a few pages: one ERROR, no traceback per item, no hang.
+
+    The items come from start(), the case where Scrapy itself needs help to close (scrapy#7029).
+    """
+    path = tmp_path / "buffer.db"
+    settings = _settings(sdi_server, path, SDI_BUFFER="tests.support.buffers.NearlyFullSQLiteBuffer")
+    result = run_crawl(tmp_path, settings, {"n": 3000}, timeout=60)
+    assert result.returncode == 0, result.log[-3000:]
+    stats = result.stats
+    assert stats["finish_reason"] == "sdi_buffer_failed"
+    errors = [line for line in result.log.splitlines() if " ERROR: " in line]
+    assert len(errors) == 1 and str(path) in errors[0] and "database or disk is full" in errors[0], errors[:3]
+    assert "Traceback" not in result.log
+    buffered, unbuffered = stats["sdi/items_buffered"], stats["sdi/items_unbuffered"]
+    assert buffered > 0 and unbuffered > 0 and buffered + unbuffered == stats["item_scraped_count"] + stats["item_dropped_count"]
+    assert f"{unbuffered} results were not buffered" in result.log
+    assert stats["sdi/items_delivered"] == buffered  # what was stored still went out
+    assert_stored_once(sdi_server, buffered)

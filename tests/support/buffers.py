@@ -1,6 +1,6 @@
 """A third-party buffer, as a user would plug one in through SDI_BUFFER."""
 
-from scrapy_sdi.buffer import MemoryBuffer
+from scrapy_sdi.buffer import MemoryBuffer, SQLiteBuffer
 
 
 class RecordingBuffer(MemoryBuffer):
@@ -11,3 +11,14 @@ class RecordingBuffer(MemoryBuffer):
     def enqueue(self, rows, dedup):
         type(self).calls += 1
         return super().enqueue(rows, dedup)
+
+
+class NearlyFullSQLiteBuffer(SQLiteBuffer):
+    """A SQLite buffer whose file may grow by only a few pages: a real SQLITE_FULL, no tmpfs needed."""
+
+    ROOM_PAGES = 8
+
+    def __init__(self, path, **kwargs):
+        super().__init__(path, **kwargs)
+        pages = self._conn.execute("PRAGMA page_count").fetchone()[0]
+        self._conn.execute(f"PRAGMA max_page_count = {pages + self.ROOM_PAGES}")
