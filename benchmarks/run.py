@@ -261,26 +261,59 @@ def report(runs: dict[str, list[dict[str, Any]]], items: int, naive_items: int, 
     return median
 
 
-def targets(median: dict[str, Any], outage: dict[str, Any], flush: dict[str, Any], filter_output: str) -> list[str]:
-    base, sdi, feed = median["noop"]["rate"], median["sdi"]["rate"], median["feed"]["rate"]
+def outage_targets(outage: dict[str, Any]) -> list[str]:
+    """The outage's RSS line and the drain's line."""
     growth = outage["filled"]["peak_rss_mb"] - outage["empty"]["peak_rss_mb"]
     n = outage["items"]
     drain_rate = n / outage["drain_s"]
-    lines = [
-        f"(c) throughput >= {TARGET_RATIO_TO_NOOP:.2f} x (b): {sdi / base:.2f} x ({sdi:,.0f} vs {base:,.0f} items/s) "
-        f"{_verdict(sdi >= TARGET_RATIO_TO_NOOP * base)}",
-        f"(c) at least as fast as (d): {sdi:,.0f} vs {feed:,.0f} items/s {_verdict(sdi >= feed)}",
+    return [
         f"API down, {n:,} results buffered: peak RSS growth {growth:+.1f} MB over an empty crawl "
         f"({outage['filled']['peak_rss_mb']:.1f} vs {outage['empty']['peak_rss_mb']:.1f} MB; "
         f"{outage['filled']['rate']:,.0f} items/s) (target <= {TARGET_BUFFER_RSS_MB:g} MB) {_verdict(growth <= TARGET_BUFFER_RSS_MB)}",
         f"drain of a {n:,}-row backlog: {drain_rate:,.0f} results/s ({outage['drain_s']:.1f} s) "
         f"(target >= {TARGET_DRAIN_PER_S:,}) {_verdict(drain_rate >= TARGET_DRAIN_PER_S)}",
+    ]
+
+
+def targets(median: dict[str, Any], outage: dict[str, Any], flush: dict[str, Any], filter_output: str) -> list[str]:
+    base, sdi, feed = median["noop"]["rate"], median["sdi"]["rate"], median["feed"]["rate"]
+    lines = [
+        f"(c) throughput >= {TARGET_RATIO_TO_NOOP:.2f} x (b): {sdi / base:.2f} x ({sdi:,.0f} vs {base:,.0f} items/s) "
+        f"{_verdict(sdi >= TARGET_RATIO_TO_NOOP * base)}",
+        f"(c) at least as fast as (d): {sdi:,.0f} vs {feed:,.0f} items/s {_verdict(sdi >= feed)}",
+        *outage_targets(outage),
         f"final flush of {flush['items']:,} pending at close: {flush['idle_to_closed_s']:.2f} s from spider_idle to closed "
         f"({flush['pending_at_idle']:,} pending at idle; {flush['opened_to_closed_s']:.2f} s from spider_opened) "
         f"(target <= {TARGET_FLUSH_S:g} s) {_verdict(flush['idle_to_closed_s'] <= TARGET_FLUSH_S)}",
     ]
     lines += [f"filters: {line}" for line in filter_output.splitlines() if line.strip()]
     return lines
+
+
+def drain_only(bench: Bench, items: int, args: argparse.Namespace, started: float) -> int:
+    """``--drain-only``: the outage and the drain, with their two target lines."""
+    print(f"outage: buffering {items:,} results with the API down, then draining them", flush=True)
+    try:
+        outage = buffer_and_drain(bench, items)
+    except BenchmarkError as exc:
+        print(f"BENCHMARK FAILED: {exc}", file=sys.stderr)
+        return 1
+    lines = outage_targets(outage)
+    drained = outage["drained"]
+    print("\nTargets")
+    for line in lines:
+        print("  " + line)
+    batches = drained["stats"].get("sdi/batches_sent", 0)
+    print(f"  (the drain's crawl process: {drained['cpu_seconds']:.1f} s CPU from its start, {batches:,} batches)")
+    print(f"\ntotal {time.monotonic() - started:.0f} s")
+    if args.json:
+        Path(args.json).write_text(json.dumps({
+            "machine": machine(), "args": vars(args), "drain_s": outage["drain_s"], "items": items,
+            "outage": {k: {x: v[x] for x in ("seconds", "rate", "peak_rss_mb", "cpu_seconds")}
+                       for k, v in outage.items() if isinstance(v, dict)},
+            "targets": lines,
+        }, indent=2), encoding="utf-8")
+    return 0
 
 
 def main() -> int:
@@ -293,6 +326,8 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=1000, help="SDI_BATCH_SIZE for (c) and the drain")
     parser.add_argument("--concurrency", type=int, default=4, help="SDI_CONCURRENT_REQUESTS for (c) and the drain")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, one round: proves the runner works")
+    parser.add_argument("--drain-only", action="store_true",
+                        help="only the outage and the drain of its backlog (--buffer-items), not the other scenarios")
     parser.add_argument("--json", help="also write every figure to this file")
     parser.add_argument("--workdir", help="keep buffers, logs and server dbs here (default: a temp dir)")
     parser.add_argument("-v", "--verbose", action="store_true", help="one line per crawl")
@@ -310,6 +345,8 @@ def main() -> int:
     print("machine:", machine())
     print(f"SDI_BATCH_SIZE={args.batch_size} SDI_CONCURRENT_REQUESTS={args.concurrency}; work dir {workdir}", flush=True)
     started = time.monotonic()
+    if args.drain_only:
+        return drain_only(bench, buffer_items, args, started)
     try:
         print(f"throughput: {len(VARIANTS)} variants x {args.rounds} round(s)", flush=True)
         runs = compare(bench, args.items, naive_items, args.rounds)

@@ -20,6 +20,7 @@ from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import orjson
 import sqlite_utils
 
 if TYPE_CHECKING:
@@ -282,42 +283,51 @@ class SQLiteBuffer(Buffer):
         self._leased.update((id_, rowid) for rowid, id_, _, _ in rows)
         return [Claimed(id_, payload, attempts) for _, id_, payload, attempts in rows]
 
-    def _where_id(self, id_: str) -> tuple[str, Any]:
-        """Rows this process claimed are found by rowid; any other id needs a scan."""
-        rowid = self._leased.pop(id_, None)
-        return ("rowid = ?", rowid) if rowid is not None else ("id = ?", id_)
+    def _update(self, sql: str, params: tuple[Any, ...], ids: Iterable[str]) -> None:
+        """Run ``sql`` on the rows of ``ids`` in one statement (two when some were not claimed here).
 
-    def _by_key(self, sql: str, entries: Iterable[tuple[str, tuple[Any, ...]]]) -> None:
-        by_rowid, by_id = [], []
-        for id_, params in entries:
-            where, key = self._where_id(id_)
-            (by_rowid if where.startswith("rowid") else by_id).append((*params, key))
-        if by_rowid:
-            self._conn.executemany(sql.format(where="rowid = ?"), by_rowid)
-        if by_id:
-            self._conn.executemany(sql.format(where="id = ?"), by_id)
+        Rows this process claimed are found by rowid; any other id costs one scan for all of them.
+        The keys travel as one JSON array (``json_each``): a statement per row cost more than
+        the row's own update.
+        """
+        rowids, others = [], []
+        for id_ in ids:
+            rowid = self._leased.pop(id_, None)
+            if rowid is None:
+                others.append(id_)
+            else:
+                rowids.append(rowid)
+        for column, keys in (("rowid", rowids), ("id", others)):
+            if keys:
+                where = f"{column} IN (SELECT value FROM json_each(?))"
+                self._conn.execute(sql.format(where=where), (*params, orjson.dumps(keys)))
 
     def ack(self, delivered: dict[str, str], rejected: dict[str, str | None]) -> None:
         now = time.time()
         with _transaction(self._conn):
-            self._by_key(
-                "UPDATE results SET state = 'delivered', outcome = ?, delivered_at = ?, attempts = attempts + 1, "
-                "lease_owner = NULL, lease_until = NULL, last_error = NULL WHERE {where}",
-                ((id_, (outcome, now)) for id_, outcome in delivered.items()),
-            )
-            self._by_key(
-                "UPDATE results SET state = 'rejected', reason = ?, delivered_at = ?, attempts = attempts + 1, "
-                "lease_owner = NULL, lease_until = NULL WHERE {where}",
-                ((id_, (reason, now)) for id_, reason in rejected.items()),
-            )
+            for outcome, ids in _group(delivered).items():
+                self._update(
+                    "UPDATE results SET state = 'delivered', outcome = ?, delivered_at = ?, attempts = attempts + 1, "
+                    "lease_owner = NULL, lease_until = NULL, last_error = NULL WHERE {where}",
+                    (outcome, now),
+                    ids,
+                )
+            for reason, ids in _group(rejected).items():
+                self._update(
+                    "UPDATE results SET state = 'rejected', reason = ?, delivered_at = ?, attempts = attempts + 1, "
+                    "lease_owner = NULL, lease_until = NULL WHERE {where}",
+                    (reason, now),
+                    ids,
+                )
 
     def release(self, ids: Iterable[str], error: str, delay: float) -> None:
         ready_at = time.time() + delay
         with _transaction(self._conn):
-            self._by_key(
+            self._update(
                 "UPDATE results SET state = 'pending', attempts = attempts + 1, ready_at = ?, last_error = ?, "
                 "lease_owner = NULL, lease_until = NULL WHERE {where} AND state = 'in_flight'",
-                ((id_, (ready_at, error)) for id_ in ids),
+                (ready_at, error),
+                ids,
             )
 
     def counts(self, crawler: str | None = None) -> dict[str, int]:
@@ -409,6 +419,14 @@ class SQLiteBuffer(Buffer):
 
     def close(self) -> None:
         self._conn.close()
+
+
+def _group(values: dict[str, Any]) -> dict[Any, list[str]]:
+    """Ids by their value (outcome, reason): one UPDATE per distinct value."""
+    groups: dict[Any, list[str]] = {}
+    for id_, value in values.items():
+        groups.setdefault(value, []).append(id_)
+    return groups
 
 
 def _is_not_a_database(path: str | os.PathLike[str]) -> bool:

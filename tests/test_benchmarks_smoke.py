@@ -48,3 +48,20 @@ def test_smoke_run_prints_every_variant_and_target(tmp_path: Path) -> None:
     for pattern in TARGET_LINES:
         assert any(re.search(pattern, line) for line in lines), f"no target line matching {pattern!r} in:\n{done.stdout}"
     assert (tmp_path / "out.json").exists()
+
+
+def test_drain_only_runs_the_outage_and_the_drain_alone(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, str(RUNNER), "--drain-only", "--buffer-items", "2000", "--workdir", str(tmp_path),
+         "--json", str(tmp_path / "out.json")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    lines = [line.strip() for line in done.stdout.splitlines()]
+    for pattern in TARGET_LINES[2:4]:
+        assert any(re.search(pattern, line) for line in lines), f"no target line matching {pattern!r} in:\n{done.stdout}"
+    assert not any(line.startswith(VARIANT_LINES[0]) for line in lines), "--drain-only must not run the throughput variants"
+    assert (tmp_path / "out.json").exists()
