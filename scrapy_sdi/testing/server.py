@@ -478,6 +478,12 @@ def _result_error(result: Any) -> str | None:
     return None
 
 
+def _header(request: Request, name: bytes) -> str | None:
+    """A request header as text; bytes that are not UTF-8 must not fail the request (a 500)."""
+    value = request.getHeader(name)
+    return None if value is None else value.decode("latin-1")
+
+
 def _etag_matches(header: str | None, version: str) -> bool:
     """If-None-Match may carry the bare version, a quoted ETag, a weak one, a list, or ``*``."""
     if header is None:
@@ -617,14 +623,14 @@ class SDIResource(Resource):
 
     @staticmethod
     def _bearer(request: Request) -> str | None:
-        header = (request.getHeader("authorization") or "").strip()
+        header = (_header(request, b"authorization") or "").strip()
         scheme, _, token = header.partition(" ")
         return token.strip() if scheme.lower() == "bearer" else None
 
     def _read_body(self, request: Request, limit: int | None) -> bytes:
         """The request body, gunzipped when sent gzip; the byte limit applies after gunzip."""
         raw = request.content.read() if request.content is not None else b""
-        encoding = (request.getHeader("content-encoding") or "identity").strip().lower()
+        encoding = (_header(request, b"content-encoding") or "identity").strip().lower()
         if encoding == "gzip":
             inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
             try:
@@ -688,7 +694,7 @@ class SDIResource(Resource):
     def _filters(self, request: Request, body: bytes) -> _Answer:
         version = self._filters_version
         headers = {"ETag": f'"{version}"', "Cache-Control": "no-cache"}
-        if _etag_matches(request.getHeader("if-none-match"), version):
+        if _etag_matches(_header(request, b"if-none-match"), version):
             return _Answer(304, headers=headers)
         return _Answer(200, {"version": version, "filters": self.config.filters}, headers)
 
