@@ -129,5 +129,9 @@ def _cancelled(exc: BaseException) -> bool:
 def _describe(exc: BaseException) -> str:
     reasons = getattr(exc, "reasons", None)
     if reasons:
-        return "response failed: " + ", ".join(type(r.value).__name__ for r in reasons)
-    return f"{type(exc).__name__}: {exc}"[:200]
+        text = "response failed: " + ", ".join(f"{type(r.value).__name__}: {r.value}"[:200] for r in reasons)
+    else:
+        text = f"{type(exc).__name__}: {exc}"[:200]
+    if "certificate verify failed" in text or "CERTIFICATE_VERIFY_FAILED" in text:
+        text += " (the API's TLS certificate is not trusted; for a private CA set SSL_CERT_FILE to its bundle)"
+    return text

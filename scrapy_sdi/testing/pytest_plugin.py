@@ -15,6 +15,7 @@ import logging
 import os
 import secrets
 import selectors
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -30,8 +31,9 @@ import pytest
 logger = logging.getLogger(__name__)
 
 _LISTENING = "SDI reference server listening on "
-# Run server.py by path (it imports only the stdlib and Twisted): ``-m scrapy_sdi.testing.server``
-# would first import scrapy_sdi/__init__, hence Scrapy, adding ~0.5 s to every start.
+# Run server.py by path (it imports only the stdlib, Twisted and orjson):
+# ``-m scrapy_sdi.testing.server`` would first import scrapy_sdi/__init__, hence Scrapy, adding
+# ~0.5 s to every start.
 _SERVER_SCRIPT = str(Path(__file__).resolve().with_name("server.py"))
 
 
@@ -200,6 +202,15 @@ class SDIServerProcess:
         """Change the status code of the results stored for ``url``."""
         return self._admin("POST", "status", {"url": url, "status_code": code})["updated"]
 
+    def _tls_context(self) -> ssl.SSLContext | None:
+        """Admin calls over https trust the server's own certificate, whoever issued it."""
+        cert = self.options.get("tls_cert")
+        if not cert:
+            return None
+        context = ssl.create_default_context(cafile=str(cert))
+        context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+        return context
+
     def _admin(self, method: str, name: str, body: Any = None) -> Any:
         data = None if body is None else json.dumps(body).encode("utf-8")
         request = urllib.request.Request(
@@ -207,7 +218,7 @@ class SDIServerProcess:
             headers={"Content-Type": "application/json"},
         )
         try:
-            with urllib.request.urlopen(request, timeout=30) as response:
+            with urllib.request.urlopen(request, timeout=30, context=self._tls_context()) as response:
                 return json.load(response)
         except urllib.error.HTTPError as exc:
             raise SDIServerError(f"{method} /_admin/{name}: {exc.code} {exc.read()!r}") from None

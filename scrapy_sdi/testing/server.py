@@ -191,6 +191,8 @@ class ServerConfig:
     filters: list[dict[str, Any]] = field(default_factory=list)
     filters_version: str | None = None
     faults: Faults = field(default_factory=Faults)
+    tls_cert: str | None = None  # PEM files: serve https, e.g. with a certificate from a private CA
+    tls_key: str | None = None
 
 
 def load_filters(path: str | Path) -> tuple[list[dict[str, Any]], str | None]:
@@ -921,16 +923,22 @@ def parse_args(argv: list[str] | None = None) -> ServerConfig:
                         metavar="NAME:PASSWORD", help="an account; repeatable")
     parser.add_argument("--filters", metavar="FILE",
                         help="JSON list of filters, or {'version': ..., 'filters': [...]}")
+    parser.add_argument("--tls-cert", metavar="PEM",
+                        help="serve https with this certificate (chain) file; needs --tls-key")
+    parser.add_argument("--tls-key", metavar="PEM", help="the private key of --tls-cert")
     defaults = Faults()
     for name, converter in FAULT_PARSERS.items():
         parser.add_argument("--" + name.replace("_", "-"), dest=name,
                             type=_argument_type(converter), default=getattr(defaults, name),
                             metavar=name.split("_")[-1].upper(), help=_FAULT_HELP[name])
     args = parser.parse_args(argv)
+    if bool(args.tls_cert) != bool(args.tls_key):
+        parser.error("--tls-cert and --tls-key go together")
     faults = Faults(**{name: getattr(args, name) for name in FAULT_PARSERS})
     filters, version = load_filters(args.filters) if args.filters else ([], None)
     return ServerConfig(host=args.host, port=args.port, db_path=args.db, users=dict(args.user),
-                        filters=filters, filters_version=version, faults=faults)
+                        filters=filters, filters_version=version, faults=faults,
+                        tls_cert=args.tls_cert, tls_key=args.tls_key)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -945,9 +953,16 @@ def main(argv: list[str] | None = None) -> None:
     if not config.users:
         logger.warning("No --user NAME:PASSWORD given: nobody can log in")
     site = build_site(config, clock=reactor)
-    port = reactor.listenTCP(config.port, site, interface=config.host)
+    if config.tls_cert and config.tls_key:
+        from twisted.internet import ssl
+
+        pem = Path(config.tls_cert).read_bytes() + b"\n" + Path(config.tls_key).read_bytes()
+        port = reactor.listenSSL(config.port, site, ssl.PrivateCertificate.loadPEM(pem).options(), interface=config.host)
+    else:
+        port = reactor.listenTCP(config.port, site, interface=config.host)
     reactor.addSystemEventTrigger("after", "shutdown", site.resource.store.close)
-    url = f"http://{config.host}:{port.getHost().port}{API_PREFIX}"
+    scheme = "https" if config.tls_cert else "http"
+    url = f"{scheme}://{config.host}:{port.getHost().port}{API_PREFIX}"
     sys.stdout.write(f"SDI reference server listening on {url}\n")
     sys.stdout.flush()
     reactor.run()
