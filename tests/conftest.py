@@ -1,6 +1,29 @@
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("scrapy_sdi reliability")
+    group.addoption("--long", action="store_true", default=False,
+                    help="run the long reliability forms (tests marked slow) instead of the short ones")
+    group.addoption("--reliability-report", metavar="PATH", default=None,
+                    help="write the fault suite's figures as a Markdown table to PATH "
+                         "(between its table markers when PATH has them; or set SDI_RELIABILITY_REPORT)")
+
+
+def pytest_collection_modifyitems(config, items):
+    """The long forms (marked slow) run only with --long, and then instead of their short twins.
+
+    They are deselected, not skipped: a default run reports only tests that ran.
+    """
+    unwanted = "short_form" if config.getoption("--long") else "slow"
+    kept = [item for item in items if item.get_closest_marker(unwanted) is None]
+    if len(kept) < len(items):
+        config.hook.pytest_deselected(items=[item for item in items if item.get_closest_marker(unwanted)])
+        items[:] = kept

@@ -1,0 +1,1 @@
+"""The fault suite: real crawls against a misbehaving reference server, counted result by result."""
