@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 from scrapy.utils.asyncio import CallLaterResult, call_later, is_asyncio_available
 from twisted.internet import defer
 
-from scrapy_sdi.buffer import BufferWriteError
+from scrapy_sdi.buffer import PENDING, BufferWriteError
 
 if TYPE_CHECKING:
     from scrapy_sdi.buffer import Buffer, Row
@@ -100,8 +100,8 @@ class GroupWriter:
         except Exception as exc:  # disk full, corrupt file...: the items fail loudly
             self._fail(waiters, exc)
             return
-        if self._on_commit is not None:
-            self._on_commit(sum(stored))
+        if self._on_commit is not None:  # rows to deliver: not the filtered and invalid ones kept beside them
+            self._on_commit(sum(1 for row, was_stored in zip(rows, stored) if was_stored and row.state == PENDING))
         for waiter, was_stored in zip(waiters, stored):
             _settle(waiter, was_stored)
 

@@ -382,3 +382,18 @@ def test_filters_disabled_filters_nothing(sdi_server_factory, tmp_path):
     assert result.stats["sdi/items_delivered"] == len(expected)
     assert not buffer_rows(tmp_path, "filtered")
     assert "/api/v1/filters" not in server.stats()["requests"]  # not even asked for
+
+
+def test_filtered_and_invalid_results_do_not_count_against_back_pressure(sdi_server_factory, tmp_path):
+    """Rows kept as filtered or invalid are never sent, so they must not fill SDI_BUFFER_MAX_PENDING:
+    a crawl whose results are mostly excluded would otherwise wait for room forever."""
+    # every result whose number does not end in 0 is excluded; every 7th is not even a URL
+    server = sdi_server_factory(filters=[{"id": 1, "field": "url", "kind": "regex", "pattern": r"/f/\d*[1-9]/"}])
+    result = run_crawl(tmp_path, settings(server, tmp_path, SDI_BUFFER_MAX_PENDING=10), {"n": 400, "bad_every": 7}, timeout=60)
+    assert result.returncode == 0, result.log[-3000:]
+    sent = {f"https://files.example.com/f/{i}/file{i}.mp3" for i in range(0, 400, 10) if i % 7}
+    assert {r["url"] for r in server.results()} == sent
+    assert result.stats["sdi/items_delivered"] == len(sent)
+    assert result.stats["sdi/items_invalid"] == len(range(0, 400, 7))
+    assert result.stats["sdi/items_filtered"] == 400 - len(sent) - len(range(0, 400, 7))
+    assert result.stats["sdi/pending_at_close"] == 0
