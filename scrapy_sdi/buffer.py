@@ -54,6 +54,20 @@ class Row:
 
 
 @dataclass(slots=True, frozen=True)
+class Lease:
+    """Rows stored already claimed: the delivery loop sends them from memory, with no claim query.
+
+    ``enqueue`` stores the first ``limit`` rows it stores as pending in flight instead, leased to
+    ``owner`` until ``until``, exactly as ``claim`` would have left them, and marks those rows'
+    ``state`` IN_FLIGHT so the caller knows which they are.
+    """
+
+    owner: str
+    until: float
+    limit: int
+
+
+@dataclass(slots=True, frozen=True)
 class Claimed:
     """A row handed to one delivery attempt."""
 
@@ -73,8 +87,11 @@ class Buffer(ABC):
     durable = True
 
     @abstractmethod
-    def enqueue(self, rows: Sequence[Row], dedup: bool) -> list[bool]:
-        """Store rows in one transaction; return for each whether it was stored (False: a seen URL)."""
+    def enqueue(self, rows: Sequence[Row], dedup: bool, lease: Lease | None = None) -> list[bool]:
+        """Store rows in one transaction; return for each whether it was stored (False: a seen URL).
+
+        With a ``lease``, its first ``lease.limit`` stored pending rows are stored claimed (see Lease).
+        """
 
     @abstractmethod
     def claim(self, crawler: str, owner: str, limit: int, lease_seconds: float, *, ignore_ready_at: bool = False) -> list[Claimed]:
@@ -227,23 +244,38 @@ class SQLiteBuffer(Buffer):
                     conn.execute(statement)
                 conn.execute(f"PRAGMA user_version = {target}")
 
-    def enqueue(self, rows: Sequence[Row], dedup: bool) -> list[bool]:
+    def enqueue(self, rows: Sequence[Row], dedup: bool, lease: Lease | None = None) -> list[bool]:
         now = time.time()
+        to_lease = lease.limit if lease is not None else 0
+        owner, until = (lease.owner, lease.until) if lease is not None else (None, None)
         with _transaction(self._conn):
             seen = self._seen_urls(rows) if dedup else set()
-            stored, fresh = [], []
+            # rowids given here, not by SQLite, so the leased rows can be acked by rowid
+            (rowid,) = self._conn.execute("SELECT coalesce(max(rowid), 0) FROM results").fetchone()
+            stored, fresh, leased = [], [], []
             for row in rows:
                 key = (row.crawler, row.url)
                 is_new = not (dedup and row.state == PENDING and key in seen)
                 if is_new and dedup and row.state == PENDING:
                     seen.add(key)  # a URL twice in one group
                 stored.append(is_new)
-                if is_new:
-                    fresh.append((row.id, row.crawler, row.url, row.payload, row.state, row.reason, now))
+                if not is_new:
+                    continue
+                rowid += 1
+                if to_lease and row.state == PENDING:
+                    to_lease -= 1
+                    leased.append((row, rowid))
+                    fresh.append((rowid, row.id, row.crawler, row.url, row.payload, IN_FLIGHT, None, now, owner, until))
+                else:
+                    fresh.append((rowid, row.id, row.crawler, row.url, row.payload, row.state, row.reason, now, None, None))
             self._conn.executemany(
-                "INSERT INTO results (id, crawler, url, payload, state, reason, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO results (rowid, id, crawler, url, payload, state, reason, created_at, lease_owner, lease_until) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 fresh,
             )
+        for row, rowid in leased:  # only once committed: a retried group must start as it came
+            row.state = IN_FLIGHT
+            self._leased[row.id] = rowid
         return stored
 
     def _seen_urls(self, rows: Sequence[Row]) -> set[tuple[str, str]]:
@@ -476,9 +508,10 @@ class MemoryBuffer(Buffer):
     def from_settings(cls, settings: Any) -> MemoryBuffer:
         return cls()
 
-    def enqueue(self, rows: Sequence[Row], dedup: bool) -> list[bool]:
+    def enqueue(self, rows: Sequence[Row], dedup: bool, lease: Lease | None = None) -> list[bool]:
         stored = []
         now = time.time()
+        to_lease = lease.limit if lease is not None else 0
         for row in rows:
             key = (row.crawler, row.url)
             is_new = not (dedup and row.state == PENDING and key in self._seen)
@@ -491,8 +524,14 @@ class MemoryBuffer(Buffer):
                 "last_error": None, "outcome": None, "created_at": now, "delivered_at": None,
                 "seq": next(self._seq),
             }
-            if row.state == PENDING:
-                self._seen.add(key)
+            if row.state != PENDING:
+                continue
+            self._seen.add(key)
+            if to_lease and lease is not None:
+                to_lease -= 1
+                row.state = self._rows[row.id]["state"] = IN_FLIGHT
+                self._leased[row.id] = lease.until
+            else:
                 self._pending.setdefault(row.crawler, {})[row.id] = None
         return stored
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from scrapy.utils.asyncio import CallLaterResult, call_later
 from twisted.internet import defer
 
+from scrapy_sdi.buffer import Lease
 from scrapy_sdi.errors import SDIAuthError, SDIBadRequest, SDIBatchTooLarge, SDIError, SDIRateLimited
 from scrapy_sdi.mapping import encode_batch
 
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
 
     from scrapy.statscollectors import StatsCollector
 
-    from scrapy_sdi.buffer import Buffer, Claimed
+    from scrapy_sdi.buffer import Buffer, Claimed, Row
     from scrapy_sdi.client import Outcome, SDIClient
     from scrapy_sdi.settings import SDISettings
 
@@ -57,6 +58,11 @@ class _Batch:
 
     def part(self, start: int, stop: int | None = None) -> _Batch:
         return _Batch(self.ids[start:stop], self.payloads[start:stop], self.attempts[start:stop])
+
+    def extend(self, rows: Sequence[Row]) -> None:
+        self.ids.extend(row.id for row in rows)
+        self.payloads.extend(row.payload for row in rows)
+        self.attempts.extend(0 for _ in rows)
 
     def pick(self, keep: Callable[[str], bool]) -> _Batch:
         """The rows whose id ``keep`` accepts, in order."""
@@ -91,7 +97,9 @@ class Delivery:
         self._waiters: list[defer.Deferred[None]] = []
         #: Rows of this crawler waiting for delivery (an estimate kept in step without queries).
         self.backlog = 0
-        self._in_flight_rows = 0
+        self._in_flight_rows = 0  # claimed or handed over, not yet answered
+        #: Rows the buffer stored already leased to this run (``lease``), waiting for a full batch.
+        self._handed = _Batch([], [], [])
         self._failures = 0  # consecutive failed attempts: drives the backoff
         self._batch_size = settings.batch_size  # lowered when the API answers 413 with max_results
         self._paused_until = 0.0
@@ -112,9 +120,27 @@ class Delivery:
         self._running = True
         self._schedule(0)
 
-    def wake(self, added: int) -> None:
-        """Rows were buffered: send now if a full batch is ready, else within LINGER."""
+    def lease(self, n: int) -> Lease | None:
+        """Let the next ``n`` rows be stored already claimed by this run, and sent from memory.
+
+        A claim reads back and rewrites every row the crawl has just written. While delivery
+        keeps up (no older row waits in the buffer, no backoff holds), rows skip it, as many as
+        fit in flight: the rest are claimed later, oldest first, as usual.
+        """
+        if not self._running or self._waiting() > 0 or self._paused_until > time.time():
+            return None
+        room = self.settings.concurrent_requests * self._batch_size - self._in_flight_rows
+        if room <= 0:
+            return None
+        return Lease(self.owner, time.time() + self.settings.lease_timeout, min(n, room))
+
+    def wake(self, added: int, handed: Sequence[Row] = ()) -> None:
+        """``added`` rows were buffered, ``handed`` of them leased by ``lease``: send full batches now,
+        the rest within LINGER."""
         self.backlog += added
+        if handed:
+            self._handed.extend(handed)
+            self._in_flight_rows += len(handed)
         self._pump()
 
     async def drain(self, timeout: float) -> int:
@@ -146,6 +172,14 @@ class Delivery:
             self._timer = None
         while self._active:
             await defer.DeferredList(list(self._active), consumeErrors=True)
+        self._give_back_handed("not sent before the spider closed")
+
+    def _give_back_handed(self, why: str) -> None:
+        """Rows held in memory go back to the buffer as pending, for a later claim (or run)."""
+        if self._handed:
+            self.buffer.release(self._handed.ids, why, 0)
+            self._in_flight_rows -= len(self._handed)
+            self._handed = _Batch([], [], [])
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -182,25 +216,31 @@ class Delivery:
             return
         partial = partial or self._draining
         while len(self._active) < self.settings.concurrent_requests:
-            if not partial and self._waiting() < self._batch_size:
-                break
-            batch = _Batch.of(
-                self.buffer.claim(
-                    self.crawler,
-                    self.owner,
-                    self._batch_size,
-                    self.settings.lease_timeout,
-                    ignore_ready_at=self._draining,
-                )
-            )
+            batch = self._from_memory(partial) or self._claim(partial)
             if not batch:
                 break
-            self._in_flight_rows += len(batch)
             d = defer.Deferred.fromCoroutine(self._deliver(batch))
             self._active.add(d)
             d.addErrback(self._crashed, batch)
             d.addBoth(self._finished, d, len(batch))
-        self._schedule(LINGER if self._waiting() > 0 else TICK)
+        self._schedule(LINGER if self._waiting() > 0 or self._handed else TICK)
+
+    def _from_memory(self, partial: bool) -> _Batch | None:
+        """A batch of the handed rows (already counted in flight)."""
+        size = self._batch_size
+        if len(self._handed) < size and not (partial and self._handed):
+            return None
+        batch, self._handed = self._handed.part(0, size), self._handed.part(size)
+        return batch
+
+    def _claim(self, partial: bool) -> _Batch | None:
+        if not partial and self._waiting() < self._batch_size:
+            return None
+        rows = self.buffer.claim(
+            self.crawler, self.owner, self._batch_size, self.settings.lease_timeout, ignore_ready_at=self._draining
+        )
+        self._in_flight_rows += len(rows)
+        return _Batch.of(rows)
 
     def _finished(self, _: Any, d: defer.Deferred[None], size: int) -> None:
         self._active.discard(d)
@@ -374,6 +414,7 @@ class Delivery:
         if retry_after is not None:
             delay = max(delay, retry_after)
         self._paused_until = time.time() + delay
+        self._give_back_handed("held back while delivery backs off")  # a pause may outlast their lease
 
     def _record(self, batch: _Batch, started: float, *, outcomes: Sequence[Outcome] = (), error: SDIError | None = None) -> None:
         if self._audit is None:

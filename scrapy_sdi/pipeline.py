@@ -16,7 +16,7 @@ from scrapy.utils.defer import deferred_from_coro, maybe_deferred_to_future
 from twisted.internet import defer
 
 from scrapy_sdi.audit import AuditLog
-from scrapy_sdi.buffer import DELIVERED, FILTERED, INVALID, BufferFileError, BufferWriteError, MemoryBuffer, Row, open_buffer
+from scrapy_sdi.buffer import DELIVERED, FILTERED, IN_FLIGHT, INVALID, PENDING, BufferFileError, BufferWriteError, MemoryBuffer, Row, open_buffer
 from scrapy_sdi.client import SDIClient
 from scrapy_sdi.delivery import Delivery
 from scrapy_sdi.errors import SDIError
@@ -102,7 +102,7 @@ class SDIPipeline:
             stats=self.stats,
             audit=self.audit.record if self.audit is not None else None,
         )
-        self.writer = GroupWriter(self.buffer, dedup=settings.dedup, on_commit=self.delivery.wake)
+        self.writer = GroupWriter(self.buffer, dedup=settings.dedup, lease=self.delivery.lease, on_commit=self._committed)
         self.filters = FilterSource(settings, self.buffer, self.client, stats=self.stats)
         await maybe_deferred_to_future(defer.Deferred.fromCoroutine(self.filters.load()))
         pruned = self.buffer.prune(settings.retention_days)
@@ -145,9 +145,19 @@ class SDIPipeline:
             await maybe_deferred_to_future(
                 defer.Deferred.fromCoroutine(self.delivery.wait_for_room(self.settings.buffer_max_pending))
             )
-        stored = await self._store(Row(result_id, crawler, result["url"], payload))
-        self.stats.inc_value("sdi/items_buffered" if stored else "sdi/items_deduplicated")
+        await self._store(Row(result_id, crawler, result["url"], payload))
         return item
+
+    def _committed(self, rows: list[Row], stored: list[bool]) -> None:
+        """Count a group commit's results (per group: a stats call per item shows in the crawl's
+        speed) and hand them to delivery; filtered and invalid rows are kept, never sent."""
+        assert self.delivery is not None
+        buffered = [row for row, was_stored in zip(rows, stored) if was_stored and row.state in (PENDING, IN_FLIGHT)]
+        self.stats.inc_value("sdi/items_buffered", len(buffered))
+        skipped = len(stored) - sum(stored)  # only pending rows are ever skipped, as seen URLs
+        if skipped:
+            self.stats.inc_value("sdi/items_deduplicated", skipped)
+        self.delivery.wake(len(buffered), [row for row in buffered if row.state == IN_FLIGHT])
 
     async def _keep(self, row: Row) -> None:
         """Filtered and invalid results are kept for inspection (never sent) when the buffer is durable."""

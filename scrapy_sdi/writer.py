@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 from scrapy.utils.asyncio import CallLaterResult, call_later, is_asyncio_available
 from twisted.internet import defer
 
-from scrapy_sdi.buffer import PENDING, BufferWriteError
+from scrapy_sdi.buffer import BufferWriteError
 
 if TYPE_CHECKING:
-    from scrapy_sdi.buffer import Buffer, Row
+    from scrapy_sdi.buffer import Buffer, Lease, Row
 
 logger = logging.getLogger(__name__)
 
@@ -41,11 +41,13 @@ class GroupWriter:
         buffer: Buffer,
         *,
         dedup: bool,
-        on_commit: Callable[[int], None] | None = None,
+        lease: Callable[[int], Lease | None] | None = None,
+        on_commit: Callable[[list[Row], list[bool]], None] | None = None,
     ) -> None:
         self.buffer = buffer
         self.dedup = dedup
-        self._on_commit = on_commit
+        self._lease = lease  # asked before each commit how many of its rows delivery takes at once
+        self._on_commit = on_commit  # told of each commit: the rows and which of them were stored
         self._rows: list[Row] = []
         self._waiters: list[Any] = []  # asyncio futures, or Deferreds on a non-asyncio reactor
         # what Scrapy's coroutines can await here, without a Deferred-to-future hop per item
@@ -88,7 +90,8 @@ class GroupWriter:
         rows, waiters = self._rows, self._waiters
         self._rows, self._waiters = [], []
         try:
-            stored = self.buffer.enqueue(rows, self.dedup)
+            lease = self._lease(len(rows)) if self._lease is not None else None
+            stored = self.buffer.enqueue(rows, self.dedup, lease)
         except sqlite3.OperationalError as exc:
             if "locked" not in str(exc) and "busy" not in str(exc):
                 self._fail(waiters, exc)
@@ -100,8 +103,8 @@ class GroupWriter:
         except Exception as exc:  # disk full, corrupt file...: the items fail loudly
             self._fail(waiters, exc)
             return
-        if self._on_commit is not None:  # rows to deliver: not the filtered and invalid ones kept beside them
-            self._on_commit(sum(1 for row, was_stored in zip(rows, stored) if was_stored and row.state == PENDING))
+        if self._on_commit is not None:
+            self._on_commit(rows, stored)
         for waiter, was_stored in zip(waiters, stored):
             _settle(waiter, was_stored)
 

@@ -30,6 +30,7 @@ from scrapy_sdi.buffer import (
     STATES,
     BufferFileError,
     Claimed,
+    Lease,
     MemoryBuffer,
     Row,
     SQLiteBuffer,
@@ -243,6 +244,50 @@ def test_acked_row_is_not_claimed_again_after_its_lease_had_expired(buf, clock):
     assert buf.claim("c1", "o", 10, 60) == []
     assert buf.counts("c1")[DELIVERED] == 1
     assert buf.outstanding("c1", clock.now + 1) == 0
+
+
+# -- rows stored already leased (the delivery loop's hand-off) ----------------------------------
+
+
+def test_a_lease_stores_the_first_rows_in_flight_and_marks_them(buf, clock):
+    rows = [row("f", state=FILTERED, reason="filter 1"), row("a"), row("dup", url="https://example.com/a"), row("b"), row("c")]
+    assert buf.enqueue(rows, dedup=True, lease=Lease("me", clock.now + 60, 2)) == [True, True, False, True, True]
+    assert [r.state for r in rows] == [FILTERED, IN_FLIGHT, PENDING, IN_FLIGHT, PENDING]  # filtered, dedup'd: never leased
+    assert nonzero(buf.counts()) == {FILTERED: 1, IN_FLIGHT: 2, PENDING: 1}
+    assert ids(buf.claim("c1", "other", 10, 60)) == ["c"]  # leased rows are not claimed again
+    assert buf.outstanding("c1", clock.now + 1) == 3
+    buf.ack({"a": "accepted"}, {"b": "bad"})
+    assert {r["id"]: r["attempts"] for r in buf.export(DELIVERED)} == {"a": 1}
+    assert nonzero(buf.counts()) == {FILTERED: 1, DELIVERED: 1, REJECTED: 1, IN_FLIGHT: 1}
+
+
+def test_a_leased_row_of_a_dead_process_comes_back_when_its_lease_ends(buf, clock):
+    buf.enqueue([row("a"), row("b")], dedup=True, lease=Lease("dead", clock.now + LEASE, 5))
+    assert buf.claim("c1", "next", 10, 60) == []
+    clock.advance(LEASE * 2)
+    assert buf.claim("c1", "next", 10, 60) == [Claimed("a", b'{"id": "a"}', 0), Claimed("b", b'{"id": "b"}', 0)]
+
+
+def test_a_released_leased_row_is_pending_again_with_one_attempt(buf, clock):
+    buf.enqueue([row("a")], dedup=True, lease=Lease("me", clock.now + 60, 1))
+    buf.release(["a"], "503", delay=0)
+    assert [(c.id, c.attempts) for c in buf.claim("c1", "o", 10, 60)] == [("a", 1)]
+
+
+def test_a_lease_of_no_rows_and_no_lease_store_pending(buf, clock):
+    rows = [row("a"), row("b")]
+    buf.enqueue(rows[:1], dedup=True, lease=Lease("me", clock.now + 60, 0))
+    buf.enqueue(rows[1:], dedup=True)
+    assert [r.state for r in rows] == [PENDING, PENDING]
+    assert ids(buf.claim("c1", "o", 10, 60)) == ["a", "b"]
+
+
+def test_sqlite_leased_rows_follow_earlier_rows_in_order(sqlite_buf, clock):
+    """Rowids are given by enqueue: they must keep counting from what the file already holds."""
+    sqlite_buf.enqueue([row("a"), row("b")], dedup=True)
+    sqlite_buf.enqueue([row("c"), row("d")], dedup=True, lease=Lease("me", clock.now + LEASE, 2))
+    clock.advance(LEASE * 2)
+    assert ids(sqlite_buf.claim("c1", "o", 10, 60)) == ["a", "b", "c", "d"]
 
 
 # -- ack and release --------------------------------------------------------------------------

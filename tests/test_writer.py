@@ -25,9 +25,9 @@ async def test_a_lock_held_past_the_busy_timeout_is_retried_and_nothing_is_dropp
     failures = []
     enqueue = buffer.enqueue
 
-    def enqueue_then_release(rows, dedup):
+    def enqueue_then_release(rows, dedup, lease=None):
         try:
-            return enqueue(rows, dedup)
+            return enqueue(rows, dedup, lease)
         except sqlite3.OperationalError:
             failures.append(len(rows))
             other.execute("COMMIT")  # the other writer finishes after our first attempt failed

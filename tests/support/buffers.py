@@ -8,9 +8,9 @@ class RecordingBuffer(MemoryBuffer):
 
     calls = 0
 
-    def enqueue(self, rows, dedup):
+    def enqueue(self, rows, dedup, lease=None):
         type(self).calls += 1
-        return super().enqueue(rows, dedup)
+        return super().enqueue(rows, dedup, lease)
 
 
 class NearlyFullSQLiteBuffer(SQLiteBuffer):
