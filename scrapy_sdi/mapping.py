@@ -31,6 +31,7 @@ import hashlib
 import math
 import os
 import re
+import reprlib
 import time
 from collections.abc import Mapping, Sequence
 from datetime import date, datetime, timezone
@@ -383,6 +384,29 @@ def _read_field_map(field_map: Mapping[str, str]) -> tuple[dict[str, str], dict[
         else:
             renames[item_field] = target
     return sources, renames
+
+
+def describe_item(item: Any) -> bytes:
+    """What an invalid row keeps of its item: a bounded repr, as UTF-8 that cannot fail to encode.
+
+    Bounded in depth and length, since the item may be what made it invalid: nested 2,000
+    levels deep (a plain repr overflows the stack) or holding a 6 MB field.
+    """
+    try:
+        fields: Any = dict(item) if isinstance(item, Mapping) else dict(ItemAdapter(item))
+    except Exception:  # not an item at all: its own repr, bounded below
+        fields = item
+    try:
+        text = _ITEM_REPR.repr(fields)
+    except Exception:  # a repr that fails or recurses
+        text = f"<{type(item).__name__} whose repr fails>"
+    return text[:10_000].encode("utf-8", "backslashreplace")
+
+
+_ITEM_REPR = reprlib.Repr()
+_ITEM_REPR.maxlevel = 8
+_ITEM_REPR.maxdict = _ITEM_REPR.maxlist = _ITEM_REPR.maxtuple = _ITEM_REPR.maxset = 50
+_ITEM_REPR.maxstring = _ITEM_REPR.maxother = 2_000
 
 
 def _fields_of(item: Any) -> Mapping[Any, Any]:

@@ -21,7 +21,7 @@ from scrapy_sdi.client import SDIClient
 from scrapy_sdi.delivery import Delivery
 from scrapy_sdi.errors import SDIError
 from scrapy_sdi.filter_source import FilterSource
-from scrapy_sdi.mapping import InvalidResult, ResultMapper, encode_result, new_result_id, stable_result_id
+from scrapy_sdi.mapping import InvalidResult, ResultMapper, describe_item, encode_result, new_result_id, stable_result_id
 from scrapy_sdi.settings import settings_for
 from scrapy_sdi.signals import delivery_opened
 from scrapy_sdi.status import url_statuses
@@ -132,7 +132,7 @@ class SDIPipeline:
             result_id = stable_result_id(crawler, result["url"]) if dedup_id else new_result_id()
             payload = encode_result(result, result_id)
         except InvalidResult as exc:
-            await self._keep(Row(new_result_id(), crawler, "", _describe_item(item), INVALID, exc.reason))
+            await self._keep(Row(new_result_id(), crawler, "", describe_item(item), INVALID, exc.reason))
             self.stats.inc_value("sdi/items_invalid")
             raise DropItem(f"SDI: invalid result: {exc.reason}", log_level="DEBUG") from None
         if matched is not None:
@@ -256,11 +256,6 @@ def _recheck_scraper_closing(scraper: Any) -> None:
 
 def _describe_buffer(settings: SDISettings) -> str:
     return settings.buffer_path if settings.buffer == "sqlite" else repr(settings.buffer)
-
-
-def _describe_item(item: Any) -> bytes:
-    """What an invalid row keeps: the item's repr, bounded, as UTF-8 that cannot fail to encode."""
-    return repr(item)[:10_000].encode("utf-8", "backslashreplace")
 
 
 def _warn_plain_http(api_url: str) -> None:

@@ -21,6 +21,7 @@ from scrapy_sdi.mapping import (
     CONTRACT_FIELDS,
     InvalidResult,
     ResultMapper,
+    describe_item,
     encode_batch,
     encode_result,
     new_result_id,
@@ -769,3 +770,29 @@ def test_junk_items_with_hypothesis() -> None:
             assert exc.reason
 
     check()
+
+
+def _deep(levels: int) -> Any:
+    value: Any = "leaf"
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        {"url": URL, "x": _deep(2000)},
+        {"url": URL, "description": "x" * 6_000_000},
+        {"url": "https://exa\ud800mple.com/", "x": b"\xff"},
+        FileItem(url=URL, size=_deep(2000)),
+        FileDataclass(url=URL, size=_deep(2000)),
+        object(),
+    ],
+    ids=["deep", "6MB", "surrogate", "scrapy.Item", "dataclass", "not-an-item"],
+)
+def test_an_invalid_item_is_described_in_bounded_utf8(item: Any) -> None:
+    """What the buffer keeps of an invalid item, whatever made it invalid."""
+    described = describe_item(item)
+    assert 0 < len(described) <= 10_000
+    described.decode("utf-8")

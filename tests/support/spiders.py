@@ -93,3 +93,50 @@ def _reached(value, wanted):
     if isinstance(wanted, (int, float)) and not isinstance(wanted, bool):
         return isinstance(value, (int, float)) and value >= wanted
     return value == wanted
+
+
+def _nested(levels):
+    value = "leaf"
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
+#: (what is wrong, the item, the start of the reason the buffer keeps for it)
+BAD_RESULTS = [
+    ("url missing", lambda i: {"description": f"no url {i}"}, "url is missing"),
+    ("url null", lambda i: {"url": None}, "url is missing"),
+    ("url not a string", lambda i: {"url": 10_000 + i}, "url is not a string: int"),
+    ("url relative", lambda i: {"url": f"/f/{i}.mp3"}, "url is not an absolute http(s) URL"),
+    ("url not http(s)", lambda i: {"url": f"ftp://files.example.com/{i}.mp3"}, "url is not an absolute http(s) URL"),
+    ("NUL byte", lambda i: {"url": f"https://files.example.com/{i}\x00.mp3"}, "url contains a NUL byte"),
+    ("lone surrogate", lambda i: {"url": f"https://files.example.com/{i}\ud800.mp3"}, "url contains a lone surrogate"),
+    ("6 MB description", lambda i: {"url": f"https://files.example.com/big/{i}.mp3", "description": "x" * 6_000_000},
+     "description is 6000000 bytes"),
+    ("not JSON-serializable", lambda i: {"url": f"https://files.example.com/obj/{i}.mp3", "thing": object()},
+     "extra field 'thing' is not JSON-serializable"),
+    ("2,000 levels deep", lambda i: {"url": f"https://files.example.com/deep/{i}.mp3", "nested": _nested(2000)},
+     "extra field 'nested' nests deeper than"),
+]
+
+
+class BadResultsSpider(scrapy.Spider):
+    """Yields ``rounds`` rounds of: a good result, then each kind of BAD_RESULTS followed by a good one.
+
+    Good results have SyntheticSpider's URLs, numbered from 0.
+    """
+
+    name = "bad_results"
+
+    def __init__(self, rounds="3", **kwargs):
+        super().__init__(**kwargs)
+        self.rounds = int(rounds)
+
+    async def start(self):
+        good = 0
+        for round_number in range(self.rounds):
+            for kind in [None, *BAD_RESULTS]:
+                if kind is not None:
+                    yield kind[1](round_number)
+                yield {"url": f"https://files.example.com/f/{good}/file{good}.mp3", "description": f"sample {good}"}
+                good += 1
