@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from tests.support.crawl import CrawlResult, crawl_command
+from tests.support.scaleout import wait_for
 from tests.test_durability import FAST_RETRIES
 
 #: The URL of SyntheticSpider's i-th result (tests/support/spiders.py).
@@ -69,14 +70,7 @@ def crawl_settings(server: Any, buffer_path: Path, **extra: Any) -> dict[str, An
 
 def wait_until(condition: Callable[[], Any], what: str, *, timeout: float = 90.0, poll: float = 0.02) -> Any:
     """Poll ``condition`` until it gives something true, and return it; fail after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up after {timeout:g}s waiting for {what}")
-        time.sleep(poll)
+    return wait_for(condition, timeout, what, poll)
 
 
 # --- crawls ----------------------------------------------------------------------------------

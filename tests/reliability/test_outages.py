@@ -61,10 +61,7 @@ def test_api_outage_in_the_middle_of_a_crawl(form, sdi_server_factory, crawls, r
         for outage in range(form.outages):
             # a random amount of progress first, small enough that the spider is surely still
             # producing results (at most BACKPRESSURE + CONCURRENT_ITEMS more are buffered)
-            stored = rng.randint(1, n // (4 * form.outages))
-            wait_until(lambda: server.stats()["accepted"] >= stored or not crawl.alive, f"{stored} results stored")
-            assert crawl.alive, crawl.tail()
-            duplicates += server.stats()["duplicates"]
+            duplicates += _some_progress(server, crawl, rng.randint(1, n // (4 * form.outages)))
             failed = failed_attempts(crawl.audit())
             server.stop()
             wait_until(lambda: failed_attempts(crawl.audit()) >= failed + 3 or not crawl.alive,
@@ -72,14 +69,7 @@ def test_api_outage_in_the_middle_of_a_crawl(form, sdi_server_factory, crawls, r
             assert crawl.alive, crawl.tail()
             server.start()
             wait_until(lambda: server.stats()["logins"] >= 1, "a new login after the outage (tokens are gone)")
-        result = crawl.finish()
-        duplicates += server.stats()["duplicates"]
-        figures = stored_figures(server, result_urls(n), duplicates)
-        row.add(figures)
-        assert result.returncode == 0, result.log[-3000:]
-        assert "Traceback" not in result.log, result.log[-3000:]
-        assert figures.exactly_once, figures.describe()
-        assert result.stats["sdi/pending_at_close"] == 0
+        result = _stored_exactly_once(server, crawl, n, duplicates, row)
         assert result.stats["sdi/batches_failed"] >= 3 * form.outages
         assert result.log.count(RESUMED_LINE) >= form.outages
         # the outage was noticed while the spider was still producing results
@@ -102,22 +92,32 @@ def test_api_crashes_and_restarts_mid_crawl(form, sdi_server_factory, crawls, rn
         crawl = crawls.start(workdir, settings, {"n": n})
         duplicates = 0
         for restart in range(form.restarts):
-            stored = rng.randint(1, n // (2 * form.restarts))
-            wait_until(lambda: server.stats()["accepted"] >= stored or not crawl.alive, f"{stored} results stored")
-            assert crawl.alive, crawl.tail()
-            duplicates += server.stats()["duplicates"]
+            duplicates += _some_progress(server, crawl, rng.randint(1, n // (2 * form.restarts)))
             server.kill()
             server.start()
             # the crawl's tokens died with the server: it must log in again to go on
             wait_until(lambda: server.stats()["logins"] >= 1 or not crawl.alive, "a new login after the restart")
             assert server.stats()["logins"] >= 1, crawl.tail()
-        result = crawl.finish()
-        duplicates += server.stats()["duplicates"]
-        figures = stored_figures(server, result_urls(n), duplicates)
-        row.add(figures)
-        assert result.returncode == 0, result.log[-3000:]
-        assert "Traceback" not in result.log, result.log[-3000:]
-        assert figures.exactly_once, figures.describe()
-        assert result.stats["sdi/pending_at_close"] == 0
+        result = _stored_exactly_once(server, crawl, n, duplicates, row)
         assert result.stats["sdi/auth/logins"] >= 1 + form.restarts
         server.stop()
+
+
+def _some_progress(server, crawl, stored: int) -> int:
+    """Wait until ``stored`` results are stored, the crawl still running; the duplicates answered
+    so far (the server's counters restart with it)."""
+    wait_until(lambda: server.stats()["accepted"] >= stored or not crawl.alive, f"{stored} results stored")
+    assert crawl.alive, crawl.tail()
+    return server.stats()["duplicates"]
+
+
+def _stored_exactly_once(server, crawl, n: int, duplicates: int, row):
+    """Let the crawl finish; every one of its ``n`` results must be stored once, none left pending."""
+    result = crawl.finish()
+    figures = stored_figures(server, result_urls(n), duplicates + server.stats()["duplicates"])
+    row.add(figures)
+    assert result.returncode == 0, result.log[-3000:]
+    assert "Traceback" not in result.log, result.log[-3000:]
+    assert figures.exactly_once, figures.describe()
+    assert result.stats["sdi/pending_at_close"] == 0
+    return result
