@@ -103,10 +103,10 @@ class GroupWriter:
         except Exception as exc:  # disk full, corrupt file...: the items fail loudly
             self._fail(waiters, exc)
             return
-        if self._on_commit is not None:
-            self._on_commit(rows, stored)
         for waiter, was_stored in zip(waiters, stored):
             _settle(waiter, was_stored)
+        if self._on_commit is not None:  # after the items are free: a failure there must not hold them
+            self._on_commit(rows, stored)
 
     def _fail(self, waiters: list[Any], exc: Exception) -> None:
         where = getattr(self.buffer, "path", type(self.buffer).__name__)
