@@ -79,11 +79,17 @@ def wait_until(condition: Callable[[], Any], what: str, *, timeout: float = 90.0
 class Crawl:
     """One crawl in its own process group, its log read as it comes so a test can wait for a line."""
 
-    def __init__(self, workdir: Path, settings: dict[str, Any], spider_args: dict[str, Any]) -> None:
+    def __init__(self, workdir: Path, settings: dict[str, Any], spider_args: dict[str, Any], *, gates: int = 0) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         self.workdir = workdir
         self.audit_path = Path(settings["SDI_AUDIT_LOG"]) if settings.get("SDI_AUDIT_LOG") else None
-        cmd, env = crawl_command(workdir, settings, spider_args)
+        self._gates = workdir / "gates"
+        self._opened = 0
+        spider = "SyntheticSpider"
+        if gates:  # tests.support.spiders.GatedSpider: the results come in gates + 1 parts
+            self._gates.mkdir(exist_ok=True)
+            spider, spider_args = "GatedSpider", {**spider_args, "gates": str(self._gates), "phases": gates + 1}
+        cmd, env = crawl_command(workdir, settings, spider_args, spider)
         self.proc = subprocess.Popen(
             cmd, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
             errors="replace", start_new_session=True,
@@ -104,6 +110,11 @@ class Crawl:
         with self._changed:
             self._ended = True
             self._changed.notify_all()
+
+    def open_gate(self) -> None:
+        """Let the spider yield its next part of results (a crawl started with ``gates``)."""
+        self._opened += 1
+        (self._gates / f"gate-{self._opened}").touch()
 
     @property
     def alive(self) -> bool:
@@ -175,8 +186,8 @@ class Crawls:
     def __init__(self) -> None:
         self.started: list[Crawl] = []
 
-    def start(self, workdir: Path, settings: dict[str, Any], spider_args: dict[str, Any]) -> Crawl:
-        crawl = Crawl(workdir, settings, spider_args)
+    def start(self, workdir: Path, settings: dict[str, Any], spider_args: dict[str, Any], *, gates: int = 0) -> Crawl:
+        crawl = Crawl(workdir, settings, spider_args, gates=gates)
         self.started.append(crawl)
         return crawl
 

@@ -28,6 +28,7 @@ class Scenario:
     proof: Callable[[dict[str, Any], dict[str, Any]], None]  # (server stats, crawl stats): the fault hit
     settings: dict[str, Any] = field(default_factory=dict)  # extra crawl settings
     during: Callable[[Any, Crawl, int], None] | None = None  # drives the fault while the crawl runs
+    gates: int = 0  # parts of the results ``during`` holds back until its faults are set up
 
 
 # --- faults driven while a crawl runs --------------------------------------------------------
@@ -36,15 +37,17 @@ class Scenario:
 def revoke_tokens_twice(server, crawl: Crawl, n: int) -> None:
     """Revoke every token (the client must log in again), then only access tokens (a refresh does).
 
-    Both happen as delivery starts (the pipeline has its token, no batch is answered yet), so
-    whatever the speed of the machine, batches are left to meet the revoked tokens.
+    Each revocation opens a gate (two gates): the results behind it are surely left to meet the
+    revoked tokens, however fast the earlier ones were delivered.
     """
     assert crawl.wait_for_line(PIPELINE_OPEN_LINE), "the crawl ended before its pipeline opened"
     before = server.stats()
     server.revoke_tokens()
+    crawl.open_gate()
     wait_until(lambda: server.stats()["logins"] > before["logins"], "a new login after the revocation")
     before = server.stats()
     server.revoke_tokens(access_only=True)
+    crawl.open_gate()
     wait_until(lambda: server.stats()["refreshes"] > before["refreshes"], "a refresh after the access tokens were revoked")
 
 
@@ -60,6 +63,7 @@ def answer_too_late_for_a_while(server, crawl: Crawl, n: int, *, until_resent: b
     latency = server.options.get("latency", 0.0)
     assert crawl.wait_for_line(PIPELINE_OPEN_LINE), "the crawl ended before its pipeline opened"
     server.set_faults(latency=SLOW_LATENCY)
+    crawl.open_gate()  # one gate: the results behind it meet the slow answers
     try:
         wait_until(lambda: failed_attempts(crawl.audit(), "no answer within"), "a batch that timed out")
         if until_resent:
@@ -143,9 +147,9 @@ SCENARIOS = [
     Scenario("token expired", "`token_lifetime` 0.3 s (answers delayed 0.1 s)",
              {"token_lifetime": 0.3, "latency": 0.1}, token_renewed),
     Scenario("tokens revoked", "all tokens, then access tokens only, as delivery starts",
-             {"latency": 0.1}, tokens_revoked, during=revoke_tokens_twice),
+             {"latency": 0.1}, tokens_revoked, during=revoke_tokens_twice, gates=2),
     Scenario("answers slower than `SDI_TIMEOUT`", f"answers held {SLOW_LATENCY:g} s > `SDI_TIMEOUT` {SLOW_TIMEOUT} s until a batch timed out",
-             {}, timed_out, settings={"SDI_TIMEOUT": SLOW_TIMEOUT}, during=answer_too_late_for_a_while),
+             {}, timed_out, settings={"SDI_TIMEOUT": SLOW_TIMEOUT}, during=answer_too_late_for_a_while, gates=1),
     Scenario("garbled answers", "`garble_rate` 0.4 (stored, then a broken 200)", {"garble_rate": 0.4}, garbled),
     Scenario(
         "all of the above mixed",
@@ -153,7 +157,7 @@ SCENARIOS = [
         " revocations, a slow episode; batches of 100",
         {"fail_rate": 0.2, "rate_limit_rate": 0.1, "retry_after": 0.2, "drop_before_rate": 0.1,
          "drop_after_rate": 0.1, "omit_rate": 0.1, "garble_rate": 0.1, "token_max_uses": 15, "max_results": 40},
-        everything, settings={"SDI_TIMEOUT": SLOW_TIMEOUT, "SDI_BATCH_SIZE": 100}, during=revoke_and_slow,
+        everything, settings={"SDI_TIMEOUT": SLOW_TIMEOUT, "SDI_BATCH_SIZE": 100}, during=revoke_and_slow, gates=3,
     ),
 ]
 
@@ -172,7 +176,7 @@ def test_each_server_fault_alone_and_all_mixed_store_every_result_exactly_once(
             server = sdi_server_factory(seed=seed, **scenario.server)
             workdir = tmp_path / f"run{run}-scenario{number}"
             settings = crawl_settings(server, workdir / "buffer.db", SDI_AUDIT_LOG=str(workdir / "audit.jsonl"), **scenario.settings)
-            started.append((scenario, seed, server, crawls.start(workdir, settings, {"n": n})))
+            started.append((scenario, seed, server, crawls.start(workdir, settings, {"n": n}, gates=scenario.gates)))
         with ThreadPoolExecutor(max_workers=len(started)) as pool:
             driving = [(s, seed, pool.submit(s.during, server, crawl, n)) for s, seed, server, crawl in started if s.during]
         for scenario, seed, future in driving:

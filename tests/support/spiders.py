@@ -74,19 +74,47 @@ class ScriptedSpider(scrapy.Spider):
         return (stats.get_value("item_scraped_count") or 0) + (stats.get_value("item_dropped_count") or 0)
 
     async def _wait(self, condition, what):
-        import time
+        return await _poll(self, condition, what, self.timeout)
 
-        from scrapy.utils.defer import maybe_deferred_to_future
-        from twisted.internet import reactor, task
 
-        deadline = time.monotonic() + self.timeout
-        while not condition():
-            if time.monotonic() > deadline:
-                self.logger.error("ScriptedSpider: gave up waiting for %s", what)
-                self.crawler.stats.set_value("scripted/wait_timeout", what)
-                return False
-            await maybe_deferred_to_future(task.deferLater(reactor, 0.02, lambda: None))
-        return True
+class GatedSpider(SyntheticSpider):
+    """SyntheticSpider's ``n`` results in ``phases`` equal parts; part k > 0 is yielded only once the
+    file ``gate-k`` exists in ``gates``. A test opens a gate after it has set up a fault, so results
+    are surely left to meet the fault, however fast the earlier ones were delivered."""
+
+    name = "gated"
+
+    def __init__(self, gates, phases="2", timeout="120", **kwargs):
+        super().__init__(**kwargs)
+        from pathlib import Path
+
+        self.gates, self.phases, self.timeout = Path(gates), int(phases), float(timeout)
+
+    async def start(self):
+        bounds = [self.offset + self.n * k // self.phases for k in range(self.phases + 1)]
+        for k in range(self.phases):
+            gate = self.gates / f"gate-{k}"
+            if k and not await _poll(self, gate.exists, f"the file {gate}", self.timeout):
+                return
+            for i in range(bounds[k], bounds[k + 1]):
+                yield {"url": f"https://files.example.com/f/{i}/file{i}.mp3", "description": f"sample {i}"}
+
+
+async def _poll(spider, condition, what, timeout):
+    """Wait without blocking the reactor until ``condition()``; False (and a stat) after ``timeout`` s."""
+    import time
+
+    from scrapy.utils.defer import maybe_deferred_to_future
+    from twisted.internet import reactor, task
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            spider.logger.error("%s: gave up waiting for %s", type(spider).__name__, what)
+            spider.crawler.stats.set_value("scripted/wait_timeout", what)
+            return False
+        await maybe_deferred_to_future(task.deferLater(reactor, 0.02, lambda: None))
+    return True
 
 
 def _reached(value, wanted):
