@@ -14,8 +14,8 @@ from tests.reliability.harness import (
 )
 from tests.support.crawl import run_crawl
 
-#: Rows waiting above which process_item waits for delivery (SDI_BUFFER_MAX_PENDING): it keeps the
-#: crawl from finishing while the API is away, so an outage surely lands in the middle of it.
+#: Rows waiting above which process_item waits for delivery (SDI_BUFFER_MAX_PENDING): the results
+#: produced while the API is away also meet back-pressure.
 BACKPRESSURE = 200
 
 
@@ -56,14 +56,14 @@ def test_api_outage_in_the_middle_of_a_crawl(form, sdi_server_factory, crawls, r
         audit = workdir / "audit.jsonl"
         settings = crawl_settings(server, workdir / "buffer.db", SDI_BUFFER_MAX_PENDING=BACKPRESSURE,
                                   SDI_AUDIT_LOG=str(audit))
-        crawl = crawls.start(workdir, settings, {"n": n})
+        # the spider yields a part of its results per outage, each once the API is away
+        crawl = crawls.start(workdir, settings, {"n": n}, gates=form.outages)
         duplicates = 0
         for outage in range(form.outages):
-            # a random amount of progress first, small enough that the spider is surely still
-            # producing results (at most BACKPRESSURE + CONCURRENT_ITEMS more are buffered)
-            duplicates += _some_progress(server, crawl, rng.randint(1, n // (4 * form.outages)))
+            duplicates += _some_progress(server, crawl, rng.randint(1, n // (2 * (form.outages + 1))))
             failed = failed_attempts(crawl.audit())
             server.stop()
+            crawl.open_gate()
             wait_until(lambda: failed_attempts(crawl.audit()) >= failed + 3 or not crawl.alive,
                        "three failed attempts during the outage")
             assert crawl.alive, crawl.tail()
@@ -89,12 +89,14 @@ def test_api_crashes_and_restarts_mid_crawl(form, sdi_server_factory, crawls, rn
         server = sdi_server_factory(latency=0.05, seed=rng.randrange(2**31))
         workdir = tmp_path / f"run{run}"
         settings = crawl_settings(server, workdir / "buffer.db", SDI_BUFFER_MAX_PENDING=BACKPRESSURE)
-        crawl = crawls.start(workdir, settings, {"n": n})
+        # the spider yields a part of its results per crash, each once the API is back
+        crawl = crawls.start(workdir, settings, {"n": n}, gates=form.restarts)
         duplicates = 0
         for restart in range(form.restarts):
-            duplicates += _some_progress(server, crawl, rng.randint(1, n // (2 * form.restarts)))
+            duplicates += _some_progress(server, crawl, rng.randint(1, n // (2 * (form.restarts + 1))))
             server.kill()
             server.start()
+            crawl.open_gate()
             # the crawl's tokens died with the server: it must log in again to go on
             wait_until(lambda: server.stats()["logins"] >= 1 or not crawl.alive, "a new login after the restart")
             assert server.stats()["logins"] >= 1, crawl.tail()
