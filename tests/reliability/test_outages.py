@@ -60,6 +60,8 @@ def test_api_outage_in_the_middle_of_a_crawl(form, sdi_server_factory, crawls, r
         crawl = crawls.start(workdir, settings, {"n": n}, gates=form.outages)
         duplicates = 0
         for outage in range(form.outages):
+            # each outage its own: delivery resumed after the one before
+            wait_until(lambda: crawl.log.count(RESUMED_LINE) >= outage, "delivery resumed after the last outage")
             duplicates += _some_progress(server, crawl, rng.randint(1, n // (2 * (form.outages + 1))))
             failed = failed_attempts(crawl.audit())
             server.stop()
