@@ -290,32 +290,6 @@ def targets(median: dict[str, Any], outage: dict[str, Any], flush: dict[str, Any
     return lines
 
 
-def drain_only(bench: Bench, items: int, args: argparse.Namespace, started: float) -> int:
-    """``--drain-only``: the outage and the drain, with their two target lines."""
-    print(f"outage: buffering {items:,} results with the API down, then draining them", flush=True)
-    try:
-        outage = buffer_and_drain(bench, items)
-    except BenchmarkError as exc:
-        print(f"BENCHMARK FAILED: {exc}", file=sys.stderr)
-        return 1
-    lines = outage_targets(outage)
-    drained = outage["drained"]
-    print("\nTargets")
-    for line in lines:
-        print("  " + line)
-    batches = drained["stats"].get("sdi/batches_sent", 0)
-    print(f"  (the drain's crawl process: {drained['cpu_seconds']:.1f} s CPU from its start, {batches:,} batches)")
-    print(f"\ntotal {time.monotonic() - started:.0f} s")
-    if args.json:
-        Path(args.json).write_text(json.dumps({
-            "machine": machine(), "args": vars(args), "drain_s": outage["drain_s"], "items": items,
-            "outage": {k: {x: v[x] for x in ("seconds", "rate", "peak_rss_mb", "cpu_seconds")}
-                       for k, v in outage.items() if isinstance(v, dict)},
-            "targets": lines,
-        }, indent=2), encoding="utf-8")
-    return 0
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--items", type=int, default=200_000, help="results per throughput crawl (default 200,000)")
@@ -345,26 +319,32 @@ def main() -> int:
     print("machine:", machine())
     print(f"SDI_BATCH_SIZE={args.batch_size} SDI_CONCURRENT_REQUESTS={args.concurrency}; work dir {workdir}", flush=True)
     started = time.monotonic()
-    if args.drain_only:
-        return drain_only(bench, buffer_items, args, started)
+    runs: dict[str, list[dict[str, Any]]] = {}
+    flush: dict[str, Any] = {}
+    filter_output = ""
     try:
-        print(f"throughput: {len(VARIANTS)} variants x {args.rounds} round(s)", flush=True)
-        runs = compare(bench, args.items, naive_items, args.rounds)
+        if not args.drain_only:
+            print(f"throughput: {len(VARIANTS)} variants x {args.rounds} round(s)", flush=True)
+            runs = compare(bench, args.items, naive_items, args.rounds)
         print(f"outage: buffering {buffer_items:,} results with the API down, then draining them", flush=True)
         outage = buffer_and_drain(bench, buffer_items)
-        print(f"final flush: {flush_items:,} results pending at close", flush=True)
-        flush = final_flush(bench, flush_items)
-        print("filters: benchmarks/bench_filters.py" + (" --smoke" if args.smoke else ""), flush=True)
-        filter_output = filters(args.smoke)
+        if not args.drain_only:
+            print(f"final flush: {flush_items:,} results pending at close", flush=True)
+            flush = final_flush(bench, flush_items)
+            print("filters: benchmarks/bench_filters.py" + (" --smoke" if args.smoke else ""), flush=True)
+            filter_output = filters(args.smoke)
     except BenchmarkError as exc:
         print(f"BENCHMARK FAILED: {exc}", file=sys.stderr)
         return 1
-    median = report(runs, args.items, naive_items, args)
+    median = report(runs, args.items, naive_items, args) if runs else {}
     print()
     print("Targets")
-    lines = targets(median, outage, flush, filter_output)
+    lines = targets(median, outage, flush, filter_output) if runs else outage_targets(outage)
     for line in lines:
         print("  " + line)
+    drained = outage["drained"]
+    print(f"  (the drain's crawl process: {drained['cpu_seconds']:.1f} s CPU from its start, "
+          f"{drained['stats'].get('sdi/batches_sent', 0):,} batches)")
     print(f"\ntotal {time.monotonic() - started:.0f} s")
     if args.json:
         Path(args.json).write_text(json.dumps({
@@ -374,7 +354,6 @@ def main() -> int:
             "flush": flush, "targets": lines,
         }, indent=2), encoding="utf-8")
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())
