@@ -50,6 +50,10 @@ class _Batch:
     attempts: list[int]
 
     @classmethod
+    def empty(cls) -> _Batch:
+        return cls([], [], [])
+
+    @classmethod
     def of(cls, rows: Sequence[Claimed]) -> _Batch:
         return cls([r.id for r in rows], [r.payload for r in rows], [r.attempts for r in rows])
 
@@ -68,9 +72,6 @@ class _Batch:
         """The rows whose id ``keep`` accepts, in order."""
         rows = [row for row in zip(self.ids, self.payloads, self.attempts) if keep(row[0])]
         return _Batch([row[0] for row in rows], [row[1] for row in rows], [row[2] for row in rows])
-
-
-_NONE = _Batch([], [], [])  # no row: what an answer that covers the whole batch leaves to resend
 
 
 class Delivery:
@@ -99,7 +100,7 @@ class Delivery:
         self.backlog = 0
         self._in_flight_rows = 0  # claimed or handed over, not yet answered
         #: Rows the buffer stored already leased to this run (``lease``), waiting for a full batch.
-        self._handed = _Batch([], [], [])
+        self._handed = _Batch.empty()
         self._failures = 0  # consecutive failed attempts: drives the backoff
         self._batch_size = settings.batch_size  # lowered when the API answers 413 with max_results
         self._paused_until = 0.0
@@ -179,7 +180,7 @@ class Delivery:
         if self._handed:
             self.buffer.release(self._handed.ids, why, 0)
             self._in_flight_rows -= len(self._handed)
-            self._handed = _Batch([], [], [])
+            self._handed = _Batch.empty()
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -353,7 +354,7 @@ class Delivery:
             else:
                 delivered[outcome.id] = outcome.status
         answered = len(delivered) + len(rejected)
-        missing = _NONE
+        missing = _Batch.empty()
         if answered < len(batch):
             missing = batch.pick(lambda id_: id_ not in delivered and id_ not in rejected)
         self.buffer.ack(delivered, rejected)

@@ -393,8 +393,8 @@ def describe_item(item: Any) -> bytes:
     levels deep (a plain repr overflows the stack) or holding a 6 MB field.
     """
     try:
-        fields: Any = dict(item) if isinstance(item, Mapping) else dict(ItemAdapter(item))
-    except Exception:  # not an item at all: its own repr, bounded below
+        fields: Any = dict(_fields_of(item))
+    except InvalidResult:  # not an item at all: its own repr, bounded below
         fields = item
     try:
         text = _ITEM_REPR.repr(fields)

@@ -165,14 +165,14 @@ class SDIPipeline:
         if self.buffer.durable:
             await self._store(row)
 
-    async def _store(self, row: Row) -> bool:
+    async def _store(self, row: Row) -> None:
         """A buffer that cannot store (disk full) stops the crawl: results found later would be lost too.
 
         The writer has said why, once; each item is dropped quietly and counted.
         """
         assert self.writer is not None
         try:
-            return await self.writer.add(row)
+            await self.writer.add(row)
         except BufferWriteError:
             self.stats.inc_value("sdi/items_unbuffered")
             self._stop_crawl()
