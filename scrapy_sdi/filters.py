@@ -5,8 +5,8 @@ A result whose ``url`` or ``filename`` matches any filter must never be submitte
 constant time per value, however many filters it holds:
 
 * ``exact`` and ``domain``: dictionary look-ups (a host and each of its parents);
-* ``prefix``, ``glob``, ``regex``: one combined matcher per field (and one for globs,
-  which see the lowercased value). With google-re2 installed that is one ``re2.Filter``
+* ``prefix``, ``glob``, ``regex``: one combined matcher per field (globs see the
+  lowercased value, the others the value as is). With google-re2 installed that is one ``re2.Filter``
   (FilteredRE2: an RE2 set of the literal "atoms" every pattern needs picks the few
   patterns worth running, each in linear time, so an evil regex from the API cannot
   freeze a crawl). A plain ``re2.Set`` was measured 40x slower on 1,000 globs like
@@ -101,8 +101,11 @@ class FilterSet:
         """Return the first listed filter that the result matches, or None."""
         if not self.filters:
             return None
-        positions = [p for p in (self._url.first(url), self._filename.first(filename)) if p is not None]
-        return self.filters[min(positions)] if positions else None
+        pos = self._url.first(url)
+        other = self._filename.first(filename)
+        if other is not None and (pos is None or other < pos):
+            pos = other
+        return None if pos is None else self.filters[pos]
 
     def __repr__(self) -> str:
         return f"<FilterSet version={self.version!r} count={self.count} skipped={len(self.skipped)}>"
@@ -165,8 +168,7 @@ class _FieldMatcher:
     def __init__(self, filters: tuple[Filter, ...], field: str, use_re2: bool) -> None:
         self._exact: dict[str, int] = {}
         domains: dict[str, int] = {}
-        searched: list[tuple[int, str, bool]] = []  # (position, regex, atomic groups ok)
-        folded: list[tuple[int, str, bool]] = []  # globs, searched in the lowercased value
+        searched: list[tuple[int, str, bool]] = []  # (position, regex, searched lowercased)
         for pos, f in enumerate(filters):
             if f.field != field:
                 continue
@@ -178,17 +180,16 @@ class _FieldMatcher:
                 searched.append((pos, r"\A" + re.escape(f.pattern), False))
             elif f.kind == "regex":
                 searched.append((pos, f.pattern, False))
-            else:  # glob; fnmatch's atomic groups never change what it matches
-                folded.append((pos, r"\A" + fnmatch.translate(f.pattern.lower()), True))
+            else:  # glob, searched in the lowercased value
+                searched.append((pos, r"\A" + fnmatch.translate(f.pattern.lower()), True))
         self._checks: list[Callable[[str], int | None]] = []
         self.unprotected: list[int] = []  # positions RE2 does not search
         if domains:
             self._checks.append(functools.partial(_first_domain, domains))
-        for entries, lowercased in ((searched, False), (folded, True)):
-            if entries:
-                bank = _RegexBank(entries, use_re2)
-                self._checks.append(bank.first_lowercased if lowercased else bank.first)
-                self.unprotected += [pos for pos, _rx in bank.rest.entries]
+        if searched:
+            bank = _RegexBank(searched, use_re2)
+            self._checks.append(bank.first)
+            self.unprotected = bank.unprotected
 
     def first(self, value: str) -> int | None:
         best = self._exact.get(value)
@@ -222,7 +223,7 @@ def _url_host(url: str) -> str:
     (it is the slowest step of a check).
     """
     m = _AUTHORITY.match(url)
-    if m and url[0] > " " and not any(c in url for c in "\t\r\n"):
+    if m and url[0] > " " and "\t" not in url and "\r" not in url and "\n" not in url:
         host = m.group(1).rpartition("@")[2]
         host = host[1:].partition("]")[0] if host.startswith("[") else host.partition(":")[0]
     else:
@@ -255,49 +256,86 @@ def _punycode_label(label: str) -> str:
 
 
 class _RegexBank:
-    """Many regexes searched in one value at once; answers the lowest matching position."""
+    """Many regexes searched in one value at once; answers the lowest matching position.
+
+    Globs are searched in the lowercased value, the others in the value as is. RE2 holds both in
+    one filter: each call costs about a microsecond whatever it holds, and most values are
+    already lowercase, so one call answers for both; a value with capitals is searched twice.
+    """
 
     def __init__(self, entries: list[tuple[int, str, bool]], use_re2: bool) -> None:
-        self._python = _PythonBank([(pos, re.compile(source)) for pos, source, _ in entries])
-        self.rest = self._python  # what RE2 does not search
+        compiled = [(pos, re.compile(source), lowered) for pos, source, lowered in entries]
+        self._python = self.rest = _python_banks(compiled)  # rest: what RE2 does not search
         self._re2_match = None
-        self._re2_positions: list[int] = []
+        self._re2_positions: list[int] = []  # by RE2 index: the filter's position
+        self._re2_lowered: list[bool] = []  # by RE2 index: searched in the lowercased value
+        self._any_lowered = any(lowered for _pos, _source, lowered in entries)
         if use_re2:
-            self._build_re2(entries)
+            self._build_re2(compiled)
 
-    def _build_re2(self, entries: list[tuple[int, str, bool]]) -> None:
+    @property
+    def unprotected(self) -> list[int]:
+        return [pos for bank in self.rest for pos, _rx in bank.entries]
+
+    def _build_re2(self, compiled: list[tuple[int, re.Pattern, bool]]) -> None:
         options = re2.Options()
         options.max_mem = _RE2_MAX_MEM
         options.log_errors = False
         options.never_capture = True
         rfilter = re2.Filter()
-        for pos, source, atomic_ok in entries:
-            try:
-                rfilter.Add(_to_re2(source, atomic_ok=atomic_ok), options)
+        for pos, rx, lowered in compiled:
+            try:  # fnmatch's atomic groups never change what a glob matches
+                rfilter.Add(_to_re2(rx.pattern, atomic_ok=lowered), options)
             except (_Untranslatable, re2.error, RecursionError):
                 continue
             self._re2_positions.append(pos)
+            self._re2_lowered.append(lowered)
         if not self._re2_positions:
             return
         rfilter.Compile()
         self._re2_match = rfilter.Match
         in_re2 = set(self._re2_positions)
-        self.rest = _PythonBank([e for e in self._python.entries if e[0] not in in_re2])
-
-    def first_lowercased(self, value: str) -> int | None:
-        return self.first(value.lower())
+        self.rest = _python_banks([entry for entry in compiled if entry[0] not in in_re2])
 
     def first(self, value: str) -> int | None:
+        lowered = value.lower() if self._any_lowered else value
         if self._re2_match is None or "\n" in value:
-            return self._python.first(value)
+            return _first_of(self._python, value, lowered, None)
         try:
             data = value.encode("utf-8")
+            lowered_data = data if lowered == value else lowered.encode("utf-8")
         except UnicodeEncodeError:  # lone surrogates: RE2 reads valid UTF-8 only
-            return self._python.first(value)
-        hits = self._re2_match(data)
-        best = min(map(self._re2_positions.__getitem__, hits)) if hits else None
-        rest = self.rest.first(value, before=best) if self.rest.entries else None
-        return best if rest is None else rest
+            return _first_of(self._python, value, lowered, None)
+        positions = self._re2_positions
+        if lowered_data is data:
+            hits = self._re2_match(data)
+            best = min(map(positions.__getitem__, hits)) if hits else None
+        else:
+            is_lowered = self._re2_lowered
+            found = [positions[i] for i in self._re2_match(data) or () if not is_lowered[i]]
+            found += [positions[i] for i in self._re2_match(lowered_data) or () if is_lowered[i]]
+            best = min(found) if found else None
+        return _first_of(self.rest, value, lowered, best)
+
+
+def _python_banks(entries: list[tuple[int, re.Pattern, bool]]) -> tuple[_PythonBank, _PythonBank]:
+    """The regexes searched in the value as is, and those searched in the lowercased value."""
+    return (
+        _PythonBank([(pos, rx) for pos, rx, lowered in entries if not lowered]),
+        _PythonBank([(pos, rx) for pos, rx, lowered in entries if lowered]),
+    )
+
+
+def _first_of(banks: tuple[_PythonBank, _PythonBank], value: str, lowered: str, best: int | None) -> int | None:
+    """The lowest position found by Python's re below ``best``, or ``best``."""
+    as_is, folded = banks
+    if as_is.entries:
+        pos = as_is.first(value, before=best)
+        best = best if pos is None else pos
+    if folded.entries:
+        pos = folded.first(lowered, before=best)
+        best = best if pos is None else pos
+    return best
 
 
 class _PythonBank:

@@ -93,6 +93,19 @@ def test_glob_case_folding_of_non_ascii(use_re2):
     assert matches(use_re2, one("filename", "glob", "[é]*"), filename="Été.txt")
 
 
+def test_regexes_see_the_value_as_is_and_globs_lowercased_in_one_field(use_re2):
+    # one RE2 filter holds both; a value with capitals must not let a regex see it lowercased
+    raw = [one("filename", "regex", "draft", fid="r"), one("filename", "glob", "*draft*", fid="g")]
+    fs = compile_filters(raw, use_re2=use_re2)
+    assert fs.match("https://x.org/", "a-draft.tmp").id == "r"
+    assert fs.match("https://x.org/", "A-Draft.tmp").id == "g"
+    assert fs.match("https://x.org/", "a-dr.tmp") is None
+    fs = compile_filters([one("filename", "regex", "Dr", fid="r"), one("filename", "glob", "*.zip", fid="g")], use_re2=use_re2)
+    assert fs.match("https://x.org/", "Dr.txt").id == "r"
+    assert fs.match("https://x.org/", "dr.txt") is None
+    assert fs.match("https://x.org/", "DR.ZIP").id == "g"
+
+
 # --- domains --------------------------------------------------------------------------
 
 
