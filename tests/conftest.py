@@ -1,5 +1,8 @@
+import os
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -13,6 +16,13 @@ def pytest_addoption(parser):
     group.addoption("--reliability-report", metavar="PATH", default=None,
                     help="write the fault suite's figures as a Markdown table to PATH "
                          "(between its table markers when PATH has them; or set SDI_RELIABILITY_REPORT)")
+
+
+def pytest_configure(config):
+    """The figures table is written by one session: under pytest-xdist each worker would hold part of it."""
+    report = config.getoption("--reliability-report") or os.environ.get("SDI_RELIABILITY_REPORT")
+    if report and config.getoption("numprocesses", None):
+        raise pytest.UsageError("--reliability-report (SDI_RELIABILITY_REPORT) needs the tests in one process: add -n 0")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -34,6 +34,12 @@ def _env(**extra: str) -> dict[str, str]:
     return {**env, "PYTHONPATH": str(ROOT), **extra}
 
 
+def _sigint_as_in_a_terminal() -> None:
+    """In the child: SIGINT raises KeyboardInterrupt even when the test runner ignores it
+    (pytest-xdist's workers do, and an ignored signal stays ignored across exec)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def sdi_command(*args: str, settings: dict[str, str] | None = None) -> list[str]:
     command = [sys.executable, "-m", "scrapy", "sdi", *args]
     for name, value in (settings or {}).items():
@@ -295,7 +301,8 @@ def test_ctrl_c_during_flush_keeps_the_buffer_consistent(sdi_server_factory, tmp
     ids = fill(path, "alpha", urls(200))
     settings = settings_for(server, tmp_path, SDI_BATCH_SIZE="20", SDI_CONCURRENT_REQUESTS="2")
     proc = subprocess.Popen(sdi_command("flush", settings=settings), cwd=tmp_path, env=_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_sigint_as_in_a_terminal)
     try:
         posts = lambda: sum(server.stats()["requests"].get("/api/v1/crawler-results", {}).values())  # noqa: E731
         _wait_for(lambda: posts() > 0 or proc.poll() is not None, "the first batch")
@@ -327,7 +334,8 @@ def test_second_ctrl_c_quits_at_once_and_leased_rows_come_back(sdi_server_factor
     ids = fill(path, "alpha", urls(100))
     settings = settings_for(server, tmp_path, SDI_BATCH_SIZE="20", SDI_TIMEOUT="2", SDI_LEASE_TIMEOUT="2.5")
     proc = subprocess.Popen(sdi_command("flush", "--timeout", "30", settings=settings), cwd=tmp_path, env=_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_sigint_as_in_a_terminal)
     try:
         posts = lambda: sum(server.stats()["requests"].get("/api/v1/crawler-results", {}).values())  # noqa: E731
         _wait_for(lambda: posts() > 0 or proc.poll() is not None, "the first batch")

@@ -47,7 +47,7 @@ def test_reactorless_without_aiohttp_says_what_to_install(monkeypatch):
 def test_the_client_tests_pass_on_the_plain_twisted_reactor():
     """test_client.py runs under the asyncio reactor with the suite; here, under Twisted's default."""
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--reactor=default",
+        [sys.executable, "-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider", "--reactor=default",
          str(ROOT / "tests" / "test_client.py"), "-k", "not aiohttp"],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )
