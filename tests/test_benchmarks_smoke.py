@@ -5,6 +5,7 @@ Not a timing test: figures on a shared machine say nothing; only that the runner
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -52,8 +53,8 @@ def test_smoke_run_prints_every_variant_and_target(tmp_path: Path) -> None:
 
 def test_drain_only_runs_the_outage_and_the_drain_alone(tmp_path: Path) -> None:
     done = subprocess.run(
-        [sys.executable, str(RUNNER), "--drain-only", "--buffer-items", "2000", "--workdir", str(tmp_path),
-         "--json", str(tmp_path / "out.json")],
+        [sys.executable, str(RUNNER), "--drain-only", "--buffer-items", "2000", "--drain-rounds", "2",
+         "--workdir", str(tmp_path), "--json", str(tmp_path / "out.json")],
         capture_output=True,
         text=True,
         timeout=300,
@@ -64,4 +65,5 @@ def test_drain_only_runs_the_outage_and_the_drain_alone(tmp_path: Path) -> None:
     for pattern in TARGET_LINES[2:4]:
         assert any(re.search(pattern, line) for line in lines), f"no target line matching {pattern!r} in:\n{done.stdout}"
     assert not any(line.startswith(VARIANT_LINES[0]) for line in lines), "--drain-only must not run the throughput variants"
-    assert (tmp_path / "out.json").exists()
+    assert any("(median of 2 drains: " in line for line in lines), done.stdout  # each drained a copy of the backlog
+    assert len(json.loads((tmp_path / "out.json").read_text())["outage"]["drains_s"]) == 2
