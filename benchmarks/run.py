@@ -186,14 +186,7 @@ def buffer_and_drain(bench: Bench, items: int, drains: int = 1) -> dict[str, Any
         for suffix in ("", "-wal"):  # the filling crawl has exited: the file is at rest
             if Path(f"{buffer}{suffix}").exists():
                 shutil.copyfile(f"{buffer}{suffix}", f"{backlog}{suffix}")
-        server = bench.server(f"server-drain-{n}")
-        try:
-            drained = bench.crawl("sdi", 0, bench.sdi_settings(server, backlog))
-            accepted = server.stats()["accepted"]
-        finally:
-            server.stop()
-        _check(drained["stats"].get("sdi/pending_at_close") == 0, "drain: pending_at_close == 0")
-        _check(accepted == items, f"drain: server holds {items} results (got {accepted})")
+        drained = deliver_backlog(bench, "drain", backlog, items, f"server-drain-{n}")
         drained["drain_s"] = drained["times"]["closed"] - drained["times"]["opened"]
         runs.append(drained)
         _remove_db(backlog)
@@ -204,18 +197,24 @@ def buffer_and_drain(bench: Bench, items: int, drains: int = 1) -> dict[str, Any
             "drains_s": [run["drain_s"] for run in runs], "items": items}
 
 
-def final_flush(bench: Bench, items: int) -> dict[str, Any]:
-    """``items`` results pending when the spider goes idle; time from spider_idle to close finished."""
-    buffer = bench.workdir / "buffer-flush.db"
-    bench.crawl("sdi", items, bench.sdi_settings(None, buffer, SDI_CLOSE_TIMEOUT=0))
-    server = bench.server("server-flush")
+def deliver_backlog(bench: Bench, what: str, buffer: Path, items: int, server_name: str) -> dict[str, Any]:
+    """A 0-result crawl delivers the ``items`` rows of ``buffer`` to a fresh server; checked."""
+    server = bench.server(server_name)
     try:
         result = bench.crawl("sdi", 0, bench.sdi_settings(server, buffer))
         accepted = server.stats()["accepted"]
     finally:
         server.stop()
-    _check(result["stats"].get("sdi/pending_at_close") == 0, "flush: pending_at_close == 0")
-    _check(accepted == items, f"flush: server holds {items} results (got {accepted})")
+    _check(result["stats"].get("sdi/pending_at_close") == 0, f"{what}: pending_at_close == 0")
+    _check(accepted == items, f"{what}: server holds {items} results (got {accepted})")
+    return result
+
+
+def final_flush(bench: Bench, items: int) -> dict[str, Any]:
+    """``items`` results pending when the spider goes idle; time from spider_idle to close finished."""
+    buffer = bench.workdir / "buffer-flush.db"
+    bench.crawl("sdi", items, bench.sdi_settings(None, buffer, SDI_CLOSE_TIMEOUT=0))
+    result = deliver_backlog(bench, "flush", buffer, items, "server-flush")
     times = result["times"]
     _remove_db(buffer)
     return {
