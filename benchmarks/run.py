@@ -380,5 +380,6 @@ def main() -> int:
         }, indent=2), encoding="utf-8")
     return 0
 
+
 if __name__ == "__main__":
     sys.exit(main())
