@@ -8,7 +8,9 @@ guarantees, and what it does not, is written down in docs/scaling.md.
 from __future__ import annotations
 
 import json
+import os
 import resource
+import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,6 +41,7 @@ from tests.support.scaleout import (
 REDIS_TOOLS = {"modules": ["scrapy_redis", "redis"], "executables": ["redis-server"]}
 SCRAPYD_TOOLS = {"modules": ["scrapyd", "scrapyd_client"], "executables": ["scrapyd-deploy"]}
 START_KEY = "redis_files:start_urls"
+QUEUE_KEY = "redis_files:requests"  # scrapy-redis's default PriorityQueue, a sorted set
 
 
 @pytest.fixture
@@ -143,7 +146,7 @@ def _worker(name: str, tmp_path: Path, redis_server: RedisServer, api_settings: 
 
 
 def _seed(redis_server: RedisServer, site: DemoSite, messages: int) -> None:
-    """One start message per worker: each worker's start() takes one (redis_batch_size = 1)."""
+    """Start messages for the site; a worker's start() takes one (redis_batch_size = 1)."""
     redis_server.client().lpush(START_KEY, *[json.dumps({"url": site.url})] * messages)
 
 
@@ -164,13 +167,25 @@ def _wait_all_closed(workers: list[Worker], timeout: float, on_poll=None) -> Non
 def test_redis_cluster_of_three_workers_stores_every_result_once(sdi_server, redis_server, tmp_path: Path, cleanup: list, record_property) -> None:
     site = _started(cleanup, DemoSite(categories=12, files=160))
     expected = site.expected_urls()
-    # An idle scrapy-redis worker looks for work at Scrapy's engine heartbeat (every 5 s): the
-    # download delay makes the crawl outlast it, so that every worker takes part.
     workers = [_worker(f"w{i}", tmp_path, redis_server, sdi_server.settings, DOWNLOAD_DELAY="0.05") for i in range(3)]
-    _seed(redis_server, site, len(workers))
+    first, *others = workers
+    _seed(redis_server, site, 1)
     cpu_before = _children_cpu()
-    for worker in workers:
-        _started(cleanup, worker)
+    _started(cleanup, first)
+    # An idle worker looks at the shared queue when it opens and then at Scrapy's engine
+    # heartbeat (every 5 s), and closes when idle past MAX_IDLE_TIME_BEFORE_CLOSE: one that starts
+    # late on a loaded machine could find the queue empty twice and crawl nothing. So the first
+    # worker fills the queue with more than it can take, and waits (SIGSTOP) until the others
+    # have found work in it.
+    queue = redis_server.client()
+    wait_for(lambda: queue.zcard(QUEUE_KEY) >= 8, 30, "the first worker to queue 8 pages")
+    os.kill(first.proc.pid, signal.SIGSTOP)
+    try:
+        for worker in others:
+            _started(cleanup, worker)
+        wait_for(lambda: all(buffer_rows(w.buffer_path) for w in others), 60, "every other worker to buffer a result")
+    finally:
+        os.kill(first.proc.pid, signal.SIGCONT)
     _wait_all_closed(workers, 60)
     cpu = _children_cpu() - cpu_before  # the three workers, start-up included
 
