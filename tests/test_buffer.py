@@ -36,6 +36,8 @@ from scrapy_sdi.buffer import (
     SQLiteBuffer,
 )
 
+from tests.support.buffers import schema_1_buffer
+
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = ROOT / "tests" / "support" / "buffer_worker.py"
 LEASE = 0.05  # seconds; expiry is reached by moving the clock, never by sleeping
@@ -493,6 +495,19 @@ def test_prune_forgets_only_delivered_rows_older_than_retention(sqlite_buf, cloc
     assert b.enqueue([row("old-again", "https://example.com/old")], dedup=True) == [True]
 
 
+def test_sqlite_prune_takes_the_payloads_along_and_rowids_can_come_back(sqlite_buf, clock):
+    b = sqlite_buf
+    b.enqueue([row("a"), row("b")], dedup=True)
+    b.claim("c1", "o", 2, 3600)
+    b.ack({"a": "accepted", "b": "accepted"}, {})
+    clock.advance(2 * 86400)
+    assert b.prune(1) == 2
+    assert b._conn.execute("SELECT count(*) FROM payloads").fetchone() == (0,)
+    # the next rows take the freed rowids again, with their own payloads
+    b.enqueue([row("c", "https://example.com/a")], dedup=True)
+    assert [(c.id, c.payload) for c in b.claim("c1", "o", 5, 60)] == [("c", b'{"id": "c"}')]
+
+
 def test_memory_prune_is_a_no_op(clock):
     b = MemoryBuffer()
     b.enqueue([row("a")], dedup=True)
@@ -548,6 +563,20 @@ def test_sqlite_schema_version_is_recorded(sqlite_buf):
     assert version == SCHEMA_VERSION >= 1
     (mode,) = sqlite_buf._conn.execute("PRAGMA journal_mode").fetchone()
     assert mode == "wal"
+
+
+def test_sqlite_schema_1_buffer_is_upgraded_with_every_row_and_payload(tmp_path):
+    path = tmp_path / "old.db"
+    schema_1_buffer(path, [("p1", PENDING, None), ("d", DELIVERED, None), ("r", REJECTED, "bad"), ("p2", PENDING, None)])
+    b = SQLiteBuffer(path)
+    try:
+        assert b._conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+        assert "payload" not in {column for (_, column, *_) in b._conn.execute("PRAGMA table_info(results)")}
+        assert [(r["id"], r["payload"]) for r in b.export(REJECTED)] == [("r", b'{"id": "r"}')]
+        assert [(c.id, c.payload) for c in b.claim("c1", "o", 10, 60)] == [("p1", b'{"id": "p1"}'), ("p2", b'{"id": "p2"}')]
+        assert b.enqueue([row("p1")], dedup=True) == [False]  # what the old file had seen, still seen
+    finally:
+        b.close()
 
 
 def test_sqlite_newer_schema_is_refused_naming_the_file(tmp_path):

@@ -14,6 +14,8 @@ from scrapy_sdi.buffer import FILTERED, INVALID, Row, SQLiteBuffer
 from scrapy_sdi.dashboard import exports, queries, views
 from scrapy_sdi.dashboard.chart import nice_ceiling, svg
 
+from tests.support.buffers import schema_1_buffer
+
 T0 = 1_800_000_000.0  # a whole minute
 CREATED = T0 - 1000
 
@@ -296,6 +298,17 @@ def test_check_buffer_names_the_problem(tmp_path, buffer_path):
     sqlite3.connect(other).execute("CREATE TABLE t (x)").connection.close()
     with pytest.raises(queries.BufferUnavailable, match="not an SDI buffer"):
         queries.check_buffer(other)
+
+
+def test_check_buffer_upgrades_a_buffer_of_an_older_scrapy_sdi(tmp_path):
+    path = tmp_path / "old.db"
+    schema_1_buffer(path, [("r1", "rejected", "bad mime")])
+    queries.check_buffer(path)
+    with queries.open_readonly(path) as conn:
+        detail = queries.row_detail(conn, "r1")
+        assert detail is not None and detail["reason"] == "bad mime"
+        assert orjson.loads(detail["payload"]) == {"id": "r1"}
+        assert [r["id"] for r in queries.rows_page(conn, queries.Selection(search='"r1"')).rows] == ["r1"]
 
 
 # -- what the pages show of these queries ---------------------------------------------------

@@ -20,7 +20,7 @@ from urllib.parse import quote
 
 import orjson
 
-from scrapy_sdi.buffer import SCHEMA_VERSION, STATES
+from scrapy_sdi.buffer import SCHEMA_VERSION, STATES, BufferFileError, SQLiteBuffer
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
@@ -51,7 +51,9 @@ ROW_SORTS = {
 #: Columns of one row in listings and exports, in order.
 ROW_COLUMNS = ("id", "crawler", "url", "state", "attempts", "reason", "last_error", "outcome",
                "created_at", "delivered_at")
-_SEARCHED = ("id", "crawler", "url", "reason", "last_error", "CAST(payload AS TEXT)")
+#: A row's payload, kept in a table of its own (schema 2).
+_PAYLOAD = "(SELECT payload FROM payloads WHERE payloads.rowid = results.rowid)"
+_SEARCHED = ("id", "crawler", "url", "reason", "last_error", f"CAST({_PAYLOAD} AS TEXT)")
 
 
 class BufferUnavailable(Exception):
@@ -95,6 +97,16 @@ def check_buffer(path: str | os.PathLike[str]) -> None:
         raise BufferUnavailable(f"SDI buffer {target} has schema {version}, newer than this scrapy_sdi knows: upgrade")
     if not {"results", "meta"} <= tables:
         raise BufferUnavailable(f"SDI buffer {target} has no scrapy_sdi tables (results, meta): not an SDI buffer")
+    if version < SCHEMA_VERSION:
+        _upgrade(target)
+
+
+def _upgrade(path: Path) -> None:
+    """Bring a buffer of an older scrapy_sdi to this schema, as the next crawl on it would."""
+    try:
+        SQLiteBuffer(path).close()
+    except BufferFileError as exc:
+        raise BufferUnavailable(f"{exc} (its schema is older than this scrapy_sdi's and must be upgraded once)") from None
 
 
 # -- overview -------------------------------------------------------------------------------
@@ -274,7 +286,7 @@ def iter_selection(conn: sqlite3.Connection, selection: Selection) -> Iterator[d
     """Every row of a selection, payload included (as text), for the downloads."""
     where, params = selection.where()
     cursor = conn.execute(
-        f"SELECT {', '.join(ROW_COLUMNS)}, payload FROM results WHERE {where} ORDER BY {selection.order()}",
+        f"SELECT {', '.join(ROW_COLUMNS)}, {_PAYLOAD} AS payload FROM results WHERE {where} ORDER BY {selection.order()}",
         params,
     )
     for row in _dicts(cursor):
@@ -285,7 +297,8 @@ def iter_selection(conn: sqlite3.Connection, selection: Selection) -> Iterator[d
 def row_detail(conn: sqlite3.Connection, row_id: str) -> dict[str, Any] | None:
     """Everything the buffer knows about one row, or None."""
     cursor = conn.execute(
-        f"SELECT {', '.join(ROW_COLUMNS)}, ready_at, lease_owner, lease_until, payload FROM results WHERE id = ?",
+        f"SELECT {', '.join(ROW_COLUMNS)}, ready_at, lease_owner, lease_until, {_PAYLOAD} AS payload "
+        "FROM results WHERE id = ?",
         (row_id,),
     )
     rows = _dicts(cursor)

@@ -1,6 +1,12 @@
-"""A third-party buffer, as a user would plug one in through SDI_BUFFER."""
+"""Buffers for the tests: a third-party one as a user would plug in through SDI_BUFFER, a nearly
+full one, and a file as an older scrapy_sdi wrote it."""
 
-from scrapy_sdi.buffer import MemoryBuffer, SQLiteBuffer
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from scrapy_sdi.buffer import _MIGRATIONS, MemoryBuffer, SQLiteBuffer
 
 
 class RecordingBuffer(MemoryBuffer):
@@ -22,3 +28,17 @@ class NearlyFullSQLiteBuffer(SQLiteBuffer):
         super().__init__(path, **kwargs)
         pages = self._conn.execute("PRAGMA page_count").fetchone()[0]
         self._conn.execute(f"PRAGMA max_page_count = {pages + self.ROOM_PAGES}")
+
+
+def schema_1_buffer(path: Path, rows: list[tuple[str, str, str | None]]) -> None:
+    """A buffer file as scrapy_sdi wrote it before payloads had a table of their own."""
+    conn = sqlite3.connect(path)
+    for statement in _MIGRATIONS[1]:
+        conn.execute(statement)
+    conn.executemany(
+        "INSERT INTO results (id, crawler, url, payload, state, reason, created_at) VALUES (?, 'c1', ?, ?, ?, ?, 0)",
+        [(id_, f"https://example.com/{id_}", f'{{"id": "{id_}"}}'.encode(), state, reason) for id_, state, reason in rows],
+    )
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    conn.close()
