@@ -349,15 +349,20 @@ def test_second_ctrl_c_quits_at_once_and_leased_rows_come_back(sdi_server_factor
             proc.kill()
     assert proc.returncode == 1 and "stay leased" in err, out + err
     after = states(path)
-    in_flight = sum(1 for state in after.values() if state == IN_FLIGHT)
+    in_flight = {i for i, state in after.items() if state == IN_FLIGHT}
     delivered = {i for i, state in after.items() if state == DELIVERED}
-    assert in_flight > 0 and delivered <= {r["id"] for r in server.results()}  # nothing marked delivered unstored
+    stored = {r["id"] for r in server.results()}
+    assert delivered <= stored  # nothing marked delivered that the API does not have
+    # The batches the API stored but whose answers the quit cut off; on a loaded machine a
+    # claimed batch may not have been sent at all, so this can be fewer than the leased rows.
+    unanswered = stored - delivered
+    assert unanswered and unanswered <= in_flight
 
     server.set_faults(latency=0)
     second = sdi(tmp_path, "flush", "--json", settings=settings, secret=server.password)
     assert second.returncode == 0, second.stderr
     summary = json.loads(second.stdout)
     assert summary["delivered"] == 100 - len(delivered)
-    assert summary["duplicates"] == in_flight  # stored before the quit, resent under the same ids
+    assert summary["duplicates"] == len(unanswered)  # stored before the quit, resent under the same ids
     by_id = Counter(r["id"] for r in server.results())
     assert set(by_id) == set(ids) and set(by_id.values()) == {1}

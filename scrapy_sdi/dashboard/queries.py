@@ -2,8 +2,9 @@
 
 Each page opens its own short read-only connection (``file:...?mode=ro``): in WAL mode a reader
 never blocks the crawls writing to the same file, and a read-only connection cannot change it.
-Every value reaches SQLite as a bound parameter; sort columns come from allow-lists. The one
-write, :func:`requeue`, uses its own short read-write connection with a busy timeout.
+Every value reaches SQLite as a bound parameter; sort columns come from allow-lists. The writes,
+:func:`requeue` and the one-time upgrade of a buffer an older scrapy_sdi wrote, use their own
+short read-write connections with a busy timeout.
 """
 
 from __future__ import annotations
