@@ -316,19 +316,23 @@ class SQLiteBuffer(Buffer):
                 "WHERE state = 'in_flight' AND lease_until < ?",
                 (now,),
             )
+            # read the oldest ready rows in order with their payloads, then lease them by rowid
             rows = self._conn.execute(
-                "UPDATE results SET state = 'in_flight', lease_owner = :owner, lease_until = :until "
-                "WHERE rowid IN (SELECT rowid FROM results WHERE state = 'pending' AND crawler = :crawler "
-                "AND ready_at <= :ready ORDER BY rowid LIMIT :limit) RETURNING rowid, id, attempts",
-                {"owner": owner, "until": now + lease_seconds, "crawler": crawler, "ready": ready, "limit": limit},
+                "SELECT rowid, id, payload, attempts FROM results INDEXED BY ix_results_pending "
+                "JOIN payloads USING (rowid) WHERE state = 'pending' AND crawler = ? AND ready_at <= ? "
+                "ORDER BY rowid LIMIT ?",
+                (crawler, ready, limit),
             ).fetchall()
-            payloads = dict(self._conn.execute(
-                "SELECT rowid, payload FROM payloads WHERE rowid IN (SELECT value FROM json_each(?))",
-                (orjson.dumps([rowid for rowid, _, _ in rows]),),
-            )) if rows else {}
-        rows.sort()  # RETURNING order is unspecified
-        self._leased.update((id_, rowid) for rowid, id_, _ in rows)
-        return [Claimed(id_, payloads[rowid], attempts) for rowid, id_, attempts in rows]
+            if not rows:
+                return []
+            rowids, ids, payloads, attempts = zip(*rows)
+            self._conn.execute(
+                "UPDATE results SET state = 'in_flight', lease_owner = ?, lease_until = ? "
+                "WHERE rowid IN (SELECT value FROM json_each(?))",
+                (owner, now + lease_seconds, orjson.dumps(rowids)),
+            )
+        self._leased.update(zip(ids, rowids))
+        return list(map(Claimed, ids, payloads, attempts))
 
     def _update(self, sql: str, params: tuple[Any, ...], ids: Iterable[str]) -> None:
         """Run ``sql`` on the rows of ``ids`` in one statement (two when some were not claimed here).

@@ -666,7 +666,7 @@ def test_sqlite_dedup_large_groups(sqlite_buf):
 
 @pytest.fixture(scope="module")
 def big_buffer(tmp_path_factory):
-    """200,000 pending rows (two crawlers), some already delivered; the claim's UPDATE as run."""
+    """200,000 pending rows (two crawlers), some already delivered; the claim's query as run."""
     path = tmp_path_factory.mktemp("big") / "b.db"
     b = SQLiteBuffer(path)
     b.enqueue([Row(f"id{i}", "big" if i % 10 else "small", f"u{i}", b"{}") for i in range(200_000)], dedup=False)
@@ -676,8 +676,8 @@ def big_buffer(tmp_path_factory):
     b._conn.set_trace_callback(statements.append)
     claimed = b.claim("big", "o", 50, 60)
     b._conn.set_trace_callback(None)
-    (update,) = [s for s in statements if s.lstrip().upper().startswith("UPDATE") and "in_flight" in s and "LIMIT" in s]
-    plan = [detail for *_, detail in b._conn.execute("EXPLAIN QUERY PLAN " + update)]
+    (query,) = [s for s in statements if "'pending'" in s and "LIMIT" in s]  # the rows to lease, oldest first
+    plan = [detail for *_, detail in b._conn.execute("EXPLAIN QUERY PLAN " + query)]
     yield b, claimed, plan
     b.close()
 
