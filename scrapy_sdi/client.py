@@ -11,8 +11,7 @@ from __future__ import annotations
 import gzip
 import logging
 import time
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import orjson
 from scrapy.utils.asyncio import call_later
@@ -37,11 +36,11 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 STATUS_CHUNK = 1000  # the contract's limit of URLs per status lookup
+_OUTCOMES = frozenset(("accepted", "duplicate", "rejected"))
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """The API's answer for one submitted result."""
+class Outcome(NamedTuple):
+    """The API's answer for one submitted result (a tuple: a batch makes a thousand of them)."""
 
     id: str
     status: str  # "accepted" | "duplicate" | "rejected"
@@ -106,12 +105,11 @@ class SDIClient:
             raise SDIServiceError("crawler-results answer has no 'results' list", status=reply.code)
         outcomes = []
         for entry in results:
-            if not isinstance(entry, dict) or not isinstance(entry.get("id"), str):
-                continue
-            status = entry.get("status")
-            if status in ("accepted", "duplicate", "rejected"):
-                reason = entry.get("reason")
-                outcomes.append(Outcome(entry["id"], status, reason if isinstance(reason, str) else None))
+            if isinstance(entry, dict):
+                id_, status = entry.get("id"), entry.get("status")
+                if isinstance(id_, str) and status in _OUTCOMES:
+                    reason = entry.get("reason")
+                    outcomes.append(Outcome(id_, status, reason if isinstance(reason, str) else None))
         return outcomes
 
     async def status_by_urls(self, urls: Iterable[str]) -> list[dict[str, Any]]:
