@@ -55,7 +55,10 @@ class _Batch:
 
     @classmethod
     def of(cls, rows: Sequence[Claimed]) -> _Batch:
-        return cls([r.id for r in rows], [r.payload for r in rows], [r.attempts for r in rows])
+        if not rows:
+            return cls.empty()
+        ids, payloads, attempts = zip(*rows)
+        return cls(list(ids), list(payloads), list(attempts))
 
     def __len__(self) -> int:
         return len(self.ids)
