@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
     from scrapy.statscollectors import StatsCollector
 
-    from scrapy_sdi.buffer import Buffer, Claimed, Row
+    from scrapy_sdi.buffer import Buffer, Row
     from scrapy_sdi.client import Outcome, SDIClient
     from scrapy_sdi.settings import SDISettings
 
@@ -54,7 +54,8 @@ class _Batch:
         return cls([], [], [])
 
     @classmethod
-    def of(cls, rows: Sequence[Claimed]) -> _Batch:
+    def of(cls, rows: Sequence[tuple[str, bytes, int]]) -> _Batch:
+        """A batch from rows of (id, payload, attempts): ``Claimed`` rows, or a batch's own."""
         if not rows:
             return cls.empty()
         ids, payloads, attempts = zip(*rows)
@@ -73,8 +74,7 @@ class _Batch:
 
     def pick(self, keep: Callable[[str], bool]) -> _Batch:
         """The rows whose id ``keep`` accepts, in order."""
-        rows = [row for row in zip(self.ids, self.payloads, self.attempts) if keep(row[0])]
-        return _Batch([row[0] for row in rows], [row[1] for row in rows], [row[2] for row in rows])
+        return _Batch.of([row for row in zip(self.ids, self.payloads, self.attempts) if keep(row[0])])
 
 
 class Delivery:
