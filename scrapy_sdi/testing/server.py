@@ -31,7 +31,7 @@ import zlib
 from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, fields
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -437,7 +437,7 @@ def _error(status: int, error: str, **extra: Any) -> _Answer:
 
 
 def _now_iso(clock: IReactorTime) -> str:
-    return datetime.fromtimestamp(clock.seconds(), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(clock.seconds(), timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _is_str_or_none(value: Any) -> bool:
