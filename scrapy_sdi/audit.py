@@ -28,17 +28,31 @@ def _owner_only(path: str, flags: int) -> int:
     return os.open(path, flags, 0o600)
 
 
+def _retention(retention: str | int | None) -> str | int | None:
+    """A retention of digits only is a number of rotated files; anything else loguru parses."""
+    if isinstance(retention, str) and retention.strip().isdigit():
+        return int(retention)
+    return retention
+
+
+def check_policy(*, rotation: str | None = None, retention: str | None = None) -> None:
+    """Raise loguru's ValueError for a rotation or retention it cannot parse, when settings are read.
+
+    The sink is never opened (``delay``), so nothing is created.
+    """
+    probe = _private_logger()
+    probe.remove(probe.add(os.devnull, rotation=rotation, retention=_retention(retention), delay=True))
+
+
 class AuditLog:
     """Appends audit records to ``path``; never given credentials, so it cannot leak them."""
 
     def __init__(self, path: str, *, rotation: str | None = None, retention: str | int | None = None) -> None:
         self.path = path
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        if isinstance(retention, str) and retention.strip().isdigit():
-            retention = int(retention)  # a number of rotated files
         self._logger = _private_logger()
         self._logger.add(
-            path, format="{message}", level="INFO", rotation=rotation, retention=retention,
+            path, format="{message}", level="INFO", rotation=rotation, retention=_retention(retention),
             enqueue=False, catch=True, opener=_owner_only,
         )
 

@@ -645,22 +645,29 @@ class MemoryBuffer(Buffer):
 BUFFERS = {"sqlite": SQLiteBuffer, "memory": MemoryBuffer}
 
 
-def open_buffer(settings: Any) -> Buffer:
-    """Build the buffer SDI_BUFFER names: a built-in name or a dotted class path (like FEED_STORAGES)."""
+def buffer_class(name: str) -> type[Buffer]:
+    """The class SDI_BUFFER names: a built-in name or a dotted class path (like FEED_STORAGES).
+
+    Settings resolve it when they are read, so a bad name stops the crawl before anything starts.
+    """
     from scrapy.utils.misc import load_object
 
     from scrapy_sdi.errors import SDIConfigError
 
-    name = settings.buffer
     if name in BUFFERS:
-        cls = BUFFERS[name]
-    else:
-        try:
-            cls = load_object(name)
-        except (ImportError, NameError, ValueError, AttributeError) as exc:
-            raise SDIConfigError(f"SDI_BUFFER: {name!r} is neither 'sqlite', 'memory' nor an importable class: {exc}") from None
-        if not (isinstance(cls, type) and issubclass(cls, Buffer)):
-            raise SDIConfigError(f"SDI_BUFFER: {name!r} is not a subclass of scrapy_sdi.buffer.Buffer")
+        return BUFFERS[name]
+    try:
+        cls = load_object(name)
+    except (ImportError, NameError, ValueError, AttributeError) as exc:
+        raise SDIConfigError(f"SDI_BUFFER: {name!r} is neither 'sqlite', 'memory' nor an importable class: {exc}") from None
+    if not (isinstance(cls, type) and issubclass(cls, Buffer)):
+        raise SDIConfigError(f"SDI_BUFFER: {name!r} is not a subclass of scrapy_sdi.buffer.Buffer")
+    return cls
+
+
+def open_buffer(settings: Any) -> Buffer:
+    """Build the buffer SDI_BUFFER names (checked when the settings were read)."""
+    cls = buffer_class(settings.buffer)
     if hasattr(cls, "from_settings"):
         return cls.from_settings(settings)
     return cls()

@@ -6,6 +6,8 @@ deep inside a delivery callback, so everything is parsed and range-checked here.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -17,7 +19,10 @@ from scrapy.utils.project import data_path
 from scrapy_sdi.errors import SDIConfigError
 
 if TYPE_CHECKING:
+    from scrapy.crawler import Crawler
     from scrapy.settings import BaseSettings
+
+logger = logging.getLogger(__name__)
 
 #: Settings that may also come from the environment or a ``.env`` file.
 ENV_SETTINGS = ("SDI_API_URL", "SDI_USERNAME", "SDI_PASSWORD")
@@ -83,7 +88,38 @@ def _field_map(name: str, value: Any) -> dict[str, str]:
             raise SDIConfigError(f"{name}: {value!r} is not a JSON object of item field -> result field") from None
     if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
         raise SDIConfigError(f"{name}: {value!r} is not a dict of item field name -> result field name")
+    from scrapy_sdi.mapping import ResultMapper
+
+    try:
+        ResultMapper(field_map=value)  # the mapper's own rules: no 'id', one source per field
+    except SDIConfigError as exc:
+        raise SDIConfigError(f"{name}: {value!r:.80} cannot be used: {exc}") from None
     return dict(value)
+
+
+def _audit(kind: str) -> Callable[[str, Any], str]:
+    """A loguru rotation or retention for the audit log, parsed now rather than at spider open."""
+
+    def parse(name: str, value: Any) -> str:
+        from scrapy_sdi.audit import check_policy
+
+        text = _text(name, value)
+        try:
+            check_policy(**{kind: text})
+        except (TypeError, ValueError) as exc:
+            raise SDIConfigError(f"{name}: {text!r} is not a {kind} loguru understands ({exc})") from None
+        return text
+
+    return parse
+
+
+def _buffer(name: str, value: Any) -> str:
+    """A built-in buffer's name or the dotted path of a Buffer subclass, imported now."""
+    from scrapy_sdi.buffer import buffer_class
+
+    text = _text(name, value)
+    buffer_class(text)
+    return text
 
 
 def _api_url(name: str, value: Any) -> str:
@@ -110,7 +146,7 @@ SPEC: dict[str, tuple[Any, Callable[[str, Any], Any], str]] = {
     "SDI_UNLOCK_DELAY": (60.0, _float(0.0), "seconds rows rest after SDI_RETRY_TIMES failed tries"),
     "SDI_LEASE_TIMEOUT": (120.0, _float(1.0), "seconds after which a claimed batch of a dead process is reclaimed"),
     "SDI_TIMEOUT": (30.0, _float(0.1), "seconds per API request"),
-    "SDI_BUFFER": ("sqlite", _text, "'sqlite', 'memory' or the dotted path of a buffer class"),
+    "SDI_BUFFER": ("sqlite", _buffer, "'sqlite', 'memory' or the dotted path of a buffer class"),
     "SDI_BUFFER_PATH": ("", _text, f"SQLite buffer file; default ${BUFFER_PATH_ENV}, then .scrapy/{DEFAULT_BUFFER_PATH}"),
     "SDI_BUFFER_RECOVER": (False, _bool, "move a buffer file that is not a database aside and start a fresh one"),
     "SDI_BUFFER_MAX_PENDING": (1_000_000, _int(1), "pending rows above which process_item waits for delivery"),
@@ -126,8 +162,8 @@ SPEC: dict[str, tuple[Any, Callable[[str, Any], Any], str]] = {
     "SDI_CLOSE_TIMEOUT": (60.0, _float(0.0), "seconds close_spider keeps delivering before leaving rows pending"),
     "SDI_LOG_INTERVAL": (60.0, _float(0.0), "seconds between SDIStatus's INFO lines (0: none)"),
     "SDI_AUDIT_LOG": ("", _text, "path of a JSON-lines audit log, one line per submission attempt (off when empty)"),
-    "SDI_AUDIT_ROTATION": ("50 MB", _text, "when the audit log rotates (loguru rotation: size, time or interval)"),
-    "SDI_AUDIT_RETENTION": ("10", _text, "rotated audit logs kept: a count, or a duration such as '30 days'"),
+    "SDI_AUDIT_ROTATION": ("50 MB", _audit("rotation"), "when the audit log rotates (loguru rotation: size, time or interval)"),
+    "SDI_AUDIT_RETENTION": ("10", _audit("retention"), "rotated audit logs kept: a count, or a duration such as '30 days'"),
     "SDI_STATUS_ON_CLOSE": (False, _bool, "look up this run's delivered URLs on the API at close (sdi/remote_status/*)"),
     "SDI_MONITOR_MAX_REJECTED_RATIO": (0.05, _float(0.0, 1.0), "largest share of buffered results the API may reject before SDIMonitorSuite fails"),
 }
@@ -196,14 +232,26 @@ class SDISettings:
             values["SDI_CRAWLER_NAME"] = spider_name
         if not values["SDI_BUFFER_PATH"]:
             values["SDI_BUFFER_PATH"], sources["SDI_BUFFER_PATH"] = _default_buffer_path(environ)
-        if values["SDI_LEASE_TIMEOUT"] <= values["SDI_TIMEOUT"]:
-            raise SDIConfigError("SDI_LEASE_TIMEOUT: must be longer than SDI_TIMEOUT, or live batches would be reclaimed")
-        if values["SDI_RETRY_BACKOFF_MAX"] < values["SDI_RETRY_BACKOFF_BASE"]:
-            raise SDIConfigError("SDI_RETRY_BACKOFF_MAX: must be at least SDI_RETRY_BACKOFF_BASE")
+        _check_relations(values)
         if values["SDI_ENABLED"] and require_api:
             _check_api(values)
         kwargs = {f.name: values["SDI_" + f.name.upper()] for f in fields(cls) if f.name != "sources"}
         return cls(**kwargs, sources=sources)
+
+
+def _check_relations(values: dict[str, Any]) -> None:
+    """Settings valid alone but not together."""
+    lease, timeout = values["SDI_LEASE_TIMEOUT"], values["SDI_TIMEOUT"]
+    if lease <= timeout:
+        raise SDIConfigError(
+            f"SDI_LEASE_TIMEOUT: {lease:g} is not longer than SDI_TIMEOUT ({timeout:g}); "
+            "expected a longer lease, or batches still in flight would be reclaimed"
+        )
+    base, longest = values["SDI_RETRY_BACKOFF_BASE"], values["SDI_RETRY_BACKOFF_MAX"]
+    if longest < base:
+        raise SDIConfigError(
+            f"SDI_RETRY_BACKOFF_MAX: {longest:g} is below SDI_RETRY_BACKOFF_BASE ({base:g}); expected at least the first backoff"
+        )
 
 
 def _lookup(
@@ -270,19 +318,18 @@ def masked(name: str, value: Any) -> str:
     return repr(value)
 
 
-def settings_for(crawler: Any) -> SDISettings:
+def settings_for(crawler: Crawler) -> SDISettings:
     """The crawler's SDI settings, or NotConfigured when SDI_ENABLED is off.
 
-    A bad value is logged as one ERROR line before the exception stops the crawl, so the reason
-    stands out from Scrapy's start-up traceback.
+    A bad value stops the crawl before anything starts, in one ERROR line. The error still leaves
+    ``Crawler.crawl``: in Scrapy 2.19 that alone makes ``scrapy crawl`` exit non-zero (a
+    ``CloseSpider`` at open would stop as cleanly, with exit status 0).
     """
-    import logging
-
     from scrapy.exceptions import NotConfigured
 
-    if not _bool("SDI_ENABLED", crawler.settings.get("SDI_ENABLED", True)):
-        raise NotConfigured("SDI_ENABLED is False")
     try:
+        if not _bool("SDI_ENABLED", crawler.settings.get("SDI_ENABLED", True)):
+            raise NotConfigured("SDI_ENABLED is False")
         if not crawler.settings.getbool("TWISTED_REACTOR_ENABLED", True):
             from scrapy_sdi.transport import AiohttpTransport
 
@@ -290,5 +337,28 @@ def settings_for(crawler: Any) -> SDISettings:
         spider_name = getattr(crawler.spidercls, "name", None) or ""
         return SDISettings.from_settings(crawler.settings, spider_name)
     except SDIConfigError as exc:
-        logging.getLogger("scrapy_sdi").error("Bad scrapy_sdi setting: %(error)s", {"error": exc})
+        logger.error("Bad scrapy_sdi setting: %(error)s", {"error": exc})
+        _leave_reported()
         raise
+
+
+def _leave_reported() -> None:
+    """Keep the crawl's asyncio task from reporting again, with a traceback, an error just logged.
+
+    AsyncCrawlerRunner (behind ``scrapy crawl`` and ``runspider`` on the asyncio reactor or none,
+    and AsyncCrawlerProcess) runs each crawl in a task, marks the run failed when it raises, and
+    leaves the exception to asyncio, which logs it when the task is collected ("Task exception was
+    never retrieved"). The crawl ends with this very error, so retrieving the task's exception
+    keeps the report to our line; the run still counts as failed.
+    """
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:  # no running loop: a Deferred-based runner, whose caller gets the failure
+        return
+    if task is not None:
+        task.add_done_callback(_retrieve)
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()

@@ -39,7 +39,13 @@ def test_defaults_and_crawler_name_from_spider():
         ("SDI_DEDUP", "maybe", "SDI_DEDUP: 'maybe' is not a boolean; expected True or False"),
         ("SDI_API_URL", "ftp://x", "SDI_API_URL: 'ftp://x' is not an http(s) URL"),
         ("SDI_FIELD_MAP", "[1]", "SDI_FIELD_MAP: "),
-        ("SDI_LEASE_TIMEOUT", 10, "SDI_LEASE_TIMEOUT: must be longer than SDI_TIMEOUT"),
+        ("SDI_LEASE_TIMEOUT", 10, "SDI_LEASE_TIMEOUT: 10 is not longer than SDI_TIMEOUT (30); expected a longer lease"),
+        ("SDI_RETRY_BACKOFF_MAX", 0.1, "SDI_RETRY_BACKOFF_MAX: 0.1 is below SDI_RETRY_BACKOFF_BASE (0.5); expected at least"),
+        ("SDI_BUFFER", "no.such.Class", "SDI_BUFFER: 'no.such.Class' is neither 'sqlite', 'memory' nor an importable class"),
+        ("SDI_BUFFER", "scrapy_sdi.errors.SDIError", "SDI_BUFFER: 'scrapy_sdi.errors.SDIError' is not a subclass of scrapy_sdi.buffer.Buffer"),
+        ("SDI_FIELD_MAP", {"sku": "id"}, "SDI_FIELD_MAP: {'sku': 'id'} cannot be used: SDI_FIELD_MAP cannot map to 'id'"),
+        ("SDI_AUDIT_ROTATION", "whenever", "SDI_AUDIT_ROTATION: 'whenever' is not a rotation loguru understands"),
+        ("SDI_AUDIT_RETENTION", "forever", "SDI_AUDIT_RETENTION: 'forever' is not a retention loguru understands"),
     ],
 )
 def test_a_bad_value_is_one_line_naming_the_setting(name, value, message):
@@ -89,10 +95,30 @@ def test_sdi_enabled_false_raises_not_configured():
         SDIStatus.from_crawler(crawler)
 
 
-def test_a_crawl_with_a_bad_setting_stops_at_start_with_one_clear_line(tmp_path):
-    result = run_crawl(tmp_path, {**API, "SDI_BATCH_SIZE": "lots", "SDI_BUFFER_PATH": str(tmp_path / "b.db")}, {"n": 5})
+def test_settings_for_logs_one_error_line_and_raises(caplog):
+    crawler = get_crawler(settings_dict={**API, "SDI_ENABLED": "maybe"})
+    with pytest.raises(SDIConfigError):
+        SDIPipeline.from_crawler(crawler)
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert errors == ["Bad scrapy_sdi setting: SDI_ENABLED: 'maybe' is not a boolean; expected True or False"]
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "line"),
+    [
+        ("SDI_BATCH_SIZE", "lots", "SDI_BATCH_SIZE: 'lots' is not a whole number; expected a whole number from 1 to 1000"),
+        ("SDI_BUFFER", "no.such.Class", "SDI_BUFFER: 'no.such.Class' is neither 'sqlite', 'memory' nor an importable class: No module named 'no'"),
+    ],
+)
+def test_a_crawl_with_a_bad_setting_stops_at_start_with_one_clear_line(tmp_path, name, value, line):
+    # the asyncio reactor (or none) runs the crawl in an asyncio task; see tests/promises/test_bad_settings.py
+    # for the Deferred-based CrawlerProcess of a plain Twisted reactor
+    asyncio_reactor = {"TWISTED_REACTOR": "twisted.internet.asyncioreactor.AsyncioSelectorReactor"}
+    settings = {**API, **asyncio_reactor, name: value, "SDI_BUFFER_PATH": str(tmp_path / "b.db")}
+    result = run_crawl(tmp_path, settings, {"n": 5})
     assert result.returncode == 1
-    line = "Bad scrapy_sdi setting: SDI_BATCH_SIZE: 'lots' is not a whole number; expected a whole number from 1 to 1000"
-    assert line in result.log
+    naming = [text for text in result.log.splitlines() if name + ":" in text]
+    assert len(naming) == 1 and naming[0].endswith(" ERROR: Bad scrapy_sdi setting: " + line), result.log[-3000:]
+    assert "Traceback" not in result.log and "Task exception was never retrieved" not in result.log
     assert "pw-123" not in result.log
     assert not (tmp_path / "b.db").exists()  # nothing started
