@@ -7,6 +7,7 @@ deep inside a delivery callback, so everything is parsed and range-checked here.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 from dataclasses import dataclass, field, fields
@@ -338,27 +339,31 @@ def settings_for(crawler: Crawler) -> SDISettings:
         return SDISettings.from_settings(crawler.settings, spider_name)
     except SDIConfigError as exc:
         logger.error("Bad scrapy_sdi setting: %(error)s", {"error": exc})
-        _leave_reported()
+        _leave_reported(exc)
         raise
 
 
-def _leave_reported() -> None:
+def _leave_reported(error: SDIConfigError) -> None:
     """Keep the crawl's asyncio task from reporting again, with a traceback, an error just logged.
 
     AsyncCrawlerRunner (behind ``scrapy crawl`` and ``runspider`` on the asyncio reactor or none,
     and AsyncCrawlerProcess) runs each crawl in a task, marks the run failed when it raises, and
     leaves the exception to asyncio, which logs it when the task is collected ("Task exception was
-    never retrieved"). The crawl ends with this very error, so retrieving the task's exception
-    keeps the report to our line; the run still counts as failed.
+    never retrieved"). Retrieving the task's exception once it is done keeps the report to our
+    line; the run still counts as failed.
     """
     try:
         task = asyncio.current_task()
     except RuntimeError:  # no running loop: a Deferred-based runner, whose caller gets the failure
         return
     if task is not None:
-        task.add_done_callback(_retrieve)
+        task.add_done_callback(functools.partial(_retrieve, error))
 
 
-def _retrieve(task: asyncio.Future[Any]) -> None:
-    if not task.cancelled():
-        task.exception()
+def _retrieve(error: SDIConfigError, task: asyncio.Future[Any]) -> None:
+    """Retrieve the task's exception when it is ours; report any other as asyncio would have."""
+    raised = None if task.cancelled() else task.exception()
+    if raised is not None and raised is not error:
+        task.get_loop().call_exception_handler(
+            {"message": "Task exception was never retrieved", "exception": raised, "future": task}
+        )

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
+import threading
+
 import pytest
 from scrapy.exceptions import NotConfigured
 from scrapy.settings import Settings
@@ -101,6 +105,32 @@ def test_settings_for_logs_one_error_line_and_raises(caplog):
         SDIPipeline.from_crawler(crawler)
     errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert errors == ["Bad scrapy_sdi setting: SDI_ENABLED: 'maybe' is not a boolean; expected True or False"]
+
+
+def test_only_the_logged_error_is_kept_from_asyncio_s_report():
+    """The line replaces asyncio's report of that error, never of another one ending the task."""
+
+    async def crawl(then: Exception | None) -> None:
+        try:
+            SDIStatus.from_crawler(get_crawler(settings_dict={**API, "SDI_BATCH_SIZE": "lots"}))
+        except SDIConfigError:
+            if then is None:
+                raise
+            raise then from None
+
+    def run() -> None:  # a loop of its own, in a thread: the test reactor's loop is running here
+        loop = asyncio.new_event_loop()
+        loop.set_exception_handler(lambda _loop, context: reported.append(context["exception"]))
+        for then in (None, RuntimeError("closing failed too")):
+            loop.run_until_complete(asyncio.wait([loop.create_task(crawl(then))]))
+        gc.collect()  # asyncio reports an unretrieved exception when the task is collected
+        loop.close()
+
+    reported: list[BaseException] = []
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(30)
+    assert [str(error) for error in reported] == ["closing failed too"]
 
 
 @pytest.mark.parametrize(
