@@ -24,7 +24,7 @@ import orjson
 import sqlite_utils
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator, Sequence
+    from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 logger = logging.getLogger(__name__)
 
@@ -109,12 +109,28 @@ class Buffer(ABC):
         """Rows per state (every state present, zero included)."""
 
     @abstractmethod
-    def export(self, state: str, crawler: str | None = None, since: float | None = None) -> Iterator[dict[str, Any]]:
-        """Rows in ``state`` (buffered at or after ``since``) as dicts (id, crawler, url, state, attempts, reason, payload...)."""
+    def export(
+        self, state: str, crawler: str | None = None, since: float | None = None, *, ids: Sequence[str] | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """Rows in ``state`` (buffered at or after ``since``, among ``ids``) as dicts (id, crawler, url, state, attempts, reason, payload...)."""
 
     @abstractmethod
     def requeue(self, state: str, crawler: str | None = None, ids: Sequence[str] | None = None) -> int:
-        """Put rows of ``state`` back to pending; return how many."""
+        """Put rows of ``state`` back to pending as they are; return how many.
+
+        Invalid rows hold an item's fields, not a result: they go through :meth:`replace_invalid`
+        (see ``scrapy_sdi.requeue``), and asking for them here raises ValueError.
+        """
+
+    @abstractmethod
+    def replace_invalid(self, rows: Mapping[str, Row], dedup: bool) -> Counter[str]:
+        """Rewrite invalid rows mapped again: old id -> the row (new id, url, payload, state, reason).
+
+        Only rows still invalid change, in one transaction; a row that stays invalid keeps its
+        payload (its item's fields) and takes the new reason. With ``dedup``, a row made pending
+        whose URL its crawler already buffered stays invalid, saying so (as the pipeline skips
+        it). Returns the changed rows' new states, counted.
+        """
 
     @abstractmethod
     def outstanding(self, crawler: str, created_before: float) -> int:
@@ -402,10 +418,14 @@ class SQLiteBuffer(Buffer):
         ).fetchone()
         return None if oldest is None else max(0.0, time.time() - oldest)
 
-    def export(self, state: str, crawler: str | None = None, since: float | None = None) -> Iterator[dict[str, Any]]:
+    def export(
+        self, state: str, crawler: str | None = None, since: float | None = None, *, ids: Sequence[str] | None = None
+    ) -> Iterator[dict[str, Any]]:
         where, params = ("AND crawler = ?", (crawler,)) if crawler is not None else ("", ())
         if since is not None:
             where, params = where + " AND created_at >= ?", (*params, since)
+        if ids is not None:
+            where, params = where + " AND id IN (SELECT value FROM json_each(?))", (*params, orjson.dumps(list(ids)))
         yield from self.db.query(
             "SELECT id, crawler, url, state, attempts, reason, last_error, outcome, created_at, delivered_at, "
             f"payload FROM results JOIN payloads USING (rowid) WHERE state = ? {where} ORDER BY rowid",
@@ -413,6 +433,7 @@ class SQLiteBuffer(Buffer):
         )
 
     def requeue(self, state: str, crawler: str | None = None, ids: Sequence[str] | None = None) -> int:
+        _refuse_invalid(state)
         clauses, params = ["state = ?"], [state]
         if crawler is not None:
             clauses.append("crawler = ?")
@@ -429,6 +450,27 @@ class SQLiteBuffer(Buffer):
                 params,
             )
         return cursor.rowcount
+
+    def replace_invalid(self, rows: Mapping[str, Row], dedup: bool) -> Counter[str]:
+        if not rows:
+            return Counter()
+        with _transaction(self._conn):
+            found = self._conn.execute(
+                "SELECT rowid, id FROM results WHERE state = 'invalid' AND id IN (SELECT value FROM json_each(?))",
+                (orjson.dumps(list(rows)),),
+            ).fetchall()
+            seen = self._seen_urls([rows[id_] for _, id_ in found]) if dedup else set()
+            changed = [(_unless_seen(id_, rows[id_], seen, dedup), rowid) for rowid, id_ in found]
+            self._conn.executemany(
+                "UPDATE results SET id = ?, url = ?, state = ?, reason = ?, ready_at = 0, lease_owner = NULL, "
+                "lease_until = NULL WHERE rowid = ?",
+                [(row.id, row.url, row.state, row.reason, rowid) for row, rowid in changed],
+            )
+            self._conn.executemany(  # a row that stays invalid keeps its item's fields
+                "UPDATE payloads SET payload = ? WHERE rowid = ?",
+                [(row.payload, rowid) for row, rowid in changed if row.state == PENDING],
+            )
+        return Counter(row.state for row, _ in changed)
 
     def outstanding(self, crawler: str, created_before: float) -> int:
         # one count per partial index: a combined IN () would scan the table
@@ -469,6 +511,23 @@ class SQLiteBuffer(Buffer):
 
     def close(self) -> None:
         self._conn.close()
+
+
+def _refuse_invalid(state: str) -> None:
+    if state == INVALID:
+        raise ValueError("invalid rows are mapped again before they are requeued: use scrapy_sdi.requeue.requeue")
+
+
+def _unless_seen(old_id: str, row: Row, seen: set[tuple[str, str]], dedup: bool) -> Row:
+    """``row``, or, when its crawler already buffered its URL, the invalid row saying so (the pipeline skips it)."""
+    if not dedup or row.state != PENDING:
+        return row
+    key = (row.crawler, row.url)
+    if key in seen:
+        reason = f"{row.url} is already buffered for {row.crawler} (SDI_DEDUP): not sent again"
+        return Row(old_id, row.crawler, row.url, row.payload, INVALID, reason)
+    seen.add(key)  # a URL twice among the rows
+    return row
 
 
 def _group(values: dict[str, Any]) -> dict[Any, list[str]]:
@@ -606,12 +665,16 @@ class MemoryBuffer(Buffer):
         counts = Counter(r["state"] for r in self._rows.values() if crawler is None or r["crawler"] == crawler)
         return {state: counts.get(state, 0) for state in STATES}
 
-    def export(self, state: str, crawler: str | None = None, since: float | None = None) -> Iterator[dict[str, Any]]:
+    def export(
+        self, state: str, crawler: str | None = None, since: float | None = None, *, ids: Sequence[str] | None = None
+    ) -> Iterator[dict[str, Any]]:
+        wanted = set(ids) if ids is not None else None
         for row in list(self._rows.values()):
-            if row["state"] == state and (crawler is None or row["crawler"] == crawler) and (since is None or row["created_at"] >= since):
+            if row["state"] == state and (crawler is None or row["crawler"] == crawler) and (since is None or row["created_at"] >= since) and (wanted is None or row["id"] in wanted):
                 yield {k: v for k, v in row.items() if k not in ("ready_at", "seq")}
 
     def requeue(self, state: str, crawler: str | None = None, ids: Sequence[str] | None = None) -> int:
+        _refuse_invalid(state)
         if ids is not None and not ids:
             return 0
         wanted = set(ids) if ids is not None else None
@@ -622,6 +685,22 @@ class MemoryBuffer(Buffer):
                 self._to_pending(row)
                 n += 1
         return n
+
+    def replace_invalid(self, rows: Mapping[str, Row], dedup: bool) -> Counter[str]:
+        changed: Counter[str] = Counter()
+        for old_id, mapped in rows.items():
+            row = self._rows.get(old_id)
+            if row is None or row["state"] != INVALID:
+                continue
+            new = _unless_seen(old_id, mapped, self._seen, dedup)
+            del self._rows[old_id]
+            row.update(id=new.id, url=new.url, state=new.state, reason=new.reason, ready_at=0.0)
+            self._rows[new.id] = row
+            if new.state == PENDING:
+                row["payload"] = new.payload
+                self._to_pending(row)
+            changed[new.state] += 1
+        return changed
 
     def outstanding(self, crawler: str, created_before: float) -> int:
         queued = len(self._pending.get(crawler, ()))

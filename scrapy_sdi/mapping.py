@@ -48,10 +48,12 @@ from scrapy_sdi.errors import SDIConfigError
 
 __all__ = [
     "CONTRACT_FIELDS",
+    "NOT_KEPT",
     "InvalidResult",
     "ResultMapper",
     "encode_batch",
     "encode_result",
+    "kept_fields",
     "new_result_id",
 ]
 
@@ -128,6 +130,8 @@ class ResultMapper:
         self._crawled_at_key = sources["crawled_at"]
         self._extra_key = sources["extra"]
         self._claimed = frozenset(sources.values())
+        #: Item field -> the contract field it becomes (the label of its reasons).
+        self._contract_of = {item_field: name for name, item_field in sources.items()}
         #: Items with only these fields have an empty extra (the check that spares a loop).
         self._no_extra = self._claimed - {self._extra_key}
         self._now_second = -1
@@ -168,6 +172,51 @@ class ResultMapper:
         result["crawled_at"] = self._now() if crawled_at is None else self._crawled_at(crawled_at)
         result["extra"] = {} if fields.keys() <= self._no_extra else self._extra(fields)
         return result
+
+    def keep(self, item: Any) -> tuple[str, bytes]:
+        """What an invalid row keeps of ``item``: its URL (``""`` when it had none) and its fields.
+
+        The fields are a JSON object, so the row can be exported as JSON and mapped again on
+        requeue (with another SDI_FIELD_MAP, say). A value JSON cannot carry, or that could never
+        be sent (too deep, too big, not serialisable), is kept as a marked description
+        (``{NOT_KEPT: ...}``): mapping again finds it still invalid instead of sending a stand-in.
+        """
+        try:
+            fields = _fields_of(item)
+        except InvalidResult as exc:  # not an item at all
+            return "", orjson.dumps(_not_kept(item, exc.reason))
+        kept = dict(self._kept(key, value) for key, value in fields.items())
+        url = kept.get(self._url_key)
+        url = url[:_KEPT_URL_CHARS] if isinstance(url, str) else ""
+        return url, _bounded(kept, DEFAULT_MAX_RESULT_BYTES)
+
+    def _kept(self, key: Any, value: Any) -> tuple[str, Any]:
+        """One field as JSON converts it for sending (lossless), or described when it cannot be.
+
+        Its reason names it as mapping names it (``description``, ``extra field 'x'``).
+        """
+        try:
+            name = self._key(key, "the item")
+        except InvalidResult as exc:
+            return _brief(key), _not_kept(value, exc.reason)
+        label = self._contract_of.get(name) or f"extra field {self._rename.get(name, name)!r}"
+        try:
+            return name, self._json(value, 0, label)
+        except InvalidResult as exc:
+            return name, _not_kept(value, exc.reason)
+
+    def remap(self, payload: bytes) -> dict[str, Any]:
+        """The result of an invalid row's kept fields, or :class:`InvalidResult` with the new reason.
+
+        A field kept only as a description makes the item invalid whatever the field map: every
+        field of an item is used (as a contract field or in ``extra``).
+        """
+        fields = kept_fields(payload)
+        for value in (fields, *fields.values()):
+            if _is_not_kept(value):
+                reason = value[NOT_KEPT].get("reason") or "a value could not be kept"
+                raise InvalidResult(f"{reason} (only a description of it was kept)")
+        return self.to_result(fields)
 
     # -- contract fields ---------------------------------------------------------------------
 
@@ -386,27 +435,62 @@ def _read_field_map(field_map: Mapping[str, str]) -> tuple[dict[str, str], dict[
     return sources, renames
 
 
-def describe_item(item: Any) -> bytes:
-    """What an invalid row keeps of its item: a bounded repr, as UTF-8 that cannot fail to encode.
+#: The key of a field an invalid row could not keep as JSON: ``{NOT_KEPT: {type, reason, repr}}``.
+NOT_KEPT = "$sdi_not_kept"
+#: The URL column of an invalid row is for people reading the buffer; the full URL is in its fields.
+_KEPT_URL_CHARS = 8192
 
-    Bounded in depth and length, since the item may be what made it invalid: nested 2,000
-    levels deep (a plain repr overflows the stack) or holding a 6 MB field.
+
+def _not_kept(value: Any, reason: str) -> dict[str, Any]:
+    """A value an invalid row cannot keep, described (bounded) and marked, so it is never sent."""
+    try:
+        text = _ITEM_REPR.repr(value)
+    except Exception:  # a repr that fails or recurses
+        text = f"<{type(value).__name__} whose repr fails>"
+    text = text[:_SHOW_KEPT].encode("utf-8", "backslashreplace").decode("utf-8")
+    return {NOT_KEPT: {"type": type(value).__name__, "reason": reason, "repr": text}}
+
+
+def _is_not_kept(value: Any) -> bool:
+    return type(value) is dict and len(value) == 1 and type(value.get(NOT_KEPT)) is dict
+
+
+def _bounded(kept: dict[str, Any], limit: int) -> bytes:
+    """The kept fields as JSON within ``limit`` bytes: the largest are described until they fit.
+
+    An item that large could never be one result (encode_result's limit), so nothing that could
+    be sent is lost.
+    """
+    encoded = orjson.dumps(kept)
+    by_size = sorted(kept, key=lambda name: len(orjson.dumps(kept[name])), reverse=True)
+    for name in by_size:
+        if len(encoded) <= limit:
+            break
+        kept[name] = _not_kept(kept[name], f"field {name!r} is too large to keep with the item")
+        encoded = orjson.dumps(kept)
+    return encoded if len(encoded) <= limit else orjson.dumps(_not_kept(kept, "the item is too large to keep"))
+
+
+def kept_fields(payload: bytes) -> dict[str, Any]:
+    """The fields an invalid row kept (see :meth:`ResultMapper.keep`), as a JSON object.
+
+    Rows an older scrapy_sdi stored hold a Python repr instead: read as one marked description.
     """
     try:
-        fields: Any = dict(_fields_of(item))
-    except InvalidResult:  # not an item at all: its own repr, bounded below
-        fields = item
-    try:
-        text = _ITEM_REPR.repr(fields)
-    except Exception:  # a repr that fails or recurses
-        text = f"<{type(item).__name__} whose repr fails>"
-    return text[:10_000].encode("utf-8", "backslashreplace")
+        fields = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        fields = None
+    if isinstance(fields, dict):
+        return fields
+    reason = "an older scrapy_sdi kept only a description of this item"
+    return {NOT_KEPT: {"type": "item", "reason": reason, "repr": bytes(payload).decode("utf-8", "replace")}}
 
 
+_SHOW_KEPT = 2_000
 _ITEM_REPR = reprlib.Repr()
 _ITEM_REPR.maxlevel = 8
 _ITEM_REPR.maxdict = _ITEM_REPR.maxlist = _ITEM_REPR.maxtuple = _ITEM_REPR.maxset = 50
-_ITEM_REPR.maxstring = _ITEM_REPR.maxother = 2_000
+_ITEM_REPR.maxstring = _ITEM_REPR.maxother = _SHOW_KEPT
 
 
 def _fields_of(item: Any) -> Mapping[Any, Any]:

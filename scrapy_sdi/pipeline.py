@@ -21,7 +21,7 @@ from scrapy_sdi.client import SDIClient
 from scrapy_sdi.delivery import Delivery
 from scrapy_sdi.errors import SDIError
 from scrapy_sdi.filter_source import FilterSource
-from scrapy_sdi.mapping import InvalidResult, ResultMapper, describe_item, encode_result, new_result_id, stable_result_id
+from scrapy_sdi.mapping import InvalidResult, ResultMapper, encode_result, new_result_id, stable_result_id
 from scrapy_sdi.settings import settings_for
 from scrapy_sdi.signals import delivery_opened
 from scrapy_sdi.status import url_statuses
@@ -132,7 +132,8 @@ class SDIPipeline:
             result_id = stable_result_id(crawler, result["url"]) if dedup_id else new_result_id()
             payload = encode_result(result, result_id)
         except InvalidResult as exc:
-            await self._keep(Row(new_result_id(), crawler, "", describe_item(item), INVALID, exc.reason))
+            url, kept = self.mapper.keep(item)  # what a requeue maps again
+            await self._keep(Row(new_result_id(), crawler, url, kept, INVALID, exc.reason))
             self.stats.inc_value("sdi/items_invalid")
             raise DropItem(f"SDI: invalid result: {exc.reason}", log_level="DEBUG") from None
         if matched is not None:

@@ -415,18 +415,33 @@ def test_requeue_by_ids(buf):
     assert buf.counts()[REJECTED] == 0
 
 
-def test_requeue_invalid_and_only_that_state(buf):
-    buf.enqueue([row("i", state=INVALID, reason="bad"), row("f", state=FILTERED, reason="skip")], dedup=True)
-    assert buf.requeue(INVALID) == 1
-    assert nonzero(buf.counts()) == {PENDING: 1, FILTERED: 1}
-    assert by_id(buf, PENDING)["i"]["reason"] is None
-    assert ids(buf.claim("c1", "o", 10, 60)) == ["i"]
+def test_invalid_rows_are_not_requeued_as_stored(buf):
+    buf.enqueue([row("i", state=INVALID, reason="bad")], dedup=True)
+    with pytest.raises(ValueError, match="mapped again"):
+        buf.requeue(INVALID)
+    assert nonzero(buf.counts()) == {INVALID: 1}
 
 
-def test_requeued_row_counts_as_seen_for_dedup(buf):
+def test_replace_invalid_rewrites_only_rows_still_invalid(buf):
+    buf.enqueue([row("i", state=INVALID, reason="bad"), row("j", state=INVALID, reason="bad"),
+                 row("f", state=FILTERED, reason="skip")], dedup=True)
+    fixed = Row("new-i", "c1", "https://example.com/fixed", b'{"id": "new-i"}')
+    still = Row("j", "c1", "https://example.com/j", b"ignored", INVALID, "still bad")
+    assert buf.replace_invalid({"i": fixed, "j": still, "f": fixed, "gone": fixed}, dedup=True) == {PENDING: 1, INVALID: 1}
+    assert nonzero(buf.counts()) == {PENDING: 1, INVALID: 1, FILTERED: 1}
+    assert by_id(buf, INVALID)["j"]["reason"] == "still bad"
+    assert bytes(by_id(buf, INVALID)["j"]["payload"]) == b'{"id": "j"}'  # the item's fields stay
+    (claimed,) = buf.claim("c1", "o", 10, 60)
+    assert claimed == Claimed("new-i", b'{"id": "new-i"}', 0)
+    assert buf.replace_invalid({"i": fixed}, dedup=True) == {}  # no longer invalid
+    assert [r["id"] for r in buf.export(INVALID, ids=["j", "i"])] == ["j"]
+
+
+def test_replaced_row_counts_as_seen_for_dedup(buf):
     url = "https://example.com/fixed"
-    buf.enqueue([row("i", url, state=INVALID, reason="bad")], dedup=True)
-    assert buf.requeue(INVALID) == 1
+    buf.enqueue([row("i", state=INVALID, reason="bad"), row("k", state=INVALID, reason="bad")], dedup=True)
+    assert buf.replace_invalid({"i": row("new-i", url), "k": row("new-k", url)}, dedup=True) == {PENDING: 1, INVALID: 1}
+    assert "already buffered" in by_id(buf, INVALID)["k"]["reason"]
     assert buf.enqueue([row("again", url)], dedup=True) == [False]
     assert buf.counts()[PENDING] == 1
 

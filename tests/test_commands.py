@@ -23,6 +23,7 @@ from pathlib import Path
 from scrapy_sdi.buffer import DELIVERED, IN_FLIGHT, INVALID, PENDING, REJECTED, Row, SQLiteBuffer
 from scrapy_sdi.mapping import encode_result, new_result_id
 from tests.support.crawl import run_crawl
+from tests.support.spiders import BAD_ITEMS, LINK_URL
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = {"SDI_RETRY_BACKOFF_BASE": "0.02", "SDI_RETRY_BACKOFF_MAX": "0.2", "SDI_UNLOCK_DELAY": "0.2"}
@@ -234,6 +235,44 @@ def test_requeue_counts_and_unknown_ids_fail(tmp_path):
     unknown = sdi(tmp_path, "requeue", "--state", "invalid", "--id", ids["invalid"][0], "nope", "--json", settings=settings)
     assert unknown.returncode == 1 and json.loads(unknown.stdout)["requeued"] == 1
     assert Counter(states(path).values()) == {PENDING: 6}
+
+
+def test_invalid_rows_export_as_json_and_requeue_only_once_mapped_again(sdi_server, tmp_path):
+    """A crawl's bad items: exported as real JSON with their URLs, requeued only when they now map."""
+    settings = settings_for(sdi_server, tmp_path)
+    crawl = run_crawl(tmp_path, settings, {"rounds": 1, "kinds": "items"}, spider="BadResultsSpider")
+    good = {r["url"] for r in sdi_server.results()}
+    assert crawl.returncode == 0 and crawl.stats["sdi/items_invalid"] == len(BAD_ITEMS), crawl.log[-2000:]
+
+    jsonl = sdi(tmp_path, "export", "--state", "invalid", "--format", "jsonl", settings=settings)
+    assert jsonl.returncode == 0, jsonl.stderr
+    rows = [json.loads(line) for line in jsonl.stdout.splitlines()]
+    assert len(rows) == len(BAD_ITEMS) and all(isinstance(row["fields"], dict) for row in rows)
+    by_url = {row["url"]: row for row in rows}
+    assert by_url["ftp://files.example.com/0.mp3"]["fields"] == {"url": "ftp://files.example.com/0.mp3"}
+    linked = next(row for row in rows if "link" in row["fields"])
+    assert linked["fields"] == {"link": LINK_URL.format(i=0), "description": "linked 0"}
+    (unserialisable,) = [row["fields"]["thing"]["$sdi_not_kept"] for row in rows if "thing" in row["fields"]]
+    assert unserialisable["type"] == "object" and "not JSON-serializable" in unserialisable["reason"]
+    out = tmp_path / "invalid.csv"
+    assert sdi(tmp_path, "export", "--state", "invalid", "--format", "csv", "-o", str(out), settings=settings).returncode == 0
+    table = list(csv.DictReader(io.StringIO(out.read_text())))
+    assert [json.loads(r["fields"]) for r in table] == [row["fields"] for row in rows]
+
+    still = sdi(tmp_path, "requeue", "--state", "invalid", "--json", settings=settings)
+    assert still.returncode == 1 and json.loads(still.stdout)["still_invalid"] == len(BAD_ITEMS), still.stdout
+    field_map = {**settings, "SDI_FIELD_MAP": json.dumps({"link": "url"})}
+    fixed = sdi(tmp_path, "requeue", "--state", "invalid", "--json", settings=field_map)
+    assert json.loads(fixed.stdout) == {"requeued": 1, "still_invalid": len(BAD_ITEMS) - 1, "state": "invalid",
+                                        "ids_not_found": 0}, fixed.stdout
+    assert f"{len(BAD_ITEMS) - 1} invalid rows are still invalid" in fixed.stderr
+    flush = sdi(tmp_path, "flush", settings=settings, secret=sdi_server.password)
+    assert flush.returncode == 0, flush.stdout + flush.stderr
+    stored = sdi_server.results()
+    assert {r["url"] for r in stored} == good | {LINK_URL.format(i=0)} and len(stored) == len(good) + 1
+    assert next(r for r in stored if r["url"] == LINK_URL.format(i=0))["description"] == "linked 0"
+    assert sdi_server.stats()["rejected"] == 0
+    assert Counter(states(tmp_path / "buffer.db").values()) == {DELIVERED: len(good) + 1, INVALID: len(BAD_ITEMS) - 1}
 
 
 # -- flush and status ---------------------------------------------------------------------------

@@ -490,8 +490,10 @@ def test_requeue_needs_the_token_of_this_run(small_buffer, start_dashboard):
     status, headers, _ = fetch(dashboard.url + "/actions/requeue",
                                data={"id": ["bad", "r0"], "token": token, "back": "state=invalid&evil=1"},
                                headers={"Origin": dashboard.url})
-    assert status == 303 and headers["Location"] == "/rows?state=invalid&requeued=1"
-    assert state_of(small_buffer, "bad") == "pending"
+    assert status == 303 and headers["Location"] == "/rows?state=invalid&requeued=0&invalid=1"
+    assert state_of(small_buffer, "bad") == "invalid"  # mapped again, not sent as stored: no url
+    _, _, page = fetch(dashboard.url + headers["Location"])
+    assert b"<b>1</b> invalid rows were mapped again and are still invalid" in page
     assert state_of(small_buffer, "r0") == "delivered"  # only rejected and invalid rows move
     rejected = _ids_in(small_buffer, "rejected")[0]
     status, headers, _ = fetch(dashboard.url + "/actions/requeue",

@@ -13,6 +13,8 @@ import pytest
 from scrapy_sdi.buffer import FILTERED, INVALID, Row, SQLiteBuffer
 from scrapy_sdi.dashboard import exports, queries, views
 from scrapy_sdi.dashboard.chart import nice_ceiling, svg
+from scrapy_sdi.mapping import ResultMapper, stable_result_id
+from scrapy_sdi.requeue import Requeued
 
 from tests.support.buffers import schema_1_buffer
 
@@ -249,19 +251,38 @@ def test_xlsx_without_openpyxl_says_so(monkeypatch, conn):
 
 
 def test_requeue_touches_only_rejected_and_invalid_rows(buffer_path, conn):
-    changed = queries.requeue(buffer_path, ["a5", "b3", "gi0", "a0", "a8", "no-such-id", "a5"])
-    assert changed == 3
+    done = queries.requeue(buffer_path, ["a5", "b3", "gi0", "a0", "a8", "no-such-id", "a5"])
+    assert done == Requeued(requeued=2, still_invalid=1)
     after = {r: queries.row_detail(conn, r) for r in ("a5", "b3", "gi0", "a0")}
-    assert {r: after[r]["state"] for r in after} == {"a5": "pending", "b3": "pending", "gi0": "pending",
+    assert {r: after[r]["state"] for r in after} == {"a5": "pending", "b3": "pending", "gi0": "invalid",
                                                     "a0": "delivered"}
     assert after["a5"]["reason"] is None and after["a5"]["ready_at"] == 0
-    assert queries.state_totals(conn)["pending"] == 6
-    assert queries.requeue(buffer_path, []) == 0
+    # an invalid row is mapped again, not sent as stored: still invalid, with the new reason
+    assert after["gi0"]["reason"] == "url is not an absolute http(s) URL: 'not a url gi0'"
+    assert queries.state_totals(conn)["pending"] == 5
+    assert queries.requeue(buffer_path, []) == Requeued(0)
     buffer = SQLiteBuffer(buffer_path)
     try:
         assert {c.id for c in buffer.claim("beta", "me", 10, 60)} == {"b3"}
     finally:
         buffer.close()
+
+
+def test_requeue_sends_an_invalid_row_the_field_map_now_makes_valid(buffer_path, conn):
+    _, kept = ResultMapper().keep({"link": "https://files.example.com/fixed.mp3", "size": 3})
+    buffer = SQLiteBuffer(buffer_path)
+    buffer.enqueue([Row("fix0", "gamma", "", kept, INVALID, "url is missing")], dedup=True)
+    buffer.close()
+    done = queries.requeue(buffer_path, ["fix0", "gi0"], field_map={"link": "url"}, dedup=True)
+    assert done == Requeued(requeued=1, still_invalid=1)
+    buffer = SQLiteBuffer(buffer_path)
+    try:
+        (claimed,) = buffer.claim("gamma", "me", 10, 60)
+    finally:
+        buffer.close()
+    assert claimed.id == stable_result_id("gamma", "https://files.example.com/fixed.mp3")  # the pipeline's id
+    result = orjson.loads(claimed.payload)
+    assert (result["id"], result["url"], result["extra"]) == (claimed.id, "https://files.example.com/fixed.mp3", {"size": 3})
 
 
 def test_readonly_connection_cannot_write(conn):

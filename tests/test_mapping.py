@@ -11,7 +11,6 @@ from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
-import attrs
 import orjson
 import pytest
 import scrapy
@@ -20,12 +19,15 @@ from scrapy_sdi.errors import SDIConfigError
 from scrapy_sdi.mapping import (
     CONTRACT_FIELDS,
     InvalidResult,
+    DEFAULT_MAX_RESULT_BYTES,
+    NOT_KEPT,
     ResultMapper,
-    describe_item,
     encode_batch,
     encode_result,
+    kept_fields,
     new_result_id,
 )
+from tests.support.items import FileAttrs, FileDataclass, FileItem
 
 URL = "https://example.com/path/file.mp3"
 FIVE = {
@@ -36,38 +38,6 @@ FIVE = {
     "uploader": "DetectorBot",
 }
 WHEN = datetime(2026, 11, 22, 18, 15, 51, tzinfo=timezone.utc)
-
-
-class FileItem(scrapy.Item):
-    url = scrapy.Field()
-    filename = scrapy.Field()
-    referrer = scrapy.Field()
-    description = scrapy.Field()
-    uploader = scrapy.Field()
-    crawled_at = scrapy.Field()
-    size = scrapy.Field()
-
-
-@dataclasses.dataclass
-class FileDataclass:
-    url: Any = None
-    filename: Any = None
-    referrer: Any = None
-    description: Any = None
-    uploader: Any = None
-    crawled_at: Any = None
-    size: Any = None
-
-
-@attrs.define
-class FileAttrs:
-    url: Any = None
-    filename: Any = None
-    referrer: Any = None
-    description: Any = None
-    uploader: Any = None
-    crawled_at: Any = None
-    size: Any = None
 
 
 ITEM_TYPES = [dict, FileItem, FileDataclass, FileAttrs]
@@ -785,14 +755,65 @@ def _deep(levels: int) -> Any:
         {"url": URL, "x": _deep(2000)},
         {"url": URL, "description": "x" * 6_000_000},
         {"url": "https://exa\ud800mple.com/", "x": b"\xff"},
+        {"url": URL, **{f"part{i}": "y" * 900_000 for i in range(6)}},
+        {"url": URL, (1, 2): "a key JSON cannot hold"},
         FileItem(url=URL, size=_deep(2000)),
         FileDataclass(url=URL, size=_deep(2000)),
+        FileAttrs(url=URL, size=object()),
         object(),
     ],
-    ids=["deep", "6MB", "surrogate", "scrapy.Item", "dataclass", "not-an-item"],
+    ids=["deep", "6MB", "surrogate", "5.4MB", "tuple-key", "scrapy.Item", "dataclass", "attrs", "not-an-item"],
 )
-def test_an_invalid_item_is_described_in_bounded_utf8(item: Any) -> None:
-    """What the buffer keeps of an invalid item, whatever made it invalid."""
-    described = describe_item(item)
-    assert 0 < len(described) <= 10_000
-    described.decode("utf-8")
+def test_an_invalid_item_is_kept_as_bounded_json_and_stays_invalid(mapper: ResultMapper, item: Any) -> None:
+    """What the buffer keeps of an invalid item, whatever made it invalid: JSON, bounded, never sendable."""
+    url, kept = mapper.keep(item)
+    assert len(kept) <= DEFAULT_MAX_RESULT_BYTES
+    fields = orjson.loads(kept)
+    assert isinstance(fields, dict) and isinstance(url, str)
+    marked = [v[NOT_KEPT] for v in (fields, *fields.values()) if isinstance(v, dict) and NOT_KEPT in v]
+    assert marked and all(m["reason"] and len(m["repr"]) <= 2_000 for m in marked)
+    with pytest.raises(InvalidResult, match="only a description of it was kept"):
+        ResultMapper({"size": "extra_size"}).remap(kept)
+
+
+def test_kept_fields_map_again_to_what_the_item_maps_to() -> None:
+    """Values JSON carries only after conversion are kept converted, and map again to the same result."""
+    item = FileItem(url=None, crawled_at=WHEN, description=Decimal("1.50"),
+                    size={"tags": {"b", "a"}, "blob": b"\xff\xfe", "when": WHEN, "big": 2**70, "n": (1, 2.5)})
+    bad = ResultMapper()
+    assert reason_of(bad, item) == "url is missing"
+    url, kept = bad.keep(item)
+    assert url == ""
+    fixed = {**dict(item), "url": URL}
+    assert bad.remap(orjson.dumps({**orjson.loads(kept), "url": URL})) == bad.to_result(fixed)
+    assert orjson.loads(kept)["size"]["tags"] == ["a", "b"]  # real JSON, not a repr
+
+
+def test_an_invalid_row_keeps_its_url_and_maps_again_with_another_field_map() -> None:
+    item = {"file_url": "https://example.com/a.mp3", "url": "ftp://example.com/a.mp3", "page": 3}
+    url, kept = ResultMapper().keep(item)
+    assert url == "ftp://example.com/a.mp3"
+    with pytest.raises(InvalidResult, match="not an absolute http"):
+        ResultMapper().remap(kept)
+    mapper = ResultMapper({"file_url": "url", "url": "old_url"})
+    assert mapper.keep(item)[0] == "https://example.com/a.mp3"
+    assert mapper.remap(kept)["extra"] == {"old_url": "ftp://example.com/a.mp3", "page": 3}
+
+
+def test_a_value_not_kept_is_described_and_marked(mapper: ResultMapper) -> None:
+    _, kept = mapper.keep({"url": "nope", "thing": object(), "fine": [1]})
+    fields = orjson.loads(kept)
+    assert fields["fine"] == [1]
+    assert fields["thing"][NOT_KEPT]["type"] == "object"
+    assert fields["thing"][NOT_KEPT]["reason"] == "extra field 'thing' is not JSON-serializable: object"
+    assert fields["thing"][NOT_KEPT]["repr"].startswith("<object object at")
+    with pytest.raises(InvalidResult) as info:
+        ResultMapper({"thing": "url"}).remap(kept)
+    assert info.value.reason == "extra field 'thing' is not JSON-serializable: object (only a description of it was kept)"
+
+
+def test_a_row_an_older_version_kept_as_a_repr_stays_invalid(mapper: ResultMapper) -> None:
+    legacy = b"{'url': 'not a url', 'price': Decimal('1')}"
+    assert kept_fields(legacy)[NOT_KEPT]["repr"] == legacy.decode()
+    with pytest.raises(InvalidResult, match="an older scrapy_sdi kept only a description"):
+        mapper.remap(legacy)

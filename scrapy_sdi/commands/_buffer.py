@@ -12,6 +12,8 @@ import orjson
 
 from scrapy_sdi.buffer import INVALID, REJECTED, STATES
 from scrapy_sdi.commands._common import Action, CommandError, Context, duration, iso, size, table
+from scrapy_sdi.mapping import kept_fields
+from scrapy_sdi.requeue import requeue
 from scrapy_sdi.status import buffer_file_size
 
 if TYPE_CHECKING:
@@ -72,7 +74,8 @@ def _export_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--state", required=True, choices=STATES, help="rows in this state")
     parser.add_argument("--crawler", help="only this crawler's rows")
     parser.add_argument("--format", choices=("csv", "jsonl"), default="jsonl",
-                        help="csv (no result payload) or jsonl (with the result as 'result'); default jsonl")
+                        help="csv (no result payload) or jsonl (with the result as 'result'); invalid rows "
+                             "carry their item's fields as 'fields' in both; default jsonl")
     parser.add_argument("--output", "-o", default="-", metavar="FILE", help="file to write ('-', the default: stdout)")
 
 
@@ -82,7 +85,8 @@ def _export(ctx: Context) -> int:
     buffer = ctx.existing_buffer(settings)
     try:
         with _open_output(opts.output) as stream:
-            n = (_write_csv if opts.format == "csv" else _write_jsonl)(buffer.export(opts.state, opts.crawler), stream)
+            rows = buffer.export(opts.state, opts.crawler)
+            n = (_write_csv if opts.format == "csv" else _write_jsonl)(rows, stream, opts.state)
     finally:
         buffer.close()
     target = "stdout" if opts.output == "-" else opts.output
@@ -110,32 +114,30 @@ def _row(raw: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def _write_csv(rows: Iterator[dict[str, Any]], stream: TextIO) -> int:
-    writer = csv.DictWriter(stream, fieldnames=COLUMNS, extrasaction="ignore")
+def _write_csv(rows: Iterator[dict[str, Any]], stream: TextIO, state: str) -> int:
+    """The columns, and for invalid rows the item's fields as JSON: what a requeue would map again."""
+    writer = csv.DictWriter(stream, fieldnames=(*COLUMNS, "fields") if state == INVALID else COLUMNS, extrasaction="ignore")
     writer.writeheader()
     n = 0
     for n, raw in enumerate(rows, 1):  # noqa: B007 - n counts the rows
-        writer.writerow(_row(raw))
+        row = _row(raw)
+        if state == INVALID:
+            row["fields"] = json.dumps(kept_fields(raw["payload"]), ensure_ascii=False)
+        writer.writerow(row)
     return n
 
 
-def _write_jsonl(rows: Iterator[dict[str, Any]], stream: TextIO) -> int:
+def _write_jsonl(rows: Iterator[dict[str, Any]], stream: TextIO, state: str) -> int:
+    """One object per row, with its result, or for an invalid row its item's fields, as JSON."""
     n = 0
     for n, raw in enumerate(rows, 1):  # noqa: B007
         row = _row(raw)
-        row["result"] = _decode(raw.get("payload"))
+        if state == INVALID:
+            row["fields"] = kept_fields(raw["payload"])
+        else:
+            row["result"] = orjson.loads(raw["payload"])
         stream.write(json.dumps(row, ensure_ascii=False) + "\n")
     return n
-
-
-def _decode(payload: Any) -> Any:
-    """The stored result as JSON; a payload that is not JSON (an invalid item) as its text."""
-    if payload is None:
-        return None
-    try:
-        return orjson.loads(payload)
-    except orjson.JSONDecodeError:
-        return payload.decode("utf-8", "replace") if isinstance(payload, bytes) else str(payload)
 
 
 EXPORT = Action("export", "write the rows of one state as csv or jsonl", _export_arguments, _export, json=False)
@@ -146,7 +148,8 @@ EXPORT = Action("export", "write the rows of one state as csv or jsonl", _export
 
 def _requeue_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--state", required=True, choices=(REJECTED, INVALID),
-                        help="rows to send again (invalid rows are resent as stored: the API may refuse them)")
+                        help="rows to send again: rejected ones as they are; invalid ones are first mapped and "
+                             "validated again (SDI_FIELD_MAP), and those still invalid stay invalid with the new reason")
     parser.add_argument("--crawler", help="only this crawler's rows")
     parser.add_argument("--id", dest="ids", action="extend", nargs="+", metavar="ID", help="only these row ids (repeatable)")
 
@@ -156,18 +159,20 @@ def _requeue(ctx: Context) -> int:
     settings = ctx.sdi_settings(require_api=False)
     buffer = ctx.existing_buffer(settings)
     try:
-        n = buffer.requeue(opts.state, opts.crawler, opts.ids)
+        done = requeue(buffer, opts.state, field_map=settings.field_map, dedup=settings.dedup, crawler=opts.crawler, ids=opts.ids)
     finally:
         buffer.close()
-    missing = len(set(opts.ids)) - n if opts.ids else 0
+    missing = max(0, len(set(opts.ids)) - done.requeued - done.still_invalid) if opts.ids else 0
     if ctx.json:
-        ctx.print_json({"requeued": n, "state": opts.state, "ids_not_found": max(0, missing)})
+        ctx.print_json({"requeued": done.requeued, "still_invalid": done.still_invalid, "state": opts.state, "ids_not_found": missing})
     else:
-        print(f"requeued {n} {opts.state} rows to pending; `scrapy sdi flush` or the next crawl delivers them")
-    if missing > 0:
+        print(f"requeued {done.requeued} {opts.state} rows to pending; `scrapy sdi flush` or the next crawl delivers them")
+    if done.still_invalid:
+        ctx.error(f"{done.still_invalid} invalid rows are still invalid after mapping them again and stay invalid; "
+                  "their new reasons: `scrapy sdi export --state invalid`")
+    if missing:
         ctx.error(f"{missing} of the given ids are not {opts.state} rows" + (f" of {opts.crawler}" if opts.crawler else ""))
-        return 1
-    return 0
+    return 1 if missing or done.still_invalid else 0
 
 
 REQUEUE = Action("requeue", "put rejected or invalid rows back to pending", _requeue_arguments, _requeue)

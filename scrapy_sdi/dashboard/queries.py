@@ -3,8 +3,8 @@
 Each page opens its own short read-only connection (``file:...?mode=ro``): in WAL mode a reader
 never blocks the crawls writing to the same file, and a read-only connection cannot change it.
 Every value reaches SQLite as a bound parameter; sort columns come from allow-lists. The writes,
-:func:`requeue` and the one-time upgrade of a buffer an older scrapy_sdi wrote, use their own
-short read-write connections with a busy timeout.
+:func:`requeue` (through the buffer, as ``scrapy sdi requeue``) and the one-time upgrade of a
+buffer an older scrapy_sdi wrote, use their own short read-write connections with a busy timeout.
 """
 
 from __future__ import annotations
@@ -22,9 +22,11 @@ from urllib.parse import quote
 import orjson
 
 from scrapy_sdi.buffer import SCHEMA_VERSION, STATES, BufferFileError, SQLiteBuffer
+from scrapy_sdi.requeue import Requeued
+from scrapy_sdi.requeue import requeue as requeue_rows
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Sequence
+    from collections.abc import Iterator, Mapping, Sequence
 
 #: States a user may look at, export and requeue on the problems page.
 PROBLEM_STATES = ("rejected", "invalid")
@@ -338,36 +340,30 @@ def crawler_names(conn: sqlite3.Connection) -> list[str]:
 # -- the one write --------------------------------------------------------------------------
 
 
-def requeue(path: str | os.PathLike[str], ids: Sequence[str], *, busy_timeout: float = 10.0) -> int:
-    """Put the given rejected or invalid rows back to pending; return how many changed.
+def requeue(
+    path: str | os.PathLike[str],
+    ids: Sequence[str],
+    *,
+    field_map: Mapping[str, str] | None = None,
+    dedup: bool = True,
+    busy_timeout: float = 10.0,
+) -> Requeued:
+    """Put the given rejected rows back to pending, and the given invalid rows once mapped again.
 
-    A separate short read-write connection: one ``BEGIN IMMEDIATE`` transaction that waits on the
-    busy timeout for a crawl's write to end, so neither side fails with "database is locked".
+    The same path as ``scrapy sdi requeue`` (:func:`scrapy_sdi.requeue.requeue`), on a short
+    read-write connection whose ``BEGIN IMMEDIATE`` waits on the busy timeout for a crawl's write.
     Rows in any other state are left alone, so a stale page cannot resend a delivered row.
     """
     ids = list(dict.fromkeys(ids))
     if not ids:
-        return 0
-    conn = sqlite3.connect(str(path), timeout=busy_timeout, isolation_level=None)
+        return Requeued(0)
+    buffer = SQLiteBuffer(path, busy_timeout=busy_timeout)
     try:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            changed = 0
-            for start in range(0, len(ids), 500):
-                chunk = ids[start : start + 500]
-                cursor = conn.execute(
-                    "UPDATE results SET state = 'pending', ready_at = 0, reason = NULL, lease_owner = NULL, "
-                    f"lease_until = NULL WHERE state IN (?, ?) AND id IN ({','.join('?' * len(chunk))})",
-                    (*PROBLEM_STATES, *chunk),
-                )
-                changed += cursor.rowcount
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+        rejected = requeue_rows(buffer, "rejected", ids=ids)
+        invalid = requeue_rows(buffer, "invalid", field_map=field_map, dedup=dedup, ids=ids)
     finally:
-        conn.close()
-    return changed
+        buffer.close()
+    return Requeued(rejected.requeued + invalid.requeued, invalid.still_invalid)
 
 
 # -- helpers --------------------------------------------------------------------------------

@@ -27,11 +27,12 @@ from twisted.internet.threads import deferToThread
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
+from scrapy_sdi.buffer import BufferFileError
 from scrapy_sdi.dashboard import chart, exports, queries, views
 from scrapy_sdi.errors import SDIError
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Iterable
+    from collections.abc import Awaitable, Iterable, Mapping
 
     from twisted.web.server import Request
 
@@ -139,8 +140,13 @@ class Dashboard:
         credentials: bool = False,
         retention_days: float = 30.0,
         allowed_hosts: frozenset[str] | None = None,
+        field_map: Mapping[str, str] | None = None,
+        dedup: bool = True,
     ) -> None:
         self.buffer_path = buffer_path
+        #: How a requeue maps invalid rows again (SDI_FIELD_MAP, SDI_DEDUP), as the pipeline would.
+        self.field_map = field_map
+        self.dedup = dedup
         self.allow_actions = allow_actions
         self.client = client
         self.credentials = credentials
@@ -309,6 +315,7 @@ class Dashboard:
         p["page"] = params.integer("page", 1, 1, MAX_PAGE)
         p["per_page"] = int(params.choice("per_page", "50", ("25", "50", "100", "200")))
         requeued = params.integer("requeued", -1, 0, MAX_IDS)
+        still_invalid = params.integer("invalid", 0, 0, MAX_IDS)
 
         def read(conn: sqlite3.Connection) -> dict[str, Any]:
             return {"page": queries.rows_page(conn, selection, page=p["page"], per_page=p["per_page"]),
@@ -316,6 +323,7 @@ class Dashboard:
 
         data = await self._read(read)
         data["requeued"] = None if requeued < 0 else requeued
+        data["still_invalid"] = still_invalid
         shown = _display(p, state="all", sort="created", dir="desc", per_page=50)
         return Response(views.rows(data, shown, buffer_path=self.buffer_path, token=self._action_token(),
                                    xlsx=exports.xlsx_available()))
@@ -400,15 +408,17 @@ class Dashboard:
         if len(ids) > MAX_IDS:
             raise HTTPError(400, f"at most {MAX_IDS} rows per requeue")
         try:
-            changed = await deferToThread(queries.requeue, self.buffer_path, ids)
-        except sqlite3.Error as exc:
+            done = await deferToThread(queries.requeue, self.buffer_path, ids, field_map=self.field_map, dedup=self.dedup)
+        except (sqlite3.Error, BufferFileError) as exc:
             raise HTTPError(503, f"the buffer could not be changed right now: {exc}") from None
-        logger.info("Requeued %(n)d rows from the dashboard", {"n": changed})
+        logger.info("Requeued %(n)d rows from the dashboard; %(invalid)d stay invalid",
+                    {"n": done.requeued, "invalid": done.still_invalid})
         if params.text("back_to") == "row" and ids:
             location = "/row?" + urlencode({"id": ids[0]})
         else:
             kept = [(k, v) for k, v in parse_qsl(params.text("back", max_length=4 * MAX_TEXT)) if k in _BACK_KEYS]
-            location = "/rows?" + urlencode([*kept, ("requeued", str(changed))])
+            still = [("invalid", str(done.still_invalid))] if done.still_invalid else []
+            location = "/rows?" + urlencode([*kept, ("requeued", str(done.requeued)), *still])
         return Response(b"", status=303, headers={"Location": location})
 
     # -- static files ---------------------------------------------------------------------
@@ -553,6 +563,7 @@ def build_dashboard(settings: SDISettings, *, allow_actions: bool) -> Dashboard:
     return Dashboard(
         str(settings.buffer_path), allow_actions=allow_actions, client=client,
         credentials=bool(settings.username and settings.password), retention_days=settings.retention_days,
+        field_map=settings.field_map, dedup=settings.dedup,
     )
 
 

@@ -265,7 +265,11 @@ def rows(data: Mapping[str, Any], params: Mapping[str, Any], *, buffer_path: str
                       ">XLSX (not available: install openpyxl)</a>")
     flash = ""
     if data.get("requeued") is not None:
-        flash = f'<p class=flash id=flash>Requeued <b>{data["requeued"]}</b> rows: they are pending again.</p>'
+        flash = f'<p class=flash id=flash>Requeued <b>{data["requeued"]}</b> rows: they are pending again.'
+        if data.get("still_invalid"):
+            flash += (f' <b>{data["still_invalid"]}</b> invalid rows were mapped again and are still invalid:'
+                      ' see their new reasons.')
+        flash += "</p>"
     head = "".join(
         f"<th>{_sort_link(label, key, params, '/rows') if key else e(label)}</th>" for _, label, key in ROW_HEADERS
     )

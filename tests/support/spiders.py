@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import scrapy
 
+from tests.support.items import FileAttrs, FileDataclass, FileItem
+
 
 class SyntheticSpider(scrapy.Spider):
     """Yields ``n`` file results (``-a n=...``), ids stable across runs: url-<offset+i>."""
@@ -148,22 +150,43 @@ BAD_RESULTS = [
 ]
 
 
-class BadResultsSpider(scrapy.Spider):
-    """Yields ``rounds`` rounds of: a good result, then each kind of BAD_RESULTS followed by a good one.
+#: Where the "url under another name" kind keeps its URL: valid with SDI_FIELD_MAP = {"link": "url"}.
+LINK_URL = "https://files.example.com/link/{i}.mp3"
+_NONE_FIELDS = ("url", "filename", "referrer", "description", "uploader", "crawled_at")
 
-    Good results have SyntheticSpider's URLs, numbered from 0.
+#: BAD_RESULTS and more: every item type, wrong types, None fields, a URL under another field name.
+BAD_ITEMS = [
+    *BAD_RESULTS,
+    ("scrapy.Item without url", lambda i: FileItem(description=f"item {i}"), "url is missing"),
+    ("dataclass with a mailto url", lambda i: FileDataclass(url=f"mailto:files{i}@example.com"),
+     "url is not an absolute http(s) URL"),
+    ("attrs with a list as filename", lambda i: FileAttrs(url=f"https://files.example.com/attrs/{i}.mp3", filename=["a"]),
+     "filename is not a string: list"),
+    ("every field None", lambda i: dict.fromkeys(_NONE_FIELDS), "url is missing"),
+    ("crawled_at not a time", lambda i: {"url": f"https://files.example.com/when/{i}.mp3", "crawled_at": "yesterday"},
+     "crawled_at is not a valid time"),
+    ("url under another name", lambda i: {"link": LINK_URL.format(i=i), "description": f"linked {i}"}, "url is missing"),
+]
+
+
+class BadResultsSpider(scrapy.Spider):
+    """Yields ``rounds`` rounds of: a good result, then each bad kind followed by a good one.
+
+    The kinds are BAD_RESULTS, or BAD_ITEMS with ``-a kinds=items``. Good results have
+    SyntheticSpider's URLs, numbered from 0.
     """
 
     name = "bad_results"
 
-    def __init__(self, rounds="3", **kwargs):
+    def __init__(self, rounds="3", kinds="results", **kwargs):
         super().__init__(**kwargs)
         self.rounds = int(rounds)
+        self.kinds = BAD_ITEMS if kinds == "items" else BAD_RESULTS
 
     async def start(self):
         good = 0
         for round_number in range(self.rounds):
-            for kind in [None, *BAD_RESULTS]:
+            for kind in [None, *self.kinds]:
                 if kind is not None:
                     yield kind[1](round_number)
                 yield {"url": f"https://files.example.com/f/{good}/file{good}.mp3", "description": f"sample {good}"}
