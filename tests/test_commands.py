@@ -7,6 +7,7 @@ crawl while the API is down), and deliveries are checked against what the refere
 
 from __future__ import annotations
 
+import argparse
 import csv
 import io
 import json
@@ -100,6 +101,40 @@ def test_help_lists_every_action_and_usage_errors_exit_2(tmp_path):
     assert sdi(tmp_path).returncode == 2
     neither = sdi(tmp_path, "status", settings={"SDI_API_URL": "http://127.0.0.1:9/api/v1"})
     assert neither.returncode == 2 and "--url" in neither.stderr
+
+
+def _headings(help_text: str) -> list[str]:
+    """The lines the help underlines: the headings a reader sees."""
+    lines = help_text.splitlines()
+    return [above for above, line in zip(lines, lines[1:]) if line and set(line) <= {"=", "-"}]
+
+
+def _reads_as_written(help_text: str, written: str) -> bool:
+    return " ".join(written.split()) in " ".join(help_text.split())
+
+
+def test_requeue_help_reads_as_written(tmp_path):
+    written = ("rows to send again: rejected ones as they are; invalid ones are first mapped and validated again "
+               "(SDI_FIELD_MAP), and those still invalid stay invalid with the new reason")
+    for columns in ("80", "100"):
+        proc = sdi(tmp_path, "requeue", "--help", env=_env(COLUMNS=columns))
+        assert proc.returncode == 0, proc.stderr
+        assert _headings(proc.stdout) == ["Usage", "Options", "Global Options"], proc.stdout
+        assert _reads_as_written(proc.stdout, written), proc.stdout
+
+
+def test_a_help_line_ending_in_a_colon_is_no_heading(monkeypatch):
+    from scrapy_sdi.commands.sdi import HelpFormatter
+
+    written = "rows to send again (invalid rows are resent as stored: the API may refuse them: or not)"
+    for width in range(40, 121):  # the colons fall at the end of a line at some widths
+        monkeypatch.setenv("COLUMNS", str(width))
+        parser = argparse.ArgumentParser(prog="scrapy sdi requeue", formatter_class=HelpFormatter)
+        parser.add_argument("--state", help=written)
+        parser.add_argument_group("Global Options").add_argument("-s", help="set a setting:")
+        help_text = parser.format_help()
+        assert _headings(help_text) == ["Usage", "Options", "Global Options"], help_text
+        assert _reads_as_written(help_text, written) and "set a setting:" in help_text, help_text
 
 
 def test_a_bad_setting_is_one_line_and_exit_1(tmp_path):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import Any
 
 from scrapy.commands import ScrapyCommand, ScrapyHelpFormatter
 from scrapy.exceptions import UsageError
@@ -54,7 +55,7 @@ class Command(ScrapyCommand):
         for action in ACTIONS.values():
             sub = actions.add_parser(
                 action.name, help=action.help, description=action.help,
-                formatter_class=ScrapyHelpFormatter, add_help=not action.passthrough,
+                formatter_class=HelpFormatter, add_help=not action.passthrough,
             )
             action.add_arguments(sub)
             if action.json:
@@ -89,6 +90,33 @@ class Command(ScrapyCommand):
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
             self.exitcode = 1
+
+
+class HelpFormatter(ScrapyHelpFormatter):
+    """Scrapy's help layout, where only the sections' titles are headings.
+
+    Scrapy underlines every part of the help that ends in a colon, so an option's help line that
+    happens to end in one became a heading; such a line is split from its newline here, and reads
+    as written.
+    """
+
+    def __init__(self, prog: str, **kwargs: Any) -> None:
+        super().__init__(prog, **kwargs)
+        self._headings: set[str] = set()
+
+    def start_section(self, heading: str | None) -> None:
+        if heading:
+            self._headings.add(f"{heading}:")
+        super().start_section(heading)
+
+    def format_part_strings(self, part_strings: list[str]) -> list[str]:
+        parts: list[str] = []
+        for part in part_strings:
+            if part.endswith(":\n") and part.strip() not in self._headings:
+                parts += [part[:-1], "\n"]
+            else:
+                parts.append(part)
+        return super().format_part_strings(parts)
 
 
 def _add_global_options(parser: argparse.ArgumentParser) -> None:
