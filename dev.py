@@ -49,7 +49,6 @@ DEMO_FILTERS = {
     ],
 }
 SHOWN_ROWS = 10
-MASK = "********"
 
 USAGE = """\
 usage: python3 dev.py test [pytest args]
@@ -129,16 +128,12 @@ def _stop(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
-def _mask(text: str, secret: str) -> str:
-    return text.replace(secret, MASK) if secret else text
-
-
-def _tail(path: Path, secret: str, lines: int = 20) -> str:
+def _tail(path: Path, lines: int = 20) -> str:
     try:
         text = path.read_text(errors="replace")
     except OSError:
         return ""
-    return _mask("\n".join(text.splitlines()[-lines:]), secret)
+    return "\n".join(text.splitlines()[-lines:])
 
 
 def _start_server(
@@ -147,7 +142,6 @@ def _start_server(
     cmd: list[str],
     line: re.Pattern,
     log: Path,
-    secret: str,
 ) -> str:
     """Start a server, wait for its "listening on URL" line on stdout, return the URL."""
     with open(log, "w") as log_file:
@@ -170,18 +164,18 @@ def _start_server(
             text = lines.get(timeout=max(0.0, deadline - time.monotonic()))
         except queue.Empty:
             raise DevError(f"the {name} did not say it was listening within {STARTUP_TIMEOUT:.0f}s;"
-                           f" its log:\n{_tail(log, secret)}") from None
+                           f" its log:\n{_tail(log)}") from None
         if text is None:
             proc.wait()
             raise DevError(f"the {name} exited with code {proc.returncode} before listening;"
-                           f" its log:\n{_tail(log, secret)}")
+                           f" its log:\n{_tail(log)}")
         match = line.search(text)
         if match:
             return match.group(1)
 
 
-def _run_crawl(cmd: list[str], env: dict[str, str], secret: str) -> tuple[int, str]:
-    """Run the crawl, echoing its log (masked) as it comes; return its exit code and log."""
+def _run_crawl(cmd: list[str], env: dict[str, str]) -> tuple[int, str]:
+    """Run the crawl, echoing its log as it comes (it shows no secret); return its exit code and log."""
     proc = subprocess.Popen(
         cmd, cwd=EXAMPLE_PROJECT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         text=True, errors="replace",
@@ -192,7 +186,6 @@ def _run_crawl(cmd: list[str], env: dict[str, str], secret: str) -> tuple[int, s
         while True:
             try:
                 for text in proc.stdout:
-                    text = _mask(text, secret)
                     captured.append(text)
                     sys.stdout.write(text)
                 break
@@ -321,11 +314,11 @@ def cmd_demo(args: list[str]) -> int:
             [python, "-m", "scrapy_sdi.testing.server", "--port", "0",
              "--db", str(tmp / "api.db"), "--user", f"{DEMO_USER}:{password}",
              "--filters", str(tmp / "filters.json")],
-            SERVER_LINE, tmp / "server.log", password,
+            SERVER_LINE, tmp / "server.log",
         )
         site_url = _start_server(
             procs, "demo site", [python, "-m", "scrapy_sdi.testing.demo_site", "--port", "0"],
-            SITE_LINE, tmp / "demo_site.log", password,
+            SITE_LINE, tmp / "demo_site.log",
         )
         print(f"dev.py: SDI API at {api_url} (user {DEMO_USER!r}), demo site at {site_url}")
         patterns = ", ".join(f"{f['field']} {f['kind']} {f['pattern']!r}"
@@ -336,7 +329,7 @@ def cmd_demo(args: list[str]) -> int:
             [python, "-m", "scrapy", "crawl", "files",
              "-s", f"SDI_BUFFER_PATH={tmp / 'buffer.db'}", "-s", f"DEMO_SITE_URL={site_url}",
              "-s", "STATS_DUMP=True", "-s", "LOG_LEVEL=INFO"],
-            env, password,
+            env,
         )
         try:
             results = fetch_received(api_url, password)

@@ -26,6 +26,7 @@ from scrapy_sdi.errors import (
     SDIRateLimited,
     SDIServiceError,
 )
+from scrapy_sdi.settings import check_api_url
 from scrapy_sdi.transport import Reply, Transport, default_transport
 
 if TYPE_CHECKING:
@@ -61,7 +62,8 @@ class SDIClient:
         stats: StatsCollector | None = None,
         transport: Transport | None = None,
     ) -> None:
-        self.base_url = base_url.rstrip("/")
+        # credentials inside the URL would show in every transport error that names the host
+        self.base_url = check_api_url("SDI_API_URL", base_url.rstrip("/"))
         self._username = username
         self._password = password
         self._timeout = timeout

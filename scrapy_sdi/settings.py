@@ -10,6 +10,7 @@ import asyncio
 import functools
 import logging
 import os
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -40,7 +41,7 @@ def _text(name: str, value: Any) -> str:
     if value is None:
         return ""
     if not isinstance(value, str):
-        raise SDIConfigError(f"{name}: {value!r} is not a string")
+        raise SDIConfigError(f"{name}: {masked(name, value)} is not a string")
     return value.strip()
 
 
@@ -124,7 +125,20 @@ def _buffer(name: str, value: Any) -> str:
 
 
 def _api_url(name: str, value: Any) -> str:
-    url = _text(name, value).rstrip("/")
+    return check_api_url(name, _text(name, value).rstrip("/"))
+
+
+def check_api_url(name: str, url: str) -> str:
+    """``url`` when it is an http(s) URL with a host and no credentials; else one SDIConfigError.
+
+    Credentials inside the URL would reach every error message that names it (and the API logs
+    in with SDI_USERNAME and SDI_PASSWORD), so they are refused, the message showing them masked.
+    """
+    if "@" in _authority(url):
+        raise SDIConfigError(
+            f"{name}: {display_url(url)!r} carries credentials; remove them from the URL "
+            "(the API logs in with SDI_USERNAME and SDI_PASSWORD)"
+        )
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise SDIConfigError(f"{name}: {url!r} is not an http(s) URL; expected e.g. http://127.0.0.1:8750/api/v1")
@@ -312,11 +326,38 @@ def _read_dotenv(path: str | os.PathLike[str] | None) -> dict[str, str]:
     }
 
 
-def masked(name: str, value: Any) -> str:
-    """How a setting's value may be shown: secrets as '***' when set."""
+def shown(name: str, value: Any) -> Any:
+    """A setting's value as it may be shown: a secret as a fixed mask, a URL without its password.
+
+    The mask is fixed, so not even a secret's length shows; and it is built here, from the value,
+    because replacing a secret in finished text reveals it (``p`` masked in ``http`` is ``htt***``).
+    """
     if name in SECRET_SETTINGS:
         return "***" if value else "(not set)"
-    return repr(value)
+    return display_url(value) if isinstance(value, str) else value
+
+
+def masked(name: str, value: Any) -> str:
+    """A setting's value as one line of text: shown(), quoted unless it is a secret's mask."""
+    return shown(name, value) if name in SECRET_SETTINGS else repr(shown(name, value))
+
+
+def display_url(url: str) -> str:
+    """``url`` with the password of its userinfo (``https://user:pw@host/``) shown as ``***``."""
+    authority = _authority(url)
+    userinfo, at, host = authority.rpartition("@")
+    if not at or ":" not in userinfo:
+        return url
+    user = userinfo.partition(":")[0]
+    return url.replace(authority, f"{user}:***@{host}", 1)
+
+
+def _authority(url: str) -> str:
+    """The ``user:pw@host:port`` part of a URL, read without parsing (no malformed URL can fail)."""
+    if "://" not in url:
+        return ""
+    rest = url.split("://", 1)[1]
+    return re.split(r"[/?#]", rest, maxsplit=1)[0]
 
 
 def settings_for(crawler: Crawler) -> SDISettings:

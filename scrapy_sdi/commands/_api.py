@@ -12,6 +12,7 @@ from scrapy_sdi.blocking import run_blocking
 from scrapy_sdi.buffer import BufferFileError, SQLiteBuffer, open_buffer
 from scrapy_sdi.commands._common import Action, CommandError, Context, table
 from scrapy_sdi.errors import SDIConfigError, SDIError
+from scrapy_sdi.settings import shown
 
 if TYPE_CHECKING:
     import argparse
@@ -27,7 +28,6 @@ def _check(ctx: Context) -> int:
     checks: list[dict[str, Any]] = []
 
     def report(name: str, ok: bool, detail: str) -> None:
-        detail = ctx.redact(detail)
         checks.append({"check": name, "ok": ok, "detail": detail})
         if not ctx.json:
             print(f"{'ok  ' if ok else 'FAIL'}  {name:<10} {detail}")
@@ -37,7 +37,8 @@ def _check(ctx: Context) -> int:
     except CommandError as exc:
         report("settings", False, str(exc))
         return _finish(ctx, checks)
-    report("settings", True, f"API {settings.api_url}, user {settings.username!r}, password ***")
+    report("settings", True, f"API {shown('SDI_API_URL', settings.api_url)}, user {settings.username!r}, "
+                             f"password {shown('SDI_PASSWORD', settings.password)}")
     client = ctx.client(settings)
     try:
         for name, step in (("health", _health), ("login", _login), ("filters", _filters)):

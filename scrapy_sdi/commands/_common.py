@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -12,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Callable, TextIO
 
 from scrapy_sdi.buffer import BufferFileError, MemoryBuffer, open_buffer
 from scrapy_sdi.errors import SDIConfigError
-from scrapy_sdi.settings import ENV_SETTINGS, SECRET_SETTINGS, SDISettings
+from scrapy_sdi.settings import SDISettings
 
 if TYPE_CHECKING:
     import argparse
@@ -89,28 +88,9 @@ class Context:
             raise CommandError(f"SDI_BUFFER: {settings.buffer!r} is not durable; there is no buffer to operate on")
         return buffer
 
-    def redact(self, text: str) -> str:
-        """``text`` with every known secret value replaced by ``***`` (for errors and log lines)."""
-        for secret in self._secrets():
-            text = text.replace(secret, "***")
-        return text
-
-    def _secrets(self) -> set[str]:
-        dotenv: dict[str, str | None] = {}
-        if os.path.isfile(".env"):
-            from dotenv import dotenv_values
-
-            dotenv = dotenv_values(".env")
-        found = set()
-        for name in SECRET_SETTINGS:
-            candidates = [self.settings.get(name), os.environ.get(name)]
-            if name in ENV_SETTINGS:
-                candidates.append(dotenv.get(name))
-            found.update(str(value) for value in candidates if value not in (None, ""))
-        return found
-
     def error(self, message: str) -> None:
-        print(f"scrapy sdi {self.opts.action}: {self.redact(message)}", file=sys.stderr)
+        """One line on stderr; messages carry no secret (values are masked where they are built)."""
+        print(f"scrapy sdi {self.opts.action}: {message}", file=sys.stderr)
 
     def print_json(self, data: Any, stream: TextIO | None = None) -> None:
         stream = stream or sys.stdout

@@ -82,14 +82,14 @@ def _width() -> dict[str, Any]:
 
 
 class _LogHandler(logging.Handler):
-    """scrapy_sdi's warnings (an API failing, say) as plain lines beside the bar, secrets redacted."""
+    """scrapy_sdi's warnings (an API failing, say) as plain lines beside the bar."""
 
-    def __init__(self, progress: Progress, ctx: Context) -> None:
+    def __init__(self, progress: Progress) -> None:
         super().__init__(logging.WARNING)
-        self.progress, self.ctx = progress, ctx
+        self.progress = progress
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.progress.write(self.ctx.redact(f"{record.levelname}: {record.getMessage()}"))
+        self.progress.write(f"{record.levelname}: {record.getMessage()}")
 
 
 class Flusher:
@@ -152,7 +152,7 @@ def _flush(ctx: Context) -> int:
         buffer.close()
         return _report(ctx, Progress(0, bar=False), {c: 0 for c in crawlers}, interrupted=False)
     progress = Progress(total, bar=sys.stderr.isatty() and not ctx.json)
-    handler = _LogHandler(progress, ctx)
+    handler = _LogHandler(progress)
     logger = logging.getLogger("scrapy_sdi")
     if not ctx.settings.getbool("LOG_ENABLED") and not getattr(opts, "nolog", False):
         logger.addHandler(handler)  # with -L or --logfile, Scrapy's own logging shows them

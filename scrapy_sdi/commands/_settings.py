@@ -6,7 +6,7 @@ from dataclasses import fields
 from typing import Any
 
 from scrapy_sdi.commands._common import Action, Context, table
-from scrapy_sdi.settings import SECRET_SETTINGS, SPEC, SDISettings, masked
+from scrapy_sdi.settings import SECRET_SETTINGS, SPEC, SDISettings, masked, shown
 
 _TYPES = {bool: "bool", int: "int", float: "float", str: "str", dict: "dict"}
 
@@ -18,8 +18,8 @@ def _settings(ctx: Context) -> int:
         {
             "name": name,
             "type": _TYPES.get(type(default), type(default).__name__),
-            "default": _shown(name, default),
-            "value": _shown(name, values[name]),
+            "default": shown(name, default),
+            "value": shown(name, values[name]),
             "source": settings.sources.get(name, "default"),
             "description": doc,
         }
@@ -39,11 +39,6 @@ def _values(settings: SDISettings) -> dict[str, Any]:
     """Each SPEC name's resolved value (a name SDISettings does not carry yet shows its default)."""
     values = {"SDI_" + f.name.upper(): getattr(settings, f.name) for f in fields(settings) if f.name != "sources"}
     return {name: values.get(name, default) for name, (default, _parse, _doc) in SPEC.items()}
-
-
-def _shown(name: str, value: Any) -> Any:
-    """The value as JSON may carry it, a secret as masked() shows it."""
-    return masked(name, value) if name in SECRET_SETTINGS else value
 
 
 def _text(name: str, value: Any) -> str:

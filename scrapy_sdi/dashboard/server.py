@@ -29,7 +29,8 @@ from twisted.web.server import NOT_DONE_YET, Site
 
 from scrapy_sdi.buffer import BufferFileError
 from scrapy_sdi.dashboard import chart, exports, queries, views
-from scrapy_sdi.errors import SDIError
+from scrapy_sdi.errors import SDIConfigError, SDIError
+from scrapy_sdi.settings import check_api_url
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Iterable, Mapping
@@ -554,9 +555,10 @@ def build_dashboard(settings: SDISettings, *, allow_actions: bool) -> Dashboard:
         raise DashboardError(str(exc)) from None
     client = None
     if settings.api_url:
-        parts = urlsplit(settings.api_url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise DashboardError(f"API URL {settings.api_url!r} is not an http(s) URL; expected e.g. http://127.0.0.1:8750/api/v1")
+        try:
+            check_api_url("API URL", settings.api_url)
+        except SDIConfigError as exc:
+            raise DashboardError(str(exc)) from None
         from scrapy_sdi.client import SDIClient
 
         client = SDIClient(settings.api_url, settings.username, settings.password, timeout=settings.timeout)
