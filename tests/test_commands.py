@@ -152,8 +152,10 @@ def test_dashboard_is_optional(tmp_path):
         from scrapy_sdi.dashboard import add_arguments, run  # noqa: F401
     except ImportError:
         assert proc.returncode == 1 and "not available" in proc.stderr
-    else:  # the dashboard exists: its own parser answers --help
+    else:  # the dashboard exists: its own parser answers --help, listing the global options too
         assert proc.returncode == 0 and "scrapy sdi dashboard" in proc.stdout
+        assert "--port" in proc.stdout and "-s NAME=VALUE, --set NAME=VALUE" in proc.stdout, proc.stdout
+        assert "--loglevel" in proc.stdout and "--nolog" in proc.stdout
 
 
 # -- check --------------------------------------------------------------------------------------

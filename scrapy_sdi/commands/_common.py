@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from dataclasses import dataclass
@@ -14,13 +15,17 @@ from scrapy_sdi.errors import SDIConfigError
 from scrapy_sdi.settings import SDISettings
 
 if TYPE_CHECKING:
-    import argparse
     from collections.abc import Iterable, Sequence
 
     from scrapy.settings import BaseSettings
 
     from scrapy_sdi.buffer import Buffer
     from scrapy_sdi.client import SDIClient
+
+
+#: Where Scrapy's global options given after the action land (``scrapy sdi flush -s NAME=VALUE``)
+#: until they are merged with those given before it.
+SUB_PREFIX = "_sub_"
 
 
 class CommandError(Exception):
@@ -110,7 +115,20 @@ async def _new_client(settings: SDISettings) -> SDIClient:
     )
 
 
-# -- text output ------------------------------------------------------------------------------
+# -- options and text output ------------------------------------------------------------------
+
+
+def add_global_options(parser: argparse.ArgumentParser) -> None:
+    """Scrapy's global options, accepted (and listed by --help) after the action too."""
+    group = parser.add_argument_group("Global Options")
+    group.add_argument("-s", "--set", dest=SUB_PREFIX + "set", action="append", default=argparse.SUPPRESS,
+                       metavar="NAME=VALUE", help="set/override setting (may be repeated)")
+    group.add_argument("-L", "--loglevel", dest=SUB_PREFIX + "loglevel", default=argparse.SUPPRESS, metavar="LEVEL",
+                       help="log at this level on stderr")
+    group.add_argument("--logfile", dest=SUB_PREFIX + "logfile", default=argparse.SUPPRESS, metavar="FILE",
+                       help="log to FILE")
+    group.add_argument("--nolog", dest=SUB_PREFIX + "nolog", action="store_true", default=argparse.SUPPRESS,
+                       help="disable logging completely")
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], stream: TextIO | None = None) -> None:

@@ -11,7 +11,7 @@ import argparse
 
 from scrapy.commands import ScrapyHelpFormatter
 
-from scrapy_sdi.commands._common import Action, Context
+from scrapy_sdi.commands._common import Action, Context, add_global_options
 
 
 def _dashboard(ctx: Context) -> int:
@@ -27,6 +27,7 @@ def _dashboard(ctx: Context) -> int:
         formatter_class=ScrapyHelpFormatter,
     )
     add_arguments(parser)
+    add_global_options(parser)  # taken before the action's own options, listed by --help
     opts = parser.parse_args(ctx.args, namespace=argparse.Namespace(**vars(ctx.opts)))
     return int(run(ctx.sdi_settings(require_api=False), opts) or 0)
 

@@ -17,7 +17,7 @@ from scrapy.exceptions import UsageError
 
 from scrapy_sdi.commands._api import CHECK, STATUS
 from scrapy_sdi.commands._buffer import BUFFER, EXPORT, REQUEUE
-from scrapy_sdi.commands._common import Action, CommandError, Context
+from scrapy_sdi.commands._common import SUB_PREFIX, Action, CommandError, Context, add_global_options
 from scrapy_sdi.commands._dashboard import DASHBOARD
 from scrapy_sdi.commands._flush import FLUSH
 from scrapy_sdi.commands._settings import SETTINGS
@@ -25,9 +25,6 @@ from scrapy_sdi.commands._settings import SETTINGS
 ACTIONS: dict[str, Action] = {
     action.name: action for action in (CHECK, STATUS, BUFFER, FLUSH, EXPORT, REQUEUE, SETTINGS, DASHBOARD)
 }
-#: Where Scrapy's global options given after the action land (``scrapy sdi flush -s NAME=VALUE``)
-#: until they are merged with those given before it.
-_SUB_PREFIX = "_sub_"
 
 
 class Command(ScrapyCommand):
@@ -60,7 +57,7 @@ class Command(ScrapyCommand):
             action.add_arguments(sub)
             if action.json:
                 sub.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print the output as JSON")
-            _add_global_options(sub)
+            add_global_options(sub)
 
     def process_options(self, args: list[str], opts: argparse.Namespace) -> None:
         _merge_global_options(opts)
@@ -119,23 +116,11 @@ class HelpFormatter(ScrapyHelpFormatter):
         return super().format_part_strings(parts)
 
 
-def _add_global_options(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("Global Options")
-    group.add_argument("-s", "--set", dest=_SUB_PREFIX + "set", action="append", default=argparse.SUPPRESS,
-                       metavar="NAME=VALUE", help="set/override setting (may be repeated)")
-    group.add_argument("-L", "--loglevel", dest=_SUB_PREFIX + "loglevel", default=argparse.SUPPRESS, metavar="LEVEL",
-                       help="log at this level on stderr")
-    group.add_argument("--logfile", dest=_SUB_PREFIX + "logfile", default=argparse.SUPPRESS, metavar="FILE",
-                       help="log to FILE")
-    group.add_argument("--nolog", dest=_SUB_PREFIX + "nolog", action="store_true", default=argparse.SUPPRESS,
-                       help="disable logging completely")
-
-
 def _merge_global_options(opts: argparse.Namespace) -> None:
     """Global options given after the action join those given before it."""
-    opts.set = [*opts.set, *getattr(opts, _SUB_PREFIX + "set", [])]
+    opts.set = [*opts.set, *getattr(opts, SUB_PREFIX + "set", [])]
     for name in ("loglevel", "logfile", "nolog"):
-        if hasattr(opts, _SUB_PREFIX + name):
-            setattr(opts, name, getattr(opts, _SUB_PREFIX + name))
-    for name in [n for n in vars(opts) if n.startswith(_SUB_PREFIX)]:
+        if hasattr(opts, SUB_PREFIX + name):
+            setattr(opts, name, getattr(opts, SUB_PREFIX + name))
+    for name in [n for n in vars(opts) if n.startswith(SUB_PREFIX)]:
         delattr(opts, name)
