@@ -179,6 +179,18 @@ def test_check_passes_then_fails_when_the_api_is_down(sdi_server, tmp_path):
 # -- settings -----------------------------------------------------------------------------------
 
 
+def test_settings_marks_missing_required_settings(tmp_path):
+    proc = sdi(tmp_path, "settings", settings={"SDI_USERNAME": "someone"})
+    assert proc.returncode == 0, proc.stderr
+    value = {line.split()[0]: line for line in proc.stdout.splitlines()[1:]}
+    assert "(not set, required)" in value["SDI_API_URL"] and "(not set, required)" in value["SDI_PASSWORD"]
+    assert "required" not in value["SDI_USERNAME"] and "required" not in value["SDI_CRAWLER_NAME"]
+    rows = {row["name"]: row for row in json.loads(sdi(tmp_path, "settings", "--json").stdout)["settings"]}
+    assert [name for name, row in rows.items() if row["missing_required"]] == ["SDI_API_URL", "SDI_USERNAME", "SDI_PASSWORD"]
+    dry = sdi(tmp_path, "settings", "--json", settings={"SDI_DRY_RUN": "True"})
+    assert [row["name"] for row in json.loads(dry.stdout)["settings"] if row["missing_required"]] == ["SDI_API_URL"]
+
+
 def test_settings_masks_the_password_and_names_each_source(tmp_path):
     password = "dotenv-s3cret-value"
     (tmp_path / ".env").write_text(f"SDI_PASSWORD={password}\n")

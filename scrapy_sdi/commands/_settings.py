@@ -6,7 +6,7 @@ from dataclasses import fields
 from typing import Any
 
 from scrapy_sdi.commands._common import Action, Context, table
-from scrapy_sdi.settings import SECRET_SETTINGS, SPEC, SDISettings, masked, shown
+from scrapy_sdi.settings import SPEC, SDISettings, masked, shown
 
 _TYPES = {bool: "bool", int: "int", float: "float", str: "str", dict: "dict"}
 
@@ -14,6 +14,7 @@ _TYPES = {bool: "bool", int: "int", float: "float", str: "str", dict: "dict"}
 def _settings(ctx: Context) -> int:
     settings = ctx.sdi_settings(require_api=False)
     values = _values(settings)
+    missing = _missing_required(values)
     rows = [
         {
             "name": name,
@@ -21,6 +22,7 @@ def _settings(ctx: Context) -> int:
             "default": shown(name, default),
             "value": shown(name, values[name]),
             "source": settings.sources.get(name, "default"),
+            "missing_required": name in missing,
             "description": doc,
         }
         for name, (default, _parse, doc) in SPEC.items()
@@ -30,7 +32,8 @@ def _settings(ctx: Context) -> int:
         return 0
     table(
         ("setting", "type", "default", "value", "source"),
-        [(r["name"], r["type"], _text(r["name"], r["default"]), _text(r["name"], r["value"]), r["source"]) for r in rows],
+        [(name, r["type"], masked(name, SPEC[name][0]), _text(name, values[name], missing), r["source"])
+         for name, r in zip(SPEC, rows)],
     )
     return 0
 
@@ -41,8 +44,16 @@ def _values(settings: SDISettings) -> dict[str, Any]:
     return {name: values.get(name, default) for name, (default, _parse, _doc) in SPEC.items()}
 
 
-def _text(name: str, value: Any) -> str:
-    return value if name in SECRET_SETTINGS else masked(name, value)
+def _missing_required(values: dict[str, Any]) -> set[str]:
+    """The settings a crawl needs that have no value (credentials are not needed for a dry run)."""
+    if not values["SDI_ENABLED"]:
+        return set()
+    needed = ("SDI_API_URL",) if values["SDI_DRY_RUN"] else ("SDI_API_URL", "SDI_USERNAME", "SDI_PASSWORD")
+    return {name for name in needed if not values[name]}
+
+
+def _text(name: str, value: Any, missing: set[str]) -> str:
+    return "(not set, required)" if name in missing else masked(name, value)
 
 
 SETTINGS = Action(
