@@ -176,6 +176,19 @@ def test_check_passes_then_fails_when_the_api_is_down(sdi_server, tmp_path):
     assert "ok    buffer" in down.stdout
 
 
+def test_check_outside_a_project_creates_no_file(tmp_path):
+    settings = {"SDI_API_URL": "http://127.0.0.1:9/api/v1", "SDI_USERNAME": "u", "SDI_PASSWORD": "pw"}
+    proc = sdi(tmp_path, "check", "--json", settings=settings)
+    assert proc.returncode == 1  # the API is unreachable
+    buffer = next(c for c in json.loads(proc.stdout)["checks"] if c["check"] == "buffer")
+    assert buffer["ok"] and "does not exist yet" in buffer["detail"] and f"{tmp_path} is writable" in buffer["detail"]
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "a-file").write_text("")  # no directory can be made under a file, not even by root
+    blocked = sdi(tmp_path, "check", "--json", settings={**settings, "SDI_BUFFER_PATH": str(tmp_path / "a-file" / "b.db")})
+    buffer = next(c for c in json.loads(blocked.stdout)["checks"] if c["check"] == "buffer")
+    assert not buffer["ok"] and "not a writable directory" in buffer["detail"], buffer
+
+
 # -- settings -----------------------------------------------------------------------------------
 
 

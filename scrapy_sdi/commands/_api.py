@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -76,6 +77,8 @@ async def _filters(client: SDIClient) -> str:
 
 
 def _check_buffer(settings: SDISettings) -> tuple[str, bool, str]:
+    if settings.buffer == "sqlite" and not Path(settings.buffer_path).exists():
+        return _missing_buffer(Path(settings.buffer_path))
     try:
         buffer = open_buffer(settings)
     except (BufferFileError, SDIConfigError) as exc:
@@ -91,6 +94,14 @@ def _check_buffer(settings: SDISettings) -> tuple[str, bool, str]:
         return "buffer", True, f"{where}: {pending} pending, {counts['delivered']} delivered"
     finally:
         buffer.close()
+
+
+def _missing_buffer(path: Path) -> tuple[str, bool, str]:
+    """A check creates nothing: say whether the first crawl will be able to create the file."""
+    existing = next(parent for parent in path.absolute().parents if parent.exists())
+    if existing.is_dir() and os.access(existing, os.W_OK | os.X_OK):
+        return "buffer", True, f"{path}: does not exist yet; {existing} is writable, the first crawl creates it"
+    return "buffer", False, f"{path}: does not exist yet, and {existing} is not a writable directory to create it in"
 
 
 CHECK = Action(
