@@ -389,6 +389,44 @@ def test_flush_one_crawler_then_status_shows_descriptions(sdi_server, tmp_path):
         "received": (3, "Stored, not yet looked at"), "under_review": (1, "Queued for analyst review")}
 
 
+def _run_in_a_pty(command: list[str], cwd: Path, timeout: float = 60.0) -> tuple[int, str]:
+    """Run ``command`` with a terminal (a pty) as stdin, stdout and stderr; return its exit code and all it wrote."""
+    import pty
+    import selectors
+
+    master, terminal = pty.openpty()
+    try:
+        proc = subprocess.Popen(command, cwd=cwd, env=_env(), stdin=terminal, stdout=terminal, stderr=terminal)
+    finally:
+        os.close(terminal)
+    output = b""
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as selector:
+        selector.register(master, selectors.EVENT_READ)
+        while True:
+            assert selector.select(max(0.0, deadline - time.monotonic())), f"no end within {timeout}s: {output!r}"
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # EIO: every end of the terminal is closed
+                chunk = b""
+            if not chunk:
+                break
+            output += chunk
+    os.close(master)
+    return proc.wait(timeout), output.decode("utf-8", "replace")
+
+
+def test_flush_shows_its_progress_bar_on_a_terminal(sdi_server, tmp_path):
+    fill(tmp_path / "buffer.db", "alpha", urls(60))
+    settings = settings_for(sdi_server, tmp_path, SDI_BATCH_SIZE="10", SDI_CONCURRENT_REQUESTS="1")
+    code, seen = _run_in_a_pty(sdi_command("flush", settings=settings), tmp_path)
+    assert code == 0, seen
+    assert "flush: 100%" in seen and "60/60" in seen and "row/s" in seen, seen  # the bar, drawn to its end
+    assert "flush: 60 delivered" in seen
+    piped = sdi(tmp_path, "flush", settings=settings)  # not a terminal: the summary line only
+    assert piped.returncode == 0 and "%" not in piped.stdout + piped.stderr
+
+
 def _wait_for(condition, what: str, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
