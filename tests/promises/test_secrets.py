@@ -154,4 +154,6 @@ def test_a_crawl_shows_no_password_in_its_log_stats_or_audit_log(case, sdi_serve
     result = run_crawl(tmp_path, settings, {"n": 30})
     if case == "delivered":
         assert result.stats["sdi/items_delivered"] == 30, result.log[-3000:]
+    if case == "userinfo":  # refused at start, the URL shown masked
+        assert f"{server.username}:***@" in result.log and "carries credentials" in result.log, result.log[-3000:]
     _assert_hidden(secret, result.log, json.dumps(result.stats), audit.read_text() if audit.exists() else "")
