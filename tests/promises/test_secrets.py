@@ -68,8 +68,11 @@ def test_nothing_a_command_prints_depends_on_a_short_password(password, sdi_serv
         _runs(sdi_server_factory(password=pw), tmp_path / name, pw, refusing)
         for name, pw in (("one", password), ("two", twin))  # names of one length: column widths match
     ]
-    for case in shown[0]:
-        assert shown[0][case] == shown[1][case], case
+    first = shown[0]
+    assert first["check"].startswith("exit 0") and "login refused" in first["refused"], first  # the password was used
+    assert "3 delivered" in first["flush"] and "carries credentials" in first["userinfo"], first
+    for case in first:
+        assert first[case] == shown[1][case], case
 
 
 def _assert_hidden(secret: str, *texts: str) -> None:
