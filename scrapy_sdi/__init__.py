@@ -14,6 +14,9 @@ from scrapy_sdi.errors import (
 from scrapy_sdi.extension import SDIStatus
 from scrapy_sdi.pipeline import SDIPipeline
 
+#: The one place the version is written: pyproject.toml reads it from here when building.
+__version__ = "0.1.0"
+
 __all__ = [
     "Addon",
     "SDIAuthError",
@@ -26,4 +29,5 @@ __all__ = [
     "SDIRateLimited",
     "SDIServiceError",
     "SDIStatus",
+    "__version__",
 ]

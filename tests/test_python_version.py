@@ -1,13 +1,12 @@
-"""The oldest Python that setup.cfg's ``python_requires`` admits can run the code we ship.
+"""The oldest Python that pyproject.toml's ``requires-python`` admits can run the code we ship.
 
 A ``from datetime import UTC`` (3.11) once broke the reference server on 3.10 while every test,
-run on a newer Python, passed: these checks read the target from setup.cfg, so raising or
-lowering ``python_requires`` moves them with it.
+run on a newer Python, passed: these checks read the target from pyproject.toml, so raising or
+lowering ``requires-python`` moves them with it.
 """
 
 from __future__ import annotations
 
-import configparser
 import os
 import re
 import subprocess
@@ -23,12 +22,16 @@ SOURCES = ("scrapy_sdi", "tests", "dev.py", "benchmarks")
 
 
 def oldest_python() -> str:
-    """The lowest version ``python_requires`` admits, e.g. "3.10" for ">=3.10"."""
-    parser = configparser.ConfigParser()
-    parser.read(ROOT / "setup.cfg", encoding="utf-8")
-    spec = parser["options"]["python_requires"]
+    """The lowest version ``requires-python`` admits, e.g. "3.10" for ">=3.10".
+
+    Read with a pattern rather than tomllib, which is new in 3.11: this file runs on 3.10 too.
+    """
+    text = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    line = re.search(r'^requires-python\s*=\s*"([^"]*)"', text, re.MULTILINE)
+    assert line, "pyproject.toml's [project] table has no requires-python"
+    spec = line.group(1)
     match = re.fullmatch(r"\s*>=\s*(\d+\.\d+)(\.\d+)?\s*", spec)
-    assert match, f"python_requires = {spec!r}: expected a lower bound such as '>=3.10'"
+    assert match, f"requires-python = {spec!r}: expected a lower bound such as '>=3.10'"
     return match.group(1)
 
 
