@@ -6,6 +6,7 @@ It exists so the client can be proven over real HTTP against a server that follo
 
 Run it with ``python -m scrapy_sdi.testing.server --port 0 --db sdi.db --user NAME:PASSWORD``;
 it prints one line, ``SDI reference server listening on http://HOST:PORT/api/v1``, then serves.
+``GET /openapi.yaml`` answers the contract it implements, as shipped in the package.
 ``build_site(config)`` gives the same server as a ``twisted.web.server.Site`` to embed in-process.
 
 Besides the contract it serves an unauthenticated admin API under ``/_admin/`` for tests:
@@ -17,8 +18,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import hashlib
 import hmac
+import importlib.resources
 import json
 import logging
 import math
@@ -432,6 +435,12 @@ class _BadBody(Exception):
         self.answer = answer
 
 
+@functools.cache
+def _openapi_document() -> bytes:
+    """The wire contract this server implements, as shipped in the package."""
+    return importlib.resources.files("scrapy_sdi").joinpath("openapi.yaml").read_bytes()
+
+
 def _error(status: int, error: str, **extra: Any) -> _Answer:
     return _Answer(status, {"error": error, **extra})
 
@@ -530,6 +539,7 @@ class SDIResource(Resource):
             ADMIN_PREFIX + "/filters": {"POST": (self._admin_filters, False)},
             ADMIN_PREFIX + "/revoke": {"POST": (self._admin_revoke, False)},
             ADMIN_PREFIX + "/status": {"POST": (self._admin_status, False)},
+            "/openapi.yaml": {"GET": (self._openapi, False)},
         }
 
     # plumbing
@@ -615,7 +625,8 @@ class SDIResource(Resource):
             request.finish()
             return
         body = answer.raw if answer.raw is not None else orjson.dumps(answer.body)
-        request.setHeader("Content-Type", "application/json")
+        if "Content-Type" not in answer.headers:
+            request.setHeader("Content-Type", "application/json")
         request.setHeader("Content-Length", str(len(body)))
         request.write(body)
         request.finish()
@@ -808,6 +819,10 @@ class SDIResource(Resource):
             entries.append({"crawler": crawler, "total": sum(counts.values()),
                             "by_status": by_status})
         return {"crawlers": entries}
+
+    @staticmethod
+    def _openapi(request: Request, body: bytes) -> _Answer:
+        return _Answer(200, raw=_openapi_document(), headers={"Content-Type": "application/yaml"})
 
     def _status_codes(self, request: Request, body: bytes) -> _Answer:
         codes = [{"code": c, "name": n, "description": d} for c, n, d in STATUS_CODES]
