@@ -1,27 +1,38 @@
 """The audit log: one JSON line per submission attempt, written through loguru.
 
-loguru gives rotation and retention for free; the audit sink lives on a logger of its own so
-its lines never reach the application's loguru handlers (stderr included), and the
-application's records never reach the audit file.
+loguru gives rotation and retention for free. Everything goes through its public API: each
+audit log is a file sink on loguru's one logger, added with a filter that accepts only the
+records of a logger bound to this audit log, so two crawls in one process each write only their
+own lines, and the application's records never reach an audit file. The records are logged at a
+level of their own, ``SDI_AUDIT``, below ``TRACE``, so the application's handlers (loguru's
+default stderr handler included, at ``DEBUG``) do not show them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import itertools
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
+from loguru import logger
+
+if TYPE_CHECKING:
+    from loguru import Record
+
+LEVEL = "SDI_AUDIT"
+LEVEL_NO = 1  # below TRACE (5): only a handler added at level 0 or 1 would see audit records
+_KEY = "sdi_audit"  # the extra field that names a record's audit log
+_serials = itertools.count(1)
 
 
-def _private_logger() -> Any:
-    """A loguru logger with its own handlers, built as loguru builds its global one."""
-    from loguru._logger import Core, Logger
-
-    return Logger(
-        core=Core(), exception=None, depth=0, record=False, lazy=False, colors=False,
-        raw=False, capture=True, patchers=[], extra={},
-    )
+def _ensure_level() -> None:
+    try:
+        logger.level(LEVEL)
+    except ValueError:  # not registered yet in this process
+        logger.level(LEVEL, no=LEVEL_NO)
 
 
 def _owner_only(path: str, flags: int) -> int:
@@ -35,13 +46,18 @@ def _retention(retention: str | int | None) -> str | int | None:
     return retention
 
 
+def _nothing(record: Record) -> bool:
+    return False
+
+
 def check_policy(*, rotation: str | None = None, retention: str | None = None) -> None:
     """Raise loguru's ValueError for a rotation or retention it cannot parse, when settings are read.
 
-    The sink is never opened (``delay``), so nothing is created.
+    The probe sink is never opened (``delay``) and takes no record, so nothing is created.
     """
-    probe = _private_logger()
-    probe.remove(probe.add(os.devnull, rotation=rotation, retention=_retention(retention), delay=True))
+    probe = logger.add(os.devnull, rotation=rotation, retention=_retention(retention), delay=True,
+                       filter=_nothing)
+    logger.remove(probe)
 
 
 class AuditLog:
@@ -50,16 +66,25 @@ class AuditLog:
     def __init__(self, path: str, *, rotation: str | None = None, retention: str | int | None = None) -> None:
         self.path = path
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        self._logger = _private_logger()
-        self._logger.add(
-            path, format="{message}", level="INFO", rotation=rotation, retention=_retention(retention),
-            enqueue=False, catch=True, opener=_owner_only,
+        _ensure_level()
+        self._serial = next(_serials)
+        self._logger = logger.bind(**{_KEY: self._serial})
+        self._sink: int | None = logger.add(
+            path, format="{message}", level=LEVEL, filter=self._is_mine, rotation=rotation,
+            retention=_retention(retention), enqueue=False, catch=True, opener=_owner_only,
         )
+
+    def _is_mine(self, record: Record) -> bool:
+        return record["extra"].get(_KEY) == self._serial
 
     def record(self, entry: dict[str, Any]) -> None:
         line = {"time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds"), **entry}
         # braces in the JSON must not be read as loguru format fields
-        self._logger.opt(raw=True).info(orjson.dumps(line).decode() + "\n")
+        self._logger.opt(raw=True).log(LEVEL, orjson.dumps(line).decode() + "\n")
 
     def close(self) -> None:
-        self._logger.remove()
+        if self._sink is not None:
+            # already gone if the application removed every handler (logger.remove()) meanwhile
+            with contextlib.suppress(ValueError):
+                logger.remove(self._sink)
+            self._sink = None

@@ -49,6 +49,7 @@ def test_stats_add_up_after_a_real_crawl_and_the_audit_log_holds_no_secret(sdi_s
     assert server.password not in text and "Bearer" not in text and "token" not in text.lower()
     assert oct(audit.stat().st_mode & 0o777) == "0o600"
     assert server.password not in result.log
+    assert '"batch_size"' not in result.log  # audit lines reach the audit file only, not stderr
 
 
 def test_the_periodic_line_appears_and_nothing_logs_per_item(sdi_server_factory, tmp_path):
