@@ -286,6 +286,9 @@ class Delivery:
     # -- one batch ------------------------------------------------------------------------
 
     async def _deliver(self, batch: _Batch) -> None:
+        if self.client is None:
+            self._pretend(batch)
+            return
         try:
             outcomes = await self._post(batch)
         except (SDIBatchTooLarge, SDIBadRequest) as exc:
@@ -297,15 +300,10 @@ class Delivery:
         self._apply(batch, outcomes)
 
     async def _post(self, batch: _Batch) -> list[Outcome]:
+        assert self.client is not None
         body = encode_batch(self.crawler, batch.payloads)
         started = time.monotonic()
         self._inc("sdi/batches_sent")
-        if self.settings.dry_run or self.client is None:
-            logger.debug("SDI dry run: would send %(n)d results (%(bytes)d bytes)", {"n": len(batch), "bytes": len(body)})
-            self._inc("sdi/dry_run/items", len(batch))
-            from scrapy_sdi.client import Outcome
-
-            return [Outcome(id_, "accepted") for id_ in batch.ids]
         try:
             outcomes = await self.client.submit(body)
         except SDIError as exc:
@@ -313,6 +311,16 @@ class Delivery:
             raise
         self._record(batch, started, outcomes=outcomes)
         return outcomes
+
+    def _pretend(self, batch: _Batch) -> None:
+        """A dry run (no client): count what would be sent, never as sent or delivered, and let the
+        rows go so they are not left pending in the memory buffer."""
+        size = len(encode_batch(self.crawler, batch.payloads))
+        logger.debug("SDI dry run: would send %(n)d results (%(bytes)d bytes)", {"n": len(batch), "bytes": size})
+        self._inc("sdi/dry_run/batches")
+        self._inc("sdi/dry_run/items", len(batch))
+        self.buffer.ack(dict.fromkeys(batch.ids, "accepted"), {})
+        self.backlog -= len(batch)
 
     async def _split(self, batch: _Batch, exc: SDIBatchTooLarge | SDIBadRequest) -> None:
         """Send the halves one after the other, down to the single result the API refuses."""

@@ -51,6 +51,8 @@ STARTING_STATS = (
     "sdi/batches_failed",
     "sdi/retries",
 )
+#: What a dry run counts instead of deliveries.
+DRY_RUN_STATS = ("sdi/dry_run/items", "sdi/dry_run/batches")
 
 
 class SDIPipeline:
@@ -108,7 +110,7 @@ class SDIPipeline:
         pruned = self.buffer.prune(settings.retention_days)
         if pruned:
             logger.info("SDI buffer: pruned %(n)d delivered results older than %(days)g days", {"n": pruned, "days": settings.retention_days})
-        for key in STARTING_STATS:
+        for key in STARTING_STATS + (DRY_RUN_STATS if settings.dry_run else ()):
             self.stats.set_value(key, 0)
         self.delivery.start()
         self.filters.start()
@@ -117,7 +119,7 @@ class SDIPipeline:
         if self.filters.required_but_missing:
             raise CloseSpider("sdi_filters_unavailable")
         logger.info(
-            "SDI delivery to %(url)s as crawler %(crawler)r, buffer %(buffer)s",
+            "SDI delivery to %(url)s as crawler %(crawler)r, %(buffer)s",
             {"url": settings.api_url, "crawler": settings.crawler_name, "buffer": _describe_buffer(settings)},
         )
 
@@ -256,7 +258,10 @@ def _recheck_scraper_closing(scraper: Any) -> None:
 
 
 def _describe_buffer(settings: SDISettings) -> str:
-    return settings.buffer_path if settings.buffer == "sqlite" else repr(settings.buffer)
+    """How the start line names the buffer; a dry run creates none."""
+    if settings.dry_run:
+        return "dry run (results kept in memory, never sent)"
+    return "buffer " + (settings.buffer_path if settings.buffer == "sqlite" else repr(settings.buffer))
 
 
 def _warn_plain_http(api_url: str) -> None:

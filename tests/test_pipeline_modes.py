@@ -38,13 +38,19 @@ def test_a_buffer_class_by_dotted_path(sdi_server, tmp_path):
     assert "SDI_BUFFER: 'tests.support.nothing.Here' is neither 'sqlite', 'memory' nor an importable class" in bad.log
 
 
-def test_dry_run_sends_nothing_and_leaves_the_buffer_alone(sdi_server, tmp_path):
+def test_dry_run_sends_nothing_claims_no_delivery_and_leaves_the_buffer_alone(sdi_server, tmp_path):
     result = run_crawl(tmp_path, _settings(sdi_server, tmp_path, SDI_DRY_RUN=True), {"n": 80})
     assert result.returncode == 0, result.log[-3000:]
     assert result.stats["sdi/dry_run/items"] == 80
+    assert 1 <= result.stats["sdi/dry_run/batches"] <= 80
+    # nothing was sent, so nothing is counted as sent or delivered
+    assert result.stats.get("sdi/items_delivered", 0) == 0 and result.stats.get("sdi/batches_sent", 0) == 0
+    assert result.stats.get("sdi/pending_at_close", 0) == 0 and "sdi/items_lost" not in result.stats
     assert sdi_server.results() == []
     assert sdi_server.stats()["requests"].get("/api/v1/crawler-results") is None
     assert not (tmp_path / "buffer.db").exists()
+    start_line = next(line for line in result.log.splitlines() if "SDI delivery to " in line)
+    assert "dry run" in start_line and "buffer.db" not in start_line
 
 
 def test_the_same_urls_are_not_submitted_again_by_a_later_run(sdi_server, tmp_path):
