@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import gzip
+import hashlib
 
-import orjson
 import pytest
 import pytest_twisted
 from twisted.internet import defer
@@ -167,14 +166,22 @@ async def test_timeout_and_refused_connection_are_network_errors(sdi_server_fact
 
 @pytest_twisted.ensureDeferred
 async def test_large_bodies_are_gzipped_and_accepted(sdi_server):
-    client = make_client(sdi_server, compression_min_bytes=100)
+    client = make_client(sdi_server, compression_min_bytes=1000)
+    large, small = batch(*(f"g{i}" for i in range(50))), batch("s1")
+    assert len(small) < 1000 <= len(large)
     try:
-        outcomes = await client.submit(batch(*(f"g{i}" for i in range(50))))
+        outcomes = await client.submit(large)
         assert len(outcomes) == 50 and all(o.status == "accepted" for o in outcomes)
+        assert [o.status for o in await client.submit(small)] == ["accepted"]
     finally:
         await client.close()
-    assert len(gzip.compress(batch("x"))) > 0  # gzip itself is available
-    assert len(orjson.loads(batch("x"))["results"]) == 1
+    gzipped, plain = sdi_server.received()
+    # the large body went gzip-compressed, and the server unpacked exactly the batch sent
+    assert gzipped["content_encoding"] == "gzip" and gzipped["wire_bytes"] < gzipped["body_bytes"]
+    assert (gzipped["body_bytes"], gzipped["body_sha256"]) == (len(large), hashlib.sha256(large).hexdigest())
+    # a body under the threshold goes as it is
+    assert plain["content_encoding"] is None and plain["wire_bytes"] == plain["body_bytes"] == len(small)
+    assert plain["body_sha256"] == hashlib.sha256(small).hexdigest()
 
 
 @pytest_twisted.ensureDeferred

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import http.client
 import json
 import re
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -272,6 +274,31 @@ def test_byte_limit_applies_after_gunzip(sdi_server_factory: Callable[..., SDISe
                  headers={"Content-Encoding": "gzip"})
     assert (reply.status, reply.body) == (413, {"error": "too_large", "max_results": 1000})
     assert server.results() == []
+
+
+def test_a_proxy_body_limit_answers_413_as_html_on_the_bytes_as_sent(
+        sdi_server_factory: Callable[..., SDIServerProcess]) -> None:
+    server = sdi_server_factory(proxy_max_bytes=3000)
+    access = token(server)
+    assert submit(server, [result("a")], access).status == 200
+    big = json.dumps({"crawler": "C", "results": [result("b", extra={"pad": "x" * 5000})]}).encode()
+    request = urllib.request.Request(server.url + "/crawler-results", data=big, method="POST", headers={
+        "Authorization": f"Bearer {access}", "Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10)
+    assert refused.value.code == 413 and refused.value.headers["Content-Type"] == "text/html"
+    assert b"<html>" in refused.value.read()  # no JSON, so no max_results
+    packed = gzip.compress(big)  # the proxy counts the bytes as sent: compressed, this one passes
+    assert call(server, "POST", "/crawler-results", raw=packed, token=access,
+                headers={"Content-Encoding": "gzip"}).status == 200
+    received = server.received()
+    assert [(r["status"], r["content_encoding"]) for r in received] == [
+        ("200", None), ("413", None), ("200", "gzip")]
+    assert received[1]["wire_bytes"] == len(big) and received[2]["wire_bytes"] == len(packed)
+    assert received[2]["body_bytes"] == len(big)
+    assert received[2]["body_sha256"] == hashlib.sha256(big).hexdigest()
+    assert received[0]["at"] <= received[1]["at"] <= received[2]["at"]
+    assert stored_ids(server) == ["a", "b"]
 
 
 def test_too_many_results_is_413(sdi_server: SDIServerProcess) -> None:

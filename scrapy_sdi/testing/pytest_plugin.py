@@ -185,6 +185,11 @@ class SDIServerProcess:
     def stats(self) -> dict[str, Any]:
         return self._admin("GET", "stats")
 
+    def received(self) -> list[dict[str, Any]]:
+        """Each ``POST crawler-results`` as it arrived: ``at`` (server time), ``status``,
+        ``content_encoding``, ``wire_bytes``, ``body_bytes`` and ``body_sha256`` (decompressed)."""
+        return self._admin("GET", "received")["received"]
+
     def set_faults(self, **faults: Any) -> dict[str, Any]:
         """Change fault switches at runtime, e.g. ``set_faults(fail_rate=0.2)``."""
         return self._admin("POST", "faults", faults)

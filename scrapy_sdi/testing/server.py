@@ -10,7 +10,7 @@ it prints one line, ``SDI reference server listening on http://HOST:PORT/api/v1`
 ``build_site(config)`` gives the same server as a ``twisted.web.server.Site`` to embed in-process.
 
 Besides the contract it serves an unauthenticated admin API under ``/_admin/`` for tests:
-``GET results``, ``GET stats``, ``GET|POST faults``, ``POST filters``, ``POST revoke``,
+``GET results``, ``GET stats``, ``GET received`` (each batch as it arrived), ``GET|POST faults``, ``POST filters``, ``POST revoke``,
 ``POST status``.
 """
 
@@ -51,6 +51,11 @@ ADMIN_PREFIX = "/_admin"
 SERVER_VERSION = "scrapy_sdi-reference/1"
 MAX_STATUS_LOOKUPS = 1000
 MAX_ID_LENGTH = 128
+RECEIVED_KEPT = 10_000  # batches whose arrival GET /_admin/received reports
+#: What nginx answers a body over its client_max_body_size: HTML, not the contract's JSON.
+PROXY_413_PAGE = (b"<html><head><title>413 Request Entity Too Large</title></head><body>"
+                  b"<center><h1>413 Request Entity Too Large</h1></center><hr><center>nginx</center>"
+                  b"</body></html>")
 
 #: (code, name, description): the fixed list served by ``GET status-codes``.
 STATUS_CODES: tuple[tuple[int, str, str], ...] = (
@@ -127,6 +132,7 @@ class Faults:
     token_max_uses: int | None = None
     max_results: int = 1000
     max_bytes: int = 5 * 1024 * 1024
+    proxy_max_bytes: int | None = None
     seed: int | None = None
 
     def update(self, changes: dict[str, Any]) -> None:
@@ -160,6 +166,7 @@ FAULT_PARSERS: dict[str, Callable[[Any], Any]] = {
     "token_max_uses": _max_uses,
     "max_results": _positive_int,
     "max_bytes": _positive_int,
+    "proxy_max_bytes": _max_uses,
     "seed": _seed,
 }
 assert set(FAULT_PARSERS) == {f.name for f in fields(Faults)}
@@ -179,6 +186,8 @@ _FAULT_HELP = {
     "token_max_uses": "an access token expires after this many authenticated uses (0: no limit)",
     "max_results": "results per batch before 413 (default 1000)",
     "max_bytes": "decompressed body bytes before 413 (default 5 MiB)",
+    "proxy_max_bytes": "as a reverse proxy in front: request bodies over this many bytes as sent "
+                       "(before gunzip) are answered 413 with an HTML page, no max_results (0: none)",
     "seed": "seed of the random faults",
 }
 
@@ -400,6 +409,8 @@ class ServerStats:
         self.requests: defaultdict[str, Counter[str]] = defaultdict(Counter)
         self.batches: Counter[str] = Counter()
         self.counters: Counter[str] = Counter()
+        #: The last RECEIVED_KEPT ``POST crawler-results`` as received: ``GET /_admin/received``.
+        self.received: deque[dict[str, Any]] = deque(maxlen=RECEIVED_KEPT)
 
     def as_dict(self) -> dict[str, Any]:
         names = ("accepted", "duplicates", "rejected", "omitted", "logins", "login_failures",
@@ -486,6 +497,17 @@ def _result_error(result: Any) -> str | None:
     return None
 
 
+def _wire_bytes(request: Request) -> int:
+    """The size of a request's body as sent (compressed, when it was)."""
+    content = request.content  # a BytesIO, or a temporary file for a large body
+    if content is None:
+        return 0
+    where = content.tell()
+    size = content.seek(0, 2)
+    content.seek(where)
+    return size
+
+
 def _header(request: Request, name: bytes) -> str | None:
     """A request header as text; bytes that are not UTF-8 must not fail the request (a 500)."""
     value = request.getHeader(name)
@@ -534,6 +556,7 @@ class SDIResource(Resource):
             API_PREFIX + "/status-codes": {"GET": (self._status_codes, True)},
             ADMIN_PREFIX + "/results": {"GET": (self._admin_results, False)},
             ADMIN_PREFIX + "/stats": {"GET": (self._admin_stats, False)},
+            ADMIN_PREFIX + "/received": {"GET": (self._admin_received, False)},
             ADMIN_PREFIX + "/faults": {"GET": (self._admin_get_faults, False),
                                        "POST": (self._admin_set_faults, False)},
             ADMIN_PREFIX + "/filters": {"POST": (self._admin_filters, False)},
@@ -546,6 +569,8 @@ class SDIResource(Resource):
 
     def render(self, request: Request) -> int:
         """Answer at once, except batches of results: they wait their turn (``_store_next``)."""
+        if self._proxy_refuses(request):
+            return NOT_DONE_YET
         if request.method == b"POST" and request.path == _RESULTS_PATH:
             self._batches.append(request)
             request.notifyFinish().addErrback(lambda _: self._forget(request))
@@ -554,6 +579,20 @@ class SDIResource(Resource):
             return NOT_DONE_YET
         self._answer(request)
         return NOT_DONE_YET
+
+    def _proxy_refuses(self, request: Request) -> bool:
+        """A reverse proxy's body limit (``proxy_max_bytes``): 413 as HTML before the API sees it."""
+        limit = self.faults.proxy_max_bytes
+        if not limit or _wire_bytes(request) <= limit:
+            return False
+        answer = _Answer(413, raw=PROXY_413_PAGE, headers={"Content-Type": "text/html"})
+        path = request.path.decode("utf-8", "replace")
+        self.stats.requests[path if path in self._routes else "(unknown)"][answer.label] += 1
+        if request.path == _RESULTS_PATH:
+            self.stats.batches[answer.label] += 1
+            self._note_received(request, answer, None)
+        self._send(request, answer)
+        return True
 
     def _store_next(self) -> None:
         """Handle one queued batch per turn of the reactor.
@@ -713,7 +752,19 @@ class SDIResource(Resource):
         if answer is None:
             answer = self._store_batch(self._json(body))
         self.stats.batches[answer.label] += 1
+        self._note_received(request, answer, body)
         return answer
+
+    def _note_received(self, request: Request, answer: _Answer, body: bytes | None) -> None:
+        """What arrived, when, and how it was answered: tests check what was really sent."""
+        self.stats.received.append({
+            "at": self.clock.seconds(),
+            "status": answer.label,
+            "content_encoding": _header(request, b"content-encoding"),
+            "wire_bytes": _wire_bytes(request),
+            "body_bytes": None if body is None else len(body),
+            "body_sha256": None if body is None else hashlib.sha256(body).hexdigest(),
+        })
 
     def _random_fault(self) -> _Answer | None:
         retry_after = {"Retry-After": format(self.faults.retry_after, "g")}
@@ -836,6 +887,9 @@ class SDIResource(Resource):
 
     def _admin_stats(self, request: Request, body: bytes) -> _Answer:
         return _Answer(200, self.stats.as_dict())
+
+    def _admin_received(self, request: Request, body: bytes) -> _Answer:
+        return _Answer(200, {"received": list(self.stats.received)})
 
     def _admin_get_faults(self, request: Request, body: bytes) -> _Answer:
         return _Answer(200, asdict(self.faults))
