@@ -21,6 +21,7 @@ from twisted.internet import defer
 from scrapy_sdi.buffer import Lease
 from scrapy_sdi.errors import SDIAuthError, SDIBadRequest, SDIBatchTooLarge, SDIError, SDIRateLimited
 from scrapy_sdi.mapping import encode_batch
+from scrapy_sdi.sizing import RequestLimits
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -35,6 +36,7 @@ logger = logging.getLogger(__name__)
 
 LINGER = 0.5  # seconds a partial batch may wait for more rows before it is sent anyway
 TICK = 1.0  # seconds between looks at the buffer for rows that became ready
+THROTTLE_QUIET = 10.0  # seconds without a request to wait after which the API no longer throttles
 
 
 @dataclass(slots=True)
@@ -77,6 +79,42 @@ class _Batch:
         return _Batch.of([row for row in zip(self.ids, self.payloads, self.attempts) if keep(row[0])])
 
 
+class _Throttling:
+    """The API asking to wait (429, or 503 with Retry-After) is said once as it starts and once as
+    it ends: under steady throttling, a WARNING and an INFO per answer drowned the log."""
+
+    def __init__(self) -> None:
+        self.since: float | None = None
+        self.answers = 0
+        self._last = 0.0
+
+    def hit(self, wait: float) -> None:
+        now = time.monotonic()
+        if self.since is None:
+            self.since, self.answers = now, 0
+            logger.warning(
+                "SDI: the API is throttling delivery (it asks to wait %(wait).1fs); waiting as it asks until it stops",
+                {"wait": max(0.0, wait)},
+            )
+        self.answers += 1
+        self._last = now
+
+    def calm(self, *, stopped: bool = False) -> None:
+        """A batch was accepted (or delivery ``stopped``): after THROTTLE_QUIET without a request
+        to wait, or at the stop, say once that the spell is over."""
+        if self.since is None or not (stopped or time.monotonic() - self._last >= THROTTLE_QUIET):
+            return
+        logger.info(
+            "SDI: throttling %(how)s: %(n)d answers asked to wait over %(seconds).0fs",
+            {
+                "how": "lasted until delivery stopped" if stopped else "is over",
+                "n": self.answers,
+                "seconds": self._last - self.since,
+            },
+        )
+        self.since = None
+
+
 class Delivery:
     """Keeps up to SDI_CONCURRENT_REQUESTS batches of one crawler's rows in flight."""
 
@@ -106,6 +144,8 @@ class Delivery:
         self._handed = _Batch.empty()
         self._failures = 0  # consecutive failed attempts: drives the backoff
         self._batch_size = settings.batch_size  # lowered when the API answers 413 with max_results
+        #: What 413s without max_results taught: requests are cut to stay under it.
+        self._limits = RequestLimits(len(encode_batch(self.crawler, [])))
         self._paused_until = 0.0
         self._draining = False
         self._timer: CallLaterResult | None = None
@@ -113,6 +153,8 @@ class Delivery:
         self._running = False
         #: Since when the API has been failing (None: it answers), for the status line.
         self.failing_since: float | None = None
+        self._failure_told = False  # a WARNING said the API fails; an INFO says when it answers again
+        self._throttling = _Throttling()
         self.last_error: str | None = None
         self.state = "ok"
         self.last_delivery: float | None = None
@@ -177,6 +219,7 @@ class Delivery:
         while self._active:
             await defer.DeferredList(list(self._active), consumeErrors=True)
         self._give_back_handed("not sent before the spider closed")
+        self._throttling.calm(stopped=True)
 
     def _give_back_handed(self, why: str) -> None:
         """Rows held in memory go back to the buffer as pending, for a later claim (or run)."""
@@ -286,18 +329,46 @@ class Delivery:
     # -- one batch ------------------------------------------------------------------------
 
     async def _deliver(self, batch: _Batch) -> None:
+        """Post a claimed batch; results the API refuses even alone are reported once per batch."""
         if self.client is None:
             self._pretend(batch)
             return
-        try:
-            outcomes = await self._post(batch)
-        except (SDIBatchTooLarge, SDIBadRequest) as exc:
-            await self._split(batch, exc)
-            return
-        except SDIError as exc:
-            self._failed(batch, exc)
-            return
-        self._apply(batch, outcomes)
+        refused = await self._send(batch)
+        if refused:
+            logger.warning(
+                "SDI: %(n)d of a batch of %(size)d results rejected, refused by the API even alone "
+                "(first: %(reason)s); kept as rejected with the reason",
+                {"n": len(refused), "size": len(batch), "reason": refused[0]},
+            )
+
+    async def _send(self, batch: _Batch) -> list[str]:
+        """Post ``batch`` in requests the API takes; return why each result refused alone was.
+
+        A request refused as a whole (400, 413) is split, down to the single result the API
+        refuses; a transient failure puts every row not yet answered back to pending.
+        """
+        refused: list[str] = []
+        todo = [batch]  # parts still to post, the next one last
+        while todo:
+            part = todo.pop()
+            fits = self._limits.fit(part.payloads)
+            if fits < len(part):
+                part, rest = part.part(0, fits), part.part(fits)
+                todo.append(rest)
+            try:
+                outcomes = await self._post(part)
+            except (SDIBatchTooLarge, SDIBadRequest) as exc:
+                if len(part) == 1:
+                    refused.append(self._refuse(part.ids[0], exc))
+                else:
+                    todo.extend(reversed(self._halves(part, exc)))
+            except SDIError as exc:
+                unsent = {id_ for left in (part, *todo) for id_ in left.ids}
+                self._failed(batch.pick(unsent.__contains__), exc)
+                break
+            else:
+                self._apply(part, outcomes)
+        return refused
 
     async def _post(self, batch: _Batch) -> list[Outcome]:
         assert self.client is not None
@@ -308,8 +379,12 @@ class Delivery:
             outcomes = await self.client.submit(body)
         except SDIError as exc:
             self._record(batch, started, error=exc)
+            self._inc("sdi/batches_failed")
+            if isinstance(exc, SDIBatchTooLarge):
+                self._learn(len(batch), len(body), exc)
             raise
         self._record(batch, started, outcomes=outcomes)
+        self._limits.accepted(len(batch), len(body))
         return outcomes
 
     def _pretend(self, batch: _Batch) -> None:
@@ -322,36 +397,39 @@ class Delivery:
         self.buffer.ack(dict.fromkeys(batch.ids, "accepted"), {})
         self.backlog -= len(batch)
 
-    async def _split(self, batch: _Batch, exc: SDIBatchTooLarge | SDIBadRequest) -> None:
-        """Send the halves one after the other, down to the single result the API refuses."""
-        if len(batch) == 1:
-            reason = (
-                "too large: the API refuses this result even alone"
-                if isinstance(exc, SDIBatchTooLarge)
-                else f"bad request: {exc}"
+    def _learn(self, results: int, body_bytes: int, exc: SDIBatchTooLarge) -> None:
+        """Remember what a 413 says, so later requests are not refused the same way."""
+        learned = self._limits.learned
+        self._limits.refused(results, body_bytes, exc.max_results)
+        if not learned and self._limits.learned:
+            logger.info(
+                "SDI: the API refused %(n)d results in %(bytes)d bytes as too large; "
+                "requests now carry at most %(bounds)s",
+                {"n": results, "bytes": body_bytes, "bounds": self._limits.describe()},
             )
-            self.buffer.ack({}, {batch.ids[0]: reason[:500]})
-            self.backlog -= 1
-            self._inc("sdi/items_rejected")
-            logger.warning("SDI result %(id)s rejected: %(reason)s", {"id": batch.ids[0], "reason": reason})
-            return
-        size = len(batch) // 2
+
+    def _halves(self, batch: _Batch, exc: SDIBatchTooLarge | SDIBadRequest) -> list[_Batch]:
+        """The parts a refused batch is sent again in: halves, or ``max_results`` at a time."""
+        size = (len(batch) + 1) // 2
         if isinstance(exc, SDIBatchTooLarge) and exc.max_results and exc.max_results < len(batch):
             size = max(1, exc.max_results)
             if size < self._batch_size:
                 logger.info("SDI: the API takes at most %(n)d results per batch; sending batches of %(n)d", {"n": size})
                 self._batch_size = size
-        for start in range(0, len(batch), size):
-            part = batch.part(start, start + size)
-            try:
-                outcomes = await self._post(part)
-            except (SDIBatchTooLarge, SDIBadRequest) as inner:
-                await self._split(part, inner)
-            except SDIError as inner:
-                self._failed(batch.part(start), inner)
-                return
-            else:
-                self._apply(part, outcomes)
+        return [batch.part(start, start + size) for start in range(0, len(batch), size)]
+
+    def _refuse(self, id_: str, exc: SDIBatchTooLarge | SDIBadRequest) -> str:
+        """A result the API refuses even alone is kept as rejected, never resent; returns why."""
+        reason = (
+            "too large: the API refuses this result even alone"
+            if isinstance(exc, SDIBatchTooLarge)
+            else f"bad request: {exc}"
+        )[:500]
+        self.buffer.ack({}, {id_: reason})
+        self.backlog -= 1
+        self._inc("sdi/items_rejected")
+        logger.debug("SDI result %(id)s rejected: %(reason)s", {"id": id_, "reason": reason})
+        return reason
 
     def _apply(self, batch: _Batch, outcomes: Sequence[Outcome]) -> None:
         sent = set(batch.ids)
@@ -379,8 +457,11 @@ class Delivery:
         self._failures = 0
         if self.failing_since is not None:
             self.failing_since = None
-            logger.info("SDI: the API answers again; delivery resumed")
             self._set_state("ok")
+            if self._failure_told:
+                self._failure_told = False
+                logger.info("SDI: the API answers again; delivery resumed")
+        self._throttling.calm()
         self.last_delivery = time.time()
         logger.debug(
             "SDI batch of %(n)d: %(ok)d delivered, %(rej)d rejected, %(miss)d to resend",
@@ -388,15 +469,18 @@ class Delivery:
         )
 
     def _failed(self, batch: _Batch, exc: SDIError) -> None:
-        """Keep every row; back off the whole loop."""
-        self._inc("sdi/batches_failed")
+        """Keep every row; back off the whole loop. Said once per streak, throttling once per spell."""
         self._inc("sdi/retries", len(batch))
         self._release(batch, str(exc)[:500])
-        retry_after = exc.retry_after if isinstance(exc, SDIRateLimited) else None
-        self._backoff(retry_after)
+        throttled = isinstance(exc, SDIRateLimited)
+        self._backoff(exc.retry_after if throttled else None)
         level = logging.ERROR if isinstance(exc, SDIAuthError) else logging.DEBUG
-        if self.failing_since is None:
+        if throttled:
+            self._throttling.hit(self._paused_until - time.time())
+        elif not self._failure_told:
             level = max(level, logging.WARNING)  # the first failure of a streak is worth a line
+            self._failure_told = True
+        if self.failing_since is None:
             self.failing_since = time.time()
         self.last_error = str(exc)
         if isinstance(exc, SDIAuthError):

@@ -6,6 +6,7 @@ fault suite, tests/reliability/.
 
 from __future__ import annotations
 
+import re
 import subprocess
 from collections import Counter
 
@@ -49,15 +50,28 @@ def test_two_processes_sharing_one_buffer_file(sdi_server, tmp_path):
     assert_stored_once(sdi_server, 2500)
 
 
+def rejection_warnings(log: str) -> list[int]:
+    """The counts of the WARNINGs that report results refused even alone (one per batch)."""
+    return [int(n) for n in re.findall(r"WARNING: SDI: (\d+) of a batch of \d+ results rejected", log)]
+
+
 def test_poison_results_are_isolated_by_bisection(sdi_server_factory, tmp_path):
     server = sdi_server_factory(bad_request_url_pattern="poison")
-    result = run_crawl(tmp_path, _settings(server, tmp_path), {"n": 400, "poison_every": 97})
+    result = run_crawl(tmp_path, _settings(server, tmp_path), {"n": 400, "poison_every": 23})
     assert result.returncode == 0, result.log[-3000:]
-    poison = [i for i in range(400) if i % 97 == 0]
+    poison = [i for i in range(400) if i % 23 == 0]
     assert result.stats["sdi/items_rejected"] == len(poison)
     assert result.stats["sdi/items_delivered"] == 400 - len(poison)
     stored = assert_stored_once(server, 400 - len(poison))
     assert not any("poison" in r["url"] for r in stored)
+    # one WARNING per batch, with the count, not one per result
+    warned = rejection_warnings(result.log)
+    assert sum(warned) == len(poison) and len(warned) < len(poison), warned
+    assert "WARNING: SDI result" not in result.log
+    # every 400 is a failed attempt
+    answers = server.stats()["requests"]["/api/v1/crawler-results"]
+    assert answers["400"] > 0 and result.stats["sdi/batches_failed"] == answers["400"]
+    assert result.stats["sdi/batches_sent"] == sum(answers.values())
 
 
 def test_413_splits_batches_and_an_oversize_result_is_rejected_once(sdi_server_factory, tmp_path):
@@ -67,4 +81,20 @@ def test_413_splits_batches_and_an_oversize_result_is_rejected_once(sdi_server_f
     assert result.stats["sdi/items_rejected"] == 3
     assert result.stats["sdi/items_delivered"] == 297
     assert_stored_once(server, 297)
-    assert server.stats()["requests"]["/api/v1/crawler-results"].get("413", 0) < 40  # no endless loop
+    answers = server.stats()["requests"]["/api/v1/crawler-results"]
+    assert answers.get("413", 0) < 40  # no endless loop
+    assert answers["413"] > 0 and result.stats["sdi/batches_failed"] == answers["413"]
+    assert sum(rejection_warnings(result.log)) == 3
+
+
+def test_a_413_without_max_results_is_learned_so_later_batches_fit(sdi_server_factory, tmp_path):
+    """A reverse proxy's body limit: 413 as HTML, no max_results, on ~30 results' worth of bytes."""
+    server = sdi_server_factory(proxy_max_bytes=8000)
+    result = run_crawl(tmp_path, _settings(server, tmp_path, SDI_COMPRESSION=False), {"n": 1500})
+    assert result.returncode == 0, result.log[-3000:]
+    assert result.stats["sdi/items_delivered"] == 1500 and result.stats["sdi/items_rejected"] == 0
+    assert_stored_once(server, 1500)
+    answers = server.stats()["requests"]["/api/v1/crawler-results"]
+    # refused while learning and once per try upward, not at every batch
+    assert answers["413"] <= answers["200"] // 5, answers
+    assert result.stats["sdi/batches_failed"] == answers["413"]
