@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from scrapy.utils.asyncio import CallLaterResult, call_later
 from twisted.internet import defer
 
+from scrapy_sdi.backpressure import Backpressure
 from scrapy_sdi.buffer import Lease
 from scrapy_sdi.errors import SDIAuthError, SDIBadRequest, SDIBatchTooLarge, SDIError, SDIRateLimited
 from scrapy_sdi.mapping import encode_batch
@@ -139,6 +140,8 @@ class Delivery:
         self._waiters: list[defer.Deferred[None]] = []
         #: Rows of this crawler waiting for delivery (an estimate kept in step without queries).
         self.backlog = 0
+        #: Lets items in while fewer than SDI_BUFFER_MAX_PENDING rows wait (the pipeline asks it).
+        self.backpressure = Backpressure(settings.buffer_max_pending, lambda: self.backlog)
         self._in_flight_rows = 0  # claimed or handed over, not yet answered
         #: Rows the buffer stored already leased to this run (``lease``), waiting for a full batch.
         self._handed = _Batch.empty()
@@ -255,6 +258,7 @@ class Delivery:
         Only full batches go at once; a partial one waits up to LINGER for more rows (a timer
         tick, or a drain, sends it), since every request costs the crawl CPU time.
         """
+        self.backpressure.release()  # rows may have been delivered since
         if not self._running:
             return
         pause = self._paused_until - time.time()
@@ -320,11 +324,6 @@ class Delivery:
             return result
 
         return d.addBoth(cancel_timer)
-
-    async def wait_for_room(self, limit: int) -> None:
-        """Back-pressure: return once fewer than ``limit`` rows wait for delivery."""
-        while self.backlog >= limit:
-            await self._progress(TICK)
 
     # -- one batch ------------------------------------------------------------------------
 

@@ -143,13 +143,21 @@ class SDIPipeline:
             self.stats.inc_value("sdi/items_filtered")
             self.stats.inc_value(f"sdi/items_filtered/{matched.field}")
             raise DropItem(f"SDI: excluded by {matched.describe()}", log_level="DEBUG")
-        if self.delivery.backlog >= self.settings.buffer_max_pending:
-            self.stats.inc_value("sdi/backpressure_waits")
-            await maybe_deferred_to_future(
-                defer.Deferred.fromCoroutine(self.delivery.wait_for_room(self.settings.buffer_max_pending))
-            )
-        await self._store(Row(result_id, crawler, result["url"], payload))
+        await self._admit()
+        try:
+            await self._store(Row(result_id, crawler, result["url"], payload))
+        except DropItem:
+            self.delivery.backpressure.counted()  # never buffered: its room is free again
+            raise
         return item
+
+    async def _admit(self) -> None:
+        """Back-pressure: wait, in turn, while SDI_BUFFER_MAX_PENDING rows wait for delivery."""
+        assert self.delivery is not None
+        entry = self.delivery.backpressure.enter()
+        if entry is not None:
+            self.stats.inc_value("sdi/backpressure_waits")
+            await maybe_deferred_to_future(entry)
 
     def _committed(self, rows: list[Row], stored: list[bool]) -> None:
         """Count a group commit's results (per group: a stats call per item shows in the crawl's
@@ -161,6 +169,8 @@ class SDIPipeline:
         if skipped:
             self.stats.inc_value("sdi/items_deduplicated", skipped)
         self.delivery.wake(len(buffered), [row for row in buffered if row.state == IN_FLIGHT])
+        # every pending row came through back-pressure: stored or skipped, it is counted now
+        self.delivery.backpressure.counted(sum(1 for row in rows if row.state in (PENDING, IN_FLIGHT)))
 
     async def _keep(self, row: Row) -> None:
         """Filtered and invalid results are kept for inspection (never sent) when the buffer is durable."""

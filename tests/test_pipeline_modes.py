@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 
+from tests.support.backlog import waiting_peak, watch_waiting_rows
 from tests.support.crawl import run_crawl
 from tests.test_durability import FAST_RETRIES, assert_stored_once
 
@@ -68,9 +69,11 @@ def test_the_same_urls_are_not_submitted_again_by_a_later_run(sdi_server, tmp_pa
 
 def test_back_pressure_holds_the_crawl_until_delivery_catches_up(sdi_server_factory, tmp_path):
     server = sdi_server_factory(latency=0.05)
+    watch_waiting_rows(tmp_path / "buffer.db")
     result = run_crawl(tmp_path, _settings(server, tmp_path, SDI_BUFFER_MAX_PENDING=50, SDI_BATCH_SIZE=20), {"n": 400})
     assert result.returncode == 0, result.log[-3000:]
     assert result.stats["sdi/backpressure_waits"] > 0
+    assert waiting_peak(tmp_path / "buffer.db") == 50  # reached, never exceeded
     assert result.stats["sdi/items_delivered"] == 400
     assert_stored_once(server, 400)
 

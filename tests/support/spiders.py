@@ -191,3 +191,24 @@ class BadResultsSpider(scrapy.Spider):
                     yield kind[1](round_number)
                 yield {"url": f"https://files.example.com/f/{good}/file{good}.mp3", "description": f"sample {good}"}
                 good += 1
+
+
+class ListingSpider(scrapy.Spider):
+    """``pages`` listing pages (``data:`` URLs, no site needed) fetched at once, each yielding
+    ``per_page`` file results from its callback: Scrapy hands a response's items to the pipelines
+    CONCURRENT_ITEMS at a time, as with a real listing page. URLs as SyntheticSpider's, numbered
+    page by page."""
+
+    name = "listing"
+
+    def __init__(self, pages="5", per_page="100", **kwargs):
+        super().__init__(**kwargs)
+        self.pages, self.per_page = int(pages), int(per_page)
+
+    async def start(self):
+        for page in range(self.pages):
+            yield scrapy.Request(f"data:,page{page}", cb_kwargs={"page": page}, dont_filter=True)
+
+    def parse(self, response, page):
+        for i in range(page * self.per_page, (page + 1) * self.per_page):
+            yield {"url": f"https://files.example.com/f/{i}/file{i}.mp3", "description": f"sample {i}"}
