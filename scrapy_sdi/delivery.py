@@ -80,6 +80,12 @@ class _Batch:
         return _Batch.of([row for row in zip(self.ids, self.payloads, self.attempts) if keep(row[0])])
 
 
+def _unsent(batch: _Batch, part: _Batch, todo: list[_Batch]) -> _Batch:
+    """The rows of ``batch`` in ``part`` and the parts still ``todo``, in order."""
+    unsent = {id_ for left in (part, *todo) for id_ in left.ids}
+    return batch.pick(unsent.__contains__)
+
+
 class _Throttling:
     """The API asking to wait (429, or 503 with Retry-After) is said once as it starts and once as
     it ends: under steady throttling, a WARNING and an INFO per answer drowned the log."""
@@ -210,8 +216,17 @@ class Delivery:
                 pause = self._paused_until - time.time()
                 wait = min(remaining, pause + 0.05 if pause > 0 else TICK)
             await self._progress(wait)
-        await self.stop()  # let the batches in flight finish before counting what is left
+        self._abandon()
+        await self.stop()
         return self.buffer.outstanding(self.crawler, cutoff)
+
+    def _abandon(self) -> None:
+        """At the close deadline, give up the requests still unanswered: waiting for them could
+        take SDI_TIMEOUT more. Their rows stay pending, resent by the next run with the same ids
+        (answered ``duplicate`` if the API stored them meanwhile)."""
+        self._running = False  # a batch given up must not make room for another
+        for d in list(self._active):
+            d.cancel()
 
     async def stop(self) -> None:
         """Stop claiming and wait for the batches already in flight."""
@@ -362,8 +377,10 @@ class Delivery:
                 else:
                     todo.extend(reversed(self._halves(part, exc)))
             except SDIError as exc:
-                unsent = {id_ for left in (part, *todo) for id_ in left.ids}
-                self._failed(batch.pick(unsent.__contains__), exc)
+                self._failed(_unsent(batch, part, todo), exc)
+                break
+            except defer.CancelledError:
+                self._release(_unsent(batch, part, todo), "not answered before SDI_CLOSE_TIMEOUT")
                 break
             else:
                 self._apply(part, outcomes)

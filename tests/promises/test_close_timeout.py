@@ -1,0 +1,80 @@
+"""Promise: closing takes no longer than SDI_CLOSE_TIMEOUT, whatever the API does, and what is
+left stays pending, is counted in sdi/pending_at_close, and is delivered by the next run.
+
+The attack: once the crawl has opened (logged in, filters loaded), the API goes down, turns
+slower than SDI_TIMEOUT, or throttles with a Retry-After of an hour; then the rest of the results
+arrive and the spider closes. The close is timed from the crawl's own log (Scrapy's "Closing
+spider" line to its "Spider closed" line), with the time of each line to the millisecond.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+
+import pytest
+
+from tests.reliability.harness import PIPELINE_OPEN_LINE, Crawl
+from tests.support.crawl import run_crawl
+from tests.test_durability import FAST_RETRIES
+
+CLOSE_TIMEOUT = 2.0
+#: What a close may add to SDI_CLOSE_TIMEOUT: writing what is left, closing connections, Scrapy's own close.
+SLACK = 1.5
+RESULTS = 200
+TIMED_LOG_FORMAT = "%(created).3f [%(name)s] %(levelname)s: %(message)s"
+
+
+def close_seconds(log: str) -> float:
+    """From Scrapy's "Closing spider (" line to its "Spider closed (" line."""
+    closing = re.search(r"^(\d+\.\d+) \[scrapy\.core\.engine\] INFO: Closing spider \(", log, re.M)
+    closed = re.search(r"^(\d+\.\d+) \[scrapy\.core\.engine\] INFO: Spider closed \(", log, re.M)
+    assert closing and closed, log[-3000:]
+    return float(closed.group(1)) - float(closing.group(1))
+
+
+def go_down(server) -> None:
+    server.stop()
+
+
+def turn_slow(server) -> None:
+    server.set_faults(latency=60)  # beyond SDI_TIMEOUT (30 s by default) and the close timeout
+
+
+def throttle(server) -> None:
+    server.set_faults(rate_limit_rate=1.0, retry_after=3600)
+
+
+def recover(server) -> None:
+    if not server.running:
+        server.start()
+    server.set_faults(latency=0, rate_limit_rate=0.0)
+
+
+@pytest.mark.parametrize("fault", [go_down, turn_slow, throttle], ids=["down", "slower than SDI_TIMEOUT", "Retry-After 1 h"])
+def test_close_keeps_its_timeout_and_the_next_run_delivers_the_rest(sdi_server, tmp_path, fault):
+    settings = {**sdi_server.settings, **FAST_RETRIES, "SDI_TIMEOUT": 30, "SDI_LEASE_TIMEOUT": 60,
+                "SDI_BUFFER_PATH": str(tmp_path / "buffer.db"), "SDI_BATCH_SIZE": 20, "SDI_CRAWLER_NAME": "closing",
+                "SDI_CLOSE_TIMEOUT": CLOSE_TIMEOUT, "LOG_FORMAT": TIMED_LOG_FORMAT}
+    crawl = Crawl(tmp_path / "first", settings, {"n": RESULTS}, gates=1)
+    try:
+        assert crawl.wait_for_line(PIPELINE_OPEN_LINE, timeout=60), crawl.tail()
+        fault(sdi_server)
+        crawl.open_gate()  # the second half of the results meets the fault
+        first = crawl.finish(timeout=120)
+    finally:
+        crawl.kill()
+    assert first.returncode == 0, first.log[-3000:]
+    took = close_seconds(first.log)
+    assert took <= CLOSE_TIMEOUT + SLACK, f"the close took {took:.1f}s with SDI_CLOSE_TIMEOUT = {CLOSE_TIMEOUT:g}"
+    left = first.stats["sdi/pending_at_close"]
+    assert left > 0 and left == RESULTS - first.stats["sdi/items_delivered"], first.stats
+
+    recover(sdi_server)
+    workdir = tmp_path / "next"
+    workdir.mkdir()
+    nxt = run_crawl(workdir, {**settings, "SDI_CLOSE_TIMEOUT": 30}, {"n": 0})
+    assert nxt.returncode == 0, nxt.log[-3000:]
+    assert nxt.stats["sdi/pending_at_close"] == 0, nxt.log[-3000:]
+    stored = Counter(r["url"] for r in sdi_server.results())
+    assert len(stored) == RESULTS and max(stored.values()) == 1
