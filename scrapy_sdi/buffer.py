@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
+from urllib.parse import quote
 
 import orjson
 import sqlite_utils
@@ -144,6 +145,10 @@ class Buffer(ABC):
     def crawlers_with_pending(self) -> list[str]:
         """Crawler names that have pending or in-flight rows."""
 
+    def counts_by_crawler(self) -> dict[str, dict[str, int]]:
+        """Rows per state of each crawler; this default knows only the crawlers with rows waiting."""
+        return {name: self.counts(name) for name in self.crawlers_with_pending()}
+
     def prune(self, older_than_days: float) -> int:
         """Forget delivered rows older than the retention; return how many."""
         return 0
@@ -221,17 +226,28 @@ class BufferWriteError(Exception):
 class SQLiteBuffer(Buffer):
     """Rows in one SQLite file in WAL mode, safe to share between processes on one host."""
 
-    def __init__(self, path: str | os.PathLike[str], *, busy_timeout: float = 30.0) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, busy_timeout: float = 30.0, readonly: bool = False) -> None:
+        """Open (create, upgrade) the file; ``readonly`` opens an existing one for reading only.
+
+        A read-only buffer (metrics, dashboards) never takes the write lock, not even for the
+        upgrade check, so reading it never delays a crawl's commit.
+        """
         self.path = Path(path)
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            if not self.path.exists():
-                self.path.touch(mode=0o600)
-            conn = sqlite3.connect(str(self.path), isolation_level=None, timeout=busy_timeout, check_same_thread=False)
-            self.db = sqlite_utils.Database(conn)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            self._migrate()
+            if readonly:
+                conn = sqlite3.connect(readonly_uri(self.path), uri=True, timeout=busy_timeout, check_same_thread=False)
+                conn.execute("PRAGMA query_only = 1")
+                self.db = sqlite_utils.Database(conn)
+                self._check_schema()
+            else:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                if not self.path.exists():
+                    self.path.touch(mode=0o600)
+                conn = sqlite3.connect(str(self.path), isolation_level=None, timeout=busy_timeout, check_same_thread=False)
+                self.db = sqlite_utils.Database(conn)
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+                self._migrate()
         except (OSError, sqlite3.DatabaseError) as exc:
             hint = (
                 "it is not a SQLite database: move it aside, or set SDI_BUFFER_RECOVER = True to have it moved"
@@ -267,6 +283,15 @@ class SQLiteBuffer(Buffer):
                 for statement in _MIGRATIONS[target]:
                     conn.execute(statement)
                 conn.execute(f"PRAGMA user_version = {target}")
+
+    def _check_schema(self) -> None:
+        """A read-only buffer cannot be upgraded: it must already have this scrapy_sdi's schema."""
+        (version,) = self.db.conn.execute("PRAGMA user_version").fetchone()
+        if version != SCHEMA_VERSION:
+            raise BufferFileError(
+                f"SDI buffer {self.path} has schema {version}, this scrapy_sdi reads {SCHEMA_VERSION}: "
+                + ("upgrade scrapy_sdi" if version > SCHEMA_VERSION else "open it once with `scrapy sdi buffer` to upgrade it")
+            )
 
     def enqueue(self, rows: Sequence[Row], dedup: bool, lease: Lease | None = None) -> list[bool]:
         now = time.time()
@@ -536,6 +561,11 @@ def _group(values: dict[str, Any]) -> dict[Any, list[str]]:
     for id_, value in values.items():
         groups.setdefault(value, []).append(id_)
     return groups
+
+
+def readonly_uri(path: str | os.PathLike[str]) -> str:
+    """The URI of a read-only connection to a buffer file (readers never block WAL writers)."""
+    return "file:" + quote(str(Path(path).resolve())) + "?mode=ro"
 
 
 def _is_not_a_database(path: str | os.PathLike[str]) -> bool:

@@ -182,3 +182,26 @@ def _age(seconds: float) -> str:
     if seconds < 7200:
         return f"{seconds / 60:.0f}min"
     return f"{seconds / 3600:.1f}h"
+
+
+def cached_filters_info(cached: str | None) -> dict[str, Any] | None:
+    """Version, count and fetch time of the filters cached in a buffer's meta table.
+
+    For the dashboard and the metrics, which show how old the filters a crawl starting now
+    would fall back on are; None when nothing is cached.
+    """
+    if cached is None:
+        return None
+    try:
+        data = orjson.loads(cached)
+    except orjson.JSONDecodeError:
+        return {"version": None, "count": None, "fetched_at": None, "error": "the cached filters are not JSON"}
+    if not isinstance(data, dict):
+        return {"version": None, "count": None, "fetched_at": None, "error": "the cached filters are not an object"}
+    filters = data.get("filters")
+    fetched_at = data.get("fetched_at")
+    return {
+        "version": None if data.get("version") is None else str(data["version"]),
+        "count": len(filters) if isinstance(filters, list) else None,
+        "fetched_at": fetched_at if isinstance(fetched_at, (int, float)) else None,
+    }

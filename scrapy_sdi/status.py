@@ -100,5 +100,4 @@ def buffer_file_size(buffer: Buffer) -> int | None:
 
 def buffer_status(buffer: Buffer) -> BufferStatus:
     """Counts by state and crawler, the oldest pending age and the file size of a buffer."""
-    by_crawler = buffer.counts_by_crawler() if hasattr(buffer, "counts_by_crawler") else {}
-    return BufferStatus(buffer.counts(), by_crawler, buffer.oldest_pending_age(), buffer_file_size(buffer))
+    return BufferStatus(buffer.counts(), buffer.counts_by_crawler(), buffer.oldest_pending_age(), buffer_file_size(buffer))

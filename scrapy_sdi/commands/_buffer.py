@@ -14,7 +14,7 @@ from scrapy_sdi.buffer import INVALID, REJECTED, STATES
 from scrapy_sdi.commands._common import Action, CommandError, Context, duration, iso, size, table
 from scrapy_sdi.mapping import kept_fields
 from scrapy_sdi.requeue import requeue
-from scrapy_sdi.status import buffer_file_size
+from scrapy_sdi.status import buffer_status
 
 if TYPE_CHECKING:
     import argparse
@@ -47,17 +47,13 @@ def _buffer(ctx: Context) -> int:
 
 
 def _summary(buffer: Buffer, where: str) -> dict[str, Any]:
-    by_crawler = getattr(buffer, "counts_by_crawler", None)
-    if by_crawler is not None:
-        crawlers = by_crawler()
-    else:  # a third-party buffer: the interface knows the crawlers with rows waiting
-        crawlers = {name: buffer.counts(name) for name in buffer.crawlers_with_pending()}
-    age = buffer.oldest_pending_age()
+    status = buffer_status(buffer)
+    age = status.oldest_pending_age
     return {
         "path": where,
-        "size_bytes": buffer_file_size(buffer),
-        "counts": buffer.counts(),
-        "crawlers": dict(sorted(crawlers.items())),
+        "size_bytes": status.size_bytes,
+        "counts": status.counts,
+        "crawlers": dict(sorted(status.by_crawler.items())),
         "oldest_pending_age_seconds": None if age is None else round(age, 3),
     }
 

@@ -17,11 +17,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
 
 import orjson
 
-from scrapy_sdi.buffer import SCHEMA_VERSION, STATES, BufferFileError, SQLiteBuffer
+from scrapy_sdi.buffer import SCHEMA_VERSION, STATES, BufferFileError, SQLiteBuffer, readonly_uri
+from scrapy_sdi.filter_source import CACHE_KEY as FILTERS_CACHE_KEY
+from scrapy_sdi.filter_source import cached_filters_info
 from scrapy_sdi.requeue import Requeued
 from scrapy_sdi.requeue import requeue as requeue_rows
 
@@ -67,7 +68,7 @@ class BufferUnavailable(Exception):
 def open_readonly(path: str | os.PathLike[str], *, busy_timeout: float = 5.0) -> Iterator[sqlite3.Connection]:
     """A read-only connection to the buffer file, closed on exit."""
     try:
-        conn = sqlite3.connect(_ro_uri(path), uri=True, timeout=busy_timeout, check_same_thread=False)
+        conn = sqlite3.connect(readonly_uri(path), uri=True, timeout=busy_timeout, check_same_thread=False)
     except sqlite3.Error as exc:
         raise BufferUnavailable(f"SDI buffer {path} cannot be opened read-only: {exc}") from None
     try:
@@ -75,10 +76,6 @@ def open_readonly(path: str | os.PathLike[str], *, busy_timeout: float = 5.0) ->
         yield conn
     finally:
         conn.close()
-
-
-def _ro_uri(path: str | os.PathLike[str]) -> str:
-    return "file:" + quote(str(Path(path).resolve())) + "?mode=ro"
 
 
 def check_buffer(path: str | os.PathLike[str]) -> None:
@@ -141,22 +138,8 @@ def file_sizes(path: str | os.PathLike[str]) -> dict[str, int]:
 
 def filters_info(conn: sqlite3.Connection) -> dict[str, Any] | None:
     """Version, count and fetch time of the cached filters; None when none are cached."""
-    row = conn.execute("SELECT value FROM meta WHERE key = 'filters'").fetchone()
-    if row is None:
-        return None
-    try:
-        data = orjson.loads(row[0])
-    except orjson.JSONDecodeError:
-        return {"version": None, "count": None, "fetched_at": None, "error": "the cached filters are not JSON"}
-    if not isinstance(data, dict):
-        return {"version": None, "count": None, "fetched_at": None, "error": "the cached filters are not an object"}
-    filters = data.get("filters")
-    fetched_at = data.get("fetched_at")
-    return {
-        "version": None if data.get("version") is None else str(data["version"]),
-        "count": len(filters) if isinstance(filters, list) else None,
-        "fetched_at": fetched_at if isinstance(fetched_at, (int, float)) else None,
-    }
+    row = conn.execute("SELECT value FROM meta WHERE key = ?", (FILTERS_CACHE_KEY,)).fetchone()
+    return cached_filters_info(None if row is None else row[0])
 
 
 @dataclass(frozen=True)
