@@ -20,10 +20,11 @@ from scrapy_sdi.commands._buffer import BUFFER, EXPORT, REQUEUE
 from scrapy_sdi.commands._common import SUB_PREFIX, Action, CommandError, Context, add_global_options
 from scrapy_sdi.commands._dashboard import DASHBOARD
 from scrapy_sdi.commands._flush import FLUSH
+from scrapy_sdi.commands._metrics import METRICS
 from scrapy_sdi.commands._settings import SETTINGS
 
 ACTIONS: dict[str, Action] = {
-    action.name: action for action in (CHECK, STATUS, BUFFER, FLUSH, EXPORT, REQUEUE, SETTINGS, DASHBOARD)
+    action.name: action for action in (CHECK, STATUS, BUFFER, FLUSH, EXPORT, REQUEUE, SETTINGS, DASHBOARD, METRICS)
 }
 
 

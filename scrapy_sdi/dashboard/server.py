@@ -27,7 +27,8 @@ from twisted.internet.threads import deferToThread
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
-from scrapy_sdi.buffer import BufferFileError
+from scrapy_sdi import metrics
+from scrapy_sdi.buffer import BufferFileError, SQLiteBuffer
 from scrapy_sdi.dashboard import chart, exports, queries, views
 from scrapy_sdi.errors import SDIConfigError, SDIError
 from scrapy_sdi.settings import check_api_url
@@ -159,6 +160,7 @@ class Dashboard:
         self._codes: dict[int, dict[str, Any]] | None = None
         self._health_loop: task.LoopingCall | None = None
         self._static = _load_static()
+        self._metrics = metrics.new_registry(metrics.BufferCollector(self._read_only_buffer, self._api_up))
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -202,6 +204,7 @@ class Dashboard:
             "/export": Route(b"GET", self.export),
             "/remote": Route(b"GET", self.remote_page),
             "/actions/requeue": Route(b"POST", self.requeue),
+            "/metrics": Route(b"GET", self.metrics),
             **{f"/static/{name}": Route(b"GET", self.static) for name in self._static},
         }
 
@@ -393,6 +396,23 @@ class Dashboard:
             statuses[url] = {"status_code": code, "status": entry.get("status") or described.get("name"),
                              "description": entry.get("description") or described.get("description") or ""}
         return statuses, f"Statuses of {len(urls)} URLs from {self.client.base_url}."
+
+    # -- Prometheus -----------------------------------------------------------------------
+
+    async def metrics(self, request: Request, params: Params) -> Response:
+        """The buffer's metrics, read in a worker thread; API health as the health loop last saw it."""
+        try:
+            body = await deferToThread(metrics.render, self._metrics)
+        except (BufferFileError, sqlite3.Error) as exc:
+            raise HTTPError(503, f"the buffer cannot be read right now: {exc}") from None
+        return Response(body, content_type=metrics.CONTENT_TYPE_LATEST)
+
+    def _read_only_buffer(self) -> SQLiteBuffer:
+        return SQLiteBuffer(self.buffer_path, readonly=True, busy_timeout=5.0)
+
+    def _api_up(self) -> bool | None:
+        """A scrape never waits for the API: the answer of the last health check (every 15 s)."""
+        return None if self.health is None else self.health.get("status") is not None
 
     # -- actions --------------------------------------------------------------------------
 
