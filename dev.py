@@ -4,9 +4,12 @@
     python3 dev.py test [pytest args]   set up .venv if needed, then run the test suite
     python3 dev.py demo [--keep]        crawl the demo site into a local reference SDI API
 
-Setup creates ``.venv`` (``python -m venv``) when it is missing and runs
-``pip install -e ".[test]"`` when setup.cfg/pyproject.toml changed since the last install
-(a hash of them is kept in ``.venv/.dev-install-stamp``).
+Setup creates ``.venv`` (``python -m venv``) when it is missing and installs what the command
+needs: ``demo`` the project alone (``pip install -e .``), ``test`` with its test extra
+(``pip install -e ".[test]"``: selenium, scrapyd, schemathesis... minutes on a fresh machine).
+``.venv/.dev-install-stamp`` records a hash of setup.cfg/pyproject.toml and the extras installed
+with them, so ``test`` after ``demo`` installs the test extra, ``demo`` after ``test`` installs
+nothing, and a change to the metadata installs again.
 """
 
 from __future__ import annotations
@@ -54,8 +57,10 @@ USAGE = """\
 usage: python3 dev.py test [pytest args]
        python3 dev.py demo [--keep]
 
-  test   create/update .venv, then run pytest with the given arguments
-  demo   start the reference SDI server and the demo site, crawl the site with
+  test   create/update .venv (the project with its test extra), then run pytest
+         with the given arguments
+  demo   create/update .venv (the project alone), start the reference SDI server
+         and the demo site, crawl the site with
          example_project's "files" spider, then show what the API received
          (--keep leaves the temporary directory with the databases and logs)
 """
@@ -83,23 +88,60 @@ def _inputs_digest() -> str:
     return digest.hexdigest()
 
 
-def ensure_env() -> Path:
-    """Create .venv when missing; (re)install the project when its metadata changed."""
+def read_stamp() -> tuple[str, frozenset[str]] | None:
+    """The digest and the extras of the last install, or None when nothing was installed."""
+    try:
+        text = STAMP.read_text().strip()
+    except OSError:
+        return None
+    try:
+        data = json.loads(text)
+        return str(data["digest"]), frozenset(data["extras"])
+    except (ValueError, KeyError, TypeError):
+        return text, frozenset({"test"})  # a stamp of the dev.py that always installed ".[test]"
+
+
+def write_stamp(digest: str, extras: frozenset[str]) -> None:
+    STAMP.write_text(json.dumps({"digest": digest, "extras": sorted(extras)}) + "\n")
+
+
+def extras_to_install(stamp: tuple[str, frozenset[str]] | None, digest: str,
+                      wanted: frozenset[str]) -> frozenset[str] | None:
+    """The extras to install now (with the project), or None when .venv has what is wanted.
+
+    What was installed for the current metadata is kept: ``test`` after ``demo`` installs
+    ``.[test]``, ``demo`` after ``test`` nothing. Changed metadata installs only what is wanted.
+    """
+    if stamp is None or stamp[0] != digest:
+        return wanted
+    if wanted <= stamp[1]:
+        return None
+    return stamp[1] | wanted
+
+
+def ensure_env(extras: frozenset[str] = frozenset()) -> Path:
+    """Create .venv when missing; install the project with ``extras`` unless already there."""
     if sys.version_info < MIN_PYTHON:
         needed = ".".join(map(str, MIN_PYTHON))
         raise DevError(f"Python {needed}+ is needed, this is {sys.version.split()[0]}")
     python = venv_python()
     if not python.exists():
-        print("dev.py: creating .venv", flush=True)
+        print("dev.py: creating .venv (python -m venv)", flush=True)
         if subprocess.call([sys.executable, "-m", "venv", str(VENV)]) != 0:
             raise DevError("python -m venv failed (on Debian/Ubuntu: apt install python3-venv)")
     digest = _inputs_digest()
-    if not STAMP.exists() or STAMP.read_text().strip() != digest:
-        print('dev.py: installing the project into .venv (pip install -e ".[test]")', flush=True)
-        cmd = [str(python), "-m", "pip", "install", "-e", ".[test]"]
+    install = extras_to_install(read_stamp(), digest, extras)
+    if install is not None:
+        target = f".[{','.join(sorted(install))}]" if install else "."
+        what = f"and its {', '.join(sorted(install))} extra" if install else "and its dependencies"
+        shown = f'"{target}"' if install else target
+        print(f"dev.py: installing scrapy_sdi {what} into .venv (pip install -e {shown})...", flush=True)
+        started = time.monotonic()
+        cmd = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-e", target]
         if subprocess.call(cmd, cwd=ROOT) != 0:
             raise DevError("pip install failed; see its output above")
-        STAMP.write_text(digest + "\n")
+        write_stamp(digest, install)
+        print(f"dev.py: installed in {time.monotonic() - started:.0f} s", flush=True)
     return python
 
 
@@ -292,7 +334,7 @@ def print_stats(stats: dict[str, object]) -> None:
 
 
 def cmd_test(args: list[str]) -> int:
-    python = ensure_env()
+    python = ensure_env(frozenset({"test"}))
     code = _wait(subprocess.Popen([str(python), "-m", "pytest", *args], cwd=ROOT))
     if code == 5:
         print("dev.py: pytest collected no tests; that counts as a failure", file=sys.stderr)
