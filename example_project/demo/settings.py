@@ -6,10 +6,13 @@
 #     https://docs.scrapy.org/en/latest/topics/settings.html
 
 import os
+from importlib.util import find_spec
 
 BOT_NAME = "demo"
 
-SPIDER_MODULES = ["demo.spiders"]
+# The scrapy-redis cluster spider (redis_files) only where scrapy-redis is installed: Scrapy
+# imports every spider module at start, and the demo installs scrapy_sdi alone.
+SPIDER_MODULES = ["demo.spiders.files"] + (["demo.spiders.redis_files"] if find_spec("scrapy_redis") else [])
 NEWSPIDER_MODULE = "demo.spiders"
 
 ADDONS = {}
