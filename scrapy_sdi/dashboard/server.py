@@ -204,7 +204,7 @@ class Dashboard:
             "/export": Route(b"GET", self.export),
             "/remote": Route(b"GET", self.remote_page),
             "/actions/requeue": Route(b"POST", self.requeue),
-            "/metrics": Route(b"GET", self.metrics),
+            "/metrics": Route(b"GET", self.prometheus),
             **{f"/static/{name}": Route(b"GET", self.static) for name in self._static},
         }
 
@@ -399,7 +399,7 @@ class Dashboard:
 
     # -- Prometheus -----------------------------------------------------------------------
 
-    async def metrics(self, request: Request, params: Params) -> Response:
+    async def prometheus(self, request: Request, params: Params) -> Response:
         """The buffer's metrics, read in a worker thread; API health as the health loop last saw it."""
         try:
             body = await deferToThread(metrics.render, self._metrics)
