@@ -173,7 +173,7 @@ def test_dashboard_metrics_never_write_the_buffer(crawled, tmp_path):
 
 def test_every_metric_is_documented_in_the_readme_and_the_help(tmp_path):
     readme = (ROOT / "README.md").read_text()
-    table = {m.group(1): m.group(2) for m in re.finditer(r"^\| `([^`]+)` \| (\w+) \|", readme, re.M)}
+    table = {m.group(1): m.group(2) for m in re.finditer(r"^\| `([^`]+)` \| (\w+) \|", readme, re.MULTILINE)}
     assert {doc.signature: doc.type for doc in METRICS}.items() <= table.items()
     help_text = sdi(tmp_path, "metrics", "--help").stdout
     for doc in METRICS:
