@@ -94,7 +94,7 @@ def urls(n: int, prefix: str = "a") -> list[str]:
 def test_help_lists_every_action_and_usage_errors_exit_2(tmp_path):
     main = sdi(tmp_path, "--help")
     assert main.returncode == 0
-    for action in ("check", "status", "buffer", "flush", "export", "requeue", "settings", "dashboard"):
+    for action in ("check", "status", "buffer", "flush", "export", "requeue", "settings", "dashboard", "metrics"):
         assert f"    {action} " in main.stdout, action
     one = sdi(tmp_path, "export", "--help")
     assert one.returncode == 0 and "--format" in one.stdout and "--state" in one.stdout

@@ -2,7 +2,8 @@
 
 It reads the buffer through read-only SQLite connections, so it can run beside crawls that are
 writing to the same file. Its one write, requeueing rejected or invalid rows, is off unless
---allow-actions is given. Run it as "scrapy sdi dashboard" or, without Scrapy's command line,
+--allow-actions is given. It also serves the buffer's Prometheus metrics at /metrics (listed by
+"scrapy sdi metrics --help"). Run it as "scrapy sdi dashboard" or, without Scrapy's command line,
 as "python -m scrapy_sdi.dashboard --buffer PATH".
 """
 
