@@ -91,9 +91,11 @@ def test_no_command_shows_a_long_password(sdi_server_factory, tmp_path):
         ("buffer", "--json"), ("flush", "-L", "DEBUG"), ("status", "--url", urls(5)[0]),
         ("status", "--crawler", "alpha", "--json"), ("export", "--state", "rejected"),
         ("export", "--state", "delivered", "--format", "csv"), ("requeue", "--state", "rejected", "--id", rejected[0]),
+        ("metrics",), ("metrics", "--output", str(tmp_path / "sdi.prom"), "-L", "DEBUG"),
     )
     for action in actions:
         assert sdi(tmp_path, *action, settings=settings, secret=secret).returncode == 0, action
+    _assert_hidden(secret, (tmp_path / "sdi.prom").read_text())
     refused = sdi_server_factory()
     fill(tmp_path / "buffer.db", "alpha", urls(2, "later"))
     for api_url in (refused.url, UNREACHABLE, _with_userinfo(server.url, server.username, secret)):
@@ -120,7 +122,7 @@ def test_no_dashboard_page_shows_a_long_password(api, sdi_server_factory, tmp_pa
     dashboard = Dashboard(path, tmp_path, "--api-url", DASHBOARD_APIS[api](server, sdi_server_factory), env=env)
     try:
         pages = ("/", "/api/overview", "/throughput", "/rows?state=rejected", "/remote", f"/row?id={rejected[0]}",
-                 "/export?state=rejected&format=csv", "/export?state=delivered&format=jsonl")
+                 "/export?state=rejected&format=csv", "/export?state=delivered&format=jsonl", "/metrics")
         bodies = [fetch(dashboard.url + page)[2].decode("utf-8", "replace") for page in pages]
     finally:
         dashboard.stop()
