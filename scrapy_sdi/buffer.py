@@ -238,7 +238,11 @@ class SQLiteBuffer(Buffer):
                 conn = sqlite3.connect(readonly_uri(self.path), uri=True, timeout=busy_timeout, check_same_thread=False)
                 conn.execute("PRAGMA query_only = 1")
                 self.db = sqlite_utils.Database(conn)
-                self._check_schema()
+                try:
+                    self._check_schema()
+                except BufferFileError:
+                    conn.close()
+                    raise
             else:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 if not self.path.exists():

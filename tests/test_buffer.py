@@ -782,3 +782,35 @@ def test_processes_enqueue_same_urls_with_dedup_store_each_once(tmp_path, fresh)
         assert sum(b.counts().values()) == n_urls
     finally:
         b.close()
+
+
+def test_a_read_only_buffer_reads_without_the_write_lock_and_never_writes(tmp_path):
+    path = tmp_path / "buffer.db"
+    writer = SQLiteBuffer(path)
+    writer.enqueue([row("a"), row("b", crawler="c2", state=FILTERED)], dedup=False)
+    writer.set_meta("k", "v")
+    writer._conn.execute("BEGIN IMMEDIATE")  # a crawl's commit in progress
+    try:
+        reader = SQLiteBuffer(path, readonly=True, busy_timeout=0.1)
+        assert reader.counts_by_crawler() == {"c1": {**dict.fromkeys(STATES, 0), PENDING: 1},
+                                              "c2": {**dict.fromkeys(STATES, 0), FILTERED: 1}}
+        assert reader.get_meta("k") == "v" and reader.oldest_pending_age("c1") is not None
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            reader.set_meta("k", "w")
+        reader.close()
+    finally:
+        writer._conn.execute("ROLLBACK")
+        writer.close()
+    missing = tmp_path / "missing.db"
+    with pytest.raises(BufferFileError):
+        SQLiteBuffer(missing, readonly=True)
+    assert not missing.exists()
+
+
+def test_a_read_only_buffer_refuses_a_schema_it_cannot_upgrade(tmp_path):
+    path = tmp_path / "old.db"
+    schema_1_buffer(path, [("a", PENDING, None)])
+    with pytest.raises(BufferFileError, match="schema 1.*scrapy sdi buffer"):
+        SQLiteBuffer(path, readonly=True)
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
