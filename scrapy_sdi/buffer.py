@@ -3,7 +3,8 @@
 Each result is one row moving through ``pending -> in_flight -> delivered | rejected`` (plus
 ``filtered`` and ``invalid`` rows that are kept but never sent). A claimed batch is a lease (owner
 and expiry), so a process that dies mid-request leaves rows that the next claimer takes back and
-resends under the same ids: the API answers ``duplicate`` and nothing is stored twice.
+resends under the same ids: the API answers ``duplicate`` and nothing is stored twice. It takes
+them back at once when the owner is proven dead (:mod:`scrapy_sdi.owners`), else when the lease expires.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from urllib.parse import quote
 
 import orjson
 import sqlite_utils
+
+from scrapy_sdi.owners import OwnerLocks
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -149,6 +152,20 @@ class Buffer(ABC):
         """Rows per state of each crawler; this default knows only the crawlers with rows waiting."""
         return {name: self.counts(name) for name in self.crawlers_with_pending()}
 
+    def hold_owner(self, owner: str) -> None:
+        """Prove ``owner`` alive until ``close``, so other processes leave its leases alone.
+
+        By default liveness cannot be proven: a dead owner's leases come back after SDI_LEASE_TIMEOUT.
+        """
+        return None
+
+    def reclaim_dead(self) -> int:
+        """Put rows leased to owners proven dead back to pending at once; return how many.
+
+        Cheap, but not free: the delivery loop calls it at start and when a claim finds nothing.
+        """
+        return 0
+
     def prune(self, older_than_days: float) -> int:
         """Forget delivered rows older than the retention; return how many."""
         return 0
@@ -261,6 +278,7 @@ class SQLiteBuffer(Buffer):
             raise BufferFileError(f"SDI buffer {self.path} cannot be used ({exc}); {hint}") from None
         self._conn = conn
         self._leased: dict[str, int] = {}  # id -> rowid of the rows this process claimed
+        self._owners = OwnerLocks(self.path.with_name(self.path.name + ".owners"))
 
     @classmethod
     def from_settings(cls, settings: Any) -> SQLiteBuffer:
@@ -377,6 +395,23 @@ class SQLiteBuffer(Buffer):
             )
         self._leased.update(zip(ids, rowids))
         return list(map(Claimed, ids, payloads, attempts))
+
+    def hold_owner(self, owner: str) -> None:
+        self._owners.hold(owner)
+
+    def reclaim_dead(self) -> int:
+        return self._owners.reclaim_dead(self._take_back)
+
+    def _take_back(self, owner: str) -> int:
+        """A dead owner's rows back to pending, as an expired lease: no attempt counted (the
+        process may have died before sending), and ready at once."""
+        with _transaction(self._conn):
+            cursor = self._conn.execute(
+                "UPDATE results INDEXED BY ix_results_lease SET state = 'pending', lease_owner = NULL, lease_until = NULL "
+                "WHERE state = 'in_flight' AND lease_owner = ?",
+                (owner,),
+            )
+        return cursor.rowcount
 
     def _update(self, sql: str, params: tuple[Any, ...], ids: Iterable[str]) -> None:
         """Run ``sql`` on the rows of ``ids`` in one statement (two when some were not claimed here).
@@ -540,6 +575,7 @@ class SQLiteBuffer(Buffer):
 
     def close(self) -> None:
         self._conn.close()
+        self._owners.close()
 
 
 def _refuse_invalid(state: str) -> None:

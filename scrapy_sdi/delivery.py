@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
     from scrapy.statscollectors import StatsCollector
 
-    from scrapy_sdi.buffer import Buffer, Row
+    from scrapy_sdi.buffer import Buffer, Claimed, Row
     from scrapy_sdi.client import Outcome, SDIClient
     from scrapy_sdi.settings import SDISettings
 
@@ -160,6 +160,7 @@ class Delivery:
         self._timer: CallLaterResult | None = None
         self._timer_due = 0.0
         self._running = False
+        self._next_reclaim = 0.0  # monotonic time of the next look for dead processes' leases
         #: Since when the API has been failing (None: it answers), for the status line.
         self.failing_since: float | None = None
         self._failure_told = False  # a WARNING said the API fails; an INFO says when it answers again
@@ -171,9 +172,27 @@ class Delivery:
     # -- control --------------------------------------------------------------------------
 
     def start(self) -> None:
+        self._hold_lease_owner()
         self.backlog = self.buffer.outstanding(self.crawler, float("inf"))
         self._running = True
         self._schedule(0)
+
+    def _hold_lease_owner(self) -> None:
+        """Prove this run alive to the others sharing the buffer, and take back dead runs' rows."""
+        self.buffer.hold_owner(self.owner)
+        self._reclaim_dead(force=True)
+
+    def _reclaim_dead(self, *, force: bool = False) -> int:
+        """Rows leased to dead processes back to pending; at most once a TICK unless ``force``d,
+        since it runs when a claim finds nothing, and an idle loop claims every TICK."""
+        now = time.monotonic()
+        if not force and now < self._next_reclaim:
+            return 0
+        self._next_reclaim = now + TICK
+        n = self.buffer.reclaim_dead()
+        if n:
+            logger.info("SDI: took back %(n)d results a process that died had in flight; they are sent again", {"n": n})
+        return n
 
     def lease(self, n: int) -> Lease | None:
         """Let the next ``n`` rows be stored already claimed by this run, and sent from memory.
@@ -201,6 +220,8 @@ class Delivery:
     async def drain(self, timeout: float) -> int:
         """Deliver until no row buffered before now is left, or ``timeout`` passes; return how many are left."""
         self._draining = True
+        if not self._running:  # `scrapy sdi flush` drains without a start
+            self._hold_lease_owner()
         self._running = True
         deadline = time.monotonic() + timeout
         cutoff = time.time()
@@ -302,11 +323,16 @@ class Delivery:
     def _claim(self, partial: bool) -> _Batch | None:
         if not partial and self._waiting() < self._batch_size:
             return None
-        rows = self.buffer.claim(
-            self.crawler, self.owner, self._batch_size, self.settings.lease_timeout, ignore_ready_at=self._draining
-        )
+        rows = self._claim_rows()
+        if not rows and self._reclaim_dead():  # nothing ready: maybe rows a dead process leased
+            rows = self._claim_rows()
         self._in_flight_rows += len(rows)
         return _Batch.of(rows)
+
+    def _claim_rows(self) -> list[Claimed]:
+        return self.buffer.claim(
+            self.crawler, self.owner, self._batch_size, self.settings.lease_timeout, ignore_ready_at=self._draining
+        )
 
     def _finished(self, _: Any, d: defer.Deferred[None], size: int) -> None:
         self._active.discard(d)

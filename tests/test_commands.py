@@ -471,7 +471,7 @@ def test_second_ctrl_c_quits_at_once_and_leased_rows_come_back(sdi_server_factor
     server = sdi_server_factory(latency=1.0)  # answers come after both Ctrl-Cs
     path = tmp_path / "buffer.db"
     ids = fill(path, "alpha", urls(100))
-    settings = settings_for(server, tmp_path, SDI_BATCH_SIZE="20", SDI_TIMEOUT="2", SDI_LEASE_TIMEOUT="2.5")
+    settings = settings_for(server, tmp_path, SDI_BATCH_SIZE="20", SDI_TIMEOUT="2", SDI_LEASE_TIMEOUT="120")
     proc = subprocess.Popen(sdi_command("flush", "--timeout", "30", settings=settings), cwd=tmp_path, env=_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=_sigint_as_in_a_terminal)
@@ -498,7 +498,8 @@ def test_second_ctrl_c_quits_at_once_and_leased_rows_come_back(sdi_server_factor
     assert unanswered and unanswered <= in_flight
 
     server.set_faults(latency=0)
-    second = sdi(tmp_path, "flush", "--json", settings=settings, secret=server.password)
+    # the quit process is dead: its leases are taken back at once, not after SDI_LEASE_TIMEOUT
+    second = sdi(tmp_path, "flush", "--json", "--timeout", "10", settings=settings, secret=server.password)
     assert second.returncode == 0, second.stderr
     summary = json.loads(second.stdout)
     assert summary["delivered"] == 100 - len(delivered)

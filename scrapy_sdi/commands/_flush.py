@@ -3,8 +3,8 @@
 Delivery runs as in a crawl, on the reactor thread (:func:`scrapy_sdi.blocking.run_blocking`),
 one crawler after the other. Ctrl-C stops claiming and waits for the batches in flight, so their
 rows end delivered, rejected or pending again; a second Ctrl-C quits at once, and the rows still
-in flight keep their lease and come back as pending after SDI_LEASE_TIMEOUT. Nothing is ever
-marked delivered that the API did not accept.
+in flight keep their lease until the next flush or crawl on the buffer, which takes them back at
+once (this process is dead by then). Nothing is ever marked delivered that the API did not accept.
 """
 
 from __future__ import annotations
@@ -164,13 +164,13 @@ def _flush(ctx: Context) -> int:
         except KeyboardInterrupt:
             progress.write(
                 f"Interrupted: waiting up to {settings.timeout:g}s for the batches in flight. "
-                "Ctrl-C again quits now; their rows then come back as pending after SDI_LEASE_TIMEOUT."
+                "Ctrl-C again quits now; the next flush or crawl then takes their rows back."
             )
             run_blocking(flusher.interrupt)
         left = run_blocking(flusher.left)
     except KeyboardInterrupt:  # the second Ctrl-C: the reactor thread may be mid-write, so touch nothing
         progress.close()
-        ctx.error("quit with batches in flight; their rows stay leased and come back as pending after SDI_LEASE_TIMEOUT")
+        ctx.error("quit with batches in flight; their rows stay leased until the next flush or crawl on this buffer takes them back")
         return 1
     run_blocking(client.close)
     run_blocking(_close, buffer)

@@ -15,6 +15,7 @@ import logging
 import os
 import secrets
 import selectors
+import signal
 import ssl
 import subprocess
 import sys
@@ -131,6 +132,14 @@ class SDIServerProcess:
             self._process.kill()
         self._process.wait()
         self._close()
+
+    def pause(self) -> None:
+        """SIGSTOP: the API hangs; connections open, but nothing is read, stored or answered.
+
+        ``kill`` then ``start`` is an API that crashed before it read the requests it was sent.
+        """
+        if self._process is not None and self._process.poll() is None:
+            self._process.send_signal(signal.SIGSTOP)
 
     def _close(self) -> None:
         if self._process is not None and self._process.stdout is not None:

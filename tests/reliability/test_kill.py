@@ -94,3 +94,35 @@ def _choose(rng, left: int, *, first: bool) -> str:
         return "delivering"  # at least one kill lands mid-delivery, whatever the seed
     moments = [m for m in MOMENTS if m != "delivering" or left > 0]
     return rng.choices(moments, weights=[MOMENTS[m] for m in moments])[0]
+
+
+def test_rerun_after_kill_9_takes_back_the_dead_runs_batches_at_once(sdi_server_factory, crawls, tmp_path):
+    """Batches a killed crawl had in flight are resent by the next run at once, not after SDI_LEASE_TIMEOUT.
+
+    The API hangs with the crawl's batches in flight, the crawl is killed, and the API restarts
+    without having read them. The rerun's close timeout is far below the lease: whatever it has
+    not resent when it ends is lost to the API until some later run.
+    """
+    server = sdi_server_factory()
+    buffer_path = tmp_path / "buffer.db"
+    settings = crawl_settings(server, buffer_path, SDI_CRAWLER_NAME="files", SDI_TIMEOUT=30, SDI_LEASE_TIMEOUT=120)
+    n = 200
+    crawl = crawls.start(tmp_path / "crawl", settings, {"n": n}, gates=1)
+    wait_until(lambda: server.stats()["accepted"] >= n // 2, "the first half delivered")
+    server.pause()
+    crawl.open_gate()
+    wait_until(lambda: _left_with_some_in_flight(buffer_path, n), "every result buffered, a batch in flight")
+    assert crawl.kill()
+    server.kill()
+    server.start()
+
+    rerun = crawls.start(tmp_path / "rerun", {**settings, "SDI_CLOSE_TIMEOUT": 5}, {"n": n})
+    result = rerun.finish()
+    assert result.returncode == 0, result.log[-3000:]
+    figures = stored_figures(server, result_urls(n))
+    assert figures.exactly_once, figures.describe()
+
+
+def _left_with_some_in_flight(buffer_path, n: int) -> bool:
+    states = buffer_states(buffer_path)
+    return states["in_flight"] > 0 and sum(states.values()) == n
