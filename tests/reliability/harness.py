@@ -63,6 +63,10 @@ def result_urls(n: int, offset: int = 0) -> set[str]:
     return {RESULT_URL.format(i=i) for i in range(offset, offset + n)}
 
 
+#: A close timeout far below SDI_LEASE_TIMEOUT (its default): a run cannot wait for a dead run's leases.
+SHORT_CLOSE = {"SDI_TIMEOUT": 5, "SDI_LEASE_TIMEOUT": 120, "SDI_CLOSE_TIMEOUT": 5}
+
+
 def crawl_settings(server: Any, buffer_path: Path, **extra: Any) -> dict[str, Any]:
     """Settings of a crawl against ``server``: fast retries, small batches (many requests to fail)."""
     return {**server.settings, **FAST_RETRIES, "SDI_BUFFER_PATH": str(buffer_path), "SDI_BATCH_SIZE": 20, **extra}
@@ -214,6 +218,131 @@ def failed_attempts(entries: list[dict[str, Any]], containing: str = "") -> int:
     return sum(1 for e in entries if e.get("error") and containing in e["error"])
 
 
+# --- kill -9 at random moments ----------------------------------------------------------------
+
+#: Where a kill may land, with weights: as the pipeline opens (items about to be buffered), after a
+#: random number of results were answered (batches in flight, rows committed but not yet acked),
+#: and in close_spider's final drain.
+MOMENTS = {"start": 1, "delivering": 3, "closing": 1}
+
+
+@dataclass
+class Killed:
+    """What ``kill_and_rerun`` did: the figures at the end, the kills by moment, the runs started."""
+
+    figures: Figures
+    kills: Counter[str]
+    runs: int
+
+
+def kill_and_rerun(form: Form, server: Any, crawls: Crawls, rng: Any, workdir: Path, settings: dict[str, Any],
+                   *, check: Callable[[Figures], None]) -> Killed:
+    """Crawl rounds of new URLs into one buffer, SIGKILL runs at random moments, rerun until one ends
+    with nothing pending; ``check`` the server's figures after every round.
+
+    Each round's first ``form.kills_per_round`` runs are killed (runs of one project over days); the
+    first kill lands mid-delivery, whatever the seed.
+    """
+    n = form.results
+    expected: set[str] = set()
+    kills: Counter[str] = Counter()
+    runs = 0
+    round_number = 0
+    figures = stored_figures(server, expected)
+    while sum(kills.values()) < form.kills:
+        args = {"n": n, "offset": round_number * n}
+        expected |= result_urls(n, round_number * n)
+        killed_this_round = 0
+        while True:
+            runs += 1
+            assert runs <= 4 * form.kills + 10, "reruns do not converge"
+            answered_before = answered(server)
+            left = len(expected) - server.stats()["accepted"]  # this round's results not stored yet
+            crawl = crawls.start(workdir / "crawl", settings, args)
+            if killed_this_round < form.kills_per_round and sum(kills.values()) < form.kills:
+                moment = _choose(rng, left, first=not kills)
+                _wait_for_moment(crawl, server, moment, rng.randint(1, max(1, left)), answered_before)
+                if crawl.kill():
+                    kills[moment] += 1
+                    killed_this_round += 1
+                    states = buffer_states(Path(settings["SDI_BUFFER_PATH"]))  # the file survives a kill at any moment
+                    print(f"kill {sum(kills.values())} ({moment}): round {round_number}, run {runs}; "
+                          f"buffer left {states['pending']} pending, {states['in_flight']} in flight")
+                    continue
+            result = crawl.finish()
+            assert result.returncode == 0, result.log[-3000:]
+            assert "Traceback" not in result.log, result.log[-3000:]
+            if result.stats["sdi/pending_at_close"] == 0:
+                # what the killed runs left unstored, this one delivered
+                assert result.stats["sdi/items_delivered"] >= left, (result.stats, left)
+                break
+        figures = stored_figures(server, expected)
+        check(figures)
+        round_number += 1
+    assert kills["delivering"] >= 1
+    return Killed(figures, kills, runs)
+
+
+def start_side_by_side(crawls: Crawls, workdir: Path, settings: dict[str, Any], live_args: dict[str, Any],
+                       doomed_args: dict[str, Any]) -> tuple[Crawl, Crawl]:
+    """Two gated crawls on one buffer, both open: one to live on (its gate opens when the test
+    says), one to kill (with an audit log for ``kill_mid_delivery``; its gate never opens)."""
+    live = crawls.start(workdir / "live", settings, live_args, gates=1)
+    doomed = crawls.start(workdir / "doomed", {**settings, "SDI_AUDIT_LOG": str(workdir / "doomed.jsonl")},
+                          doomed_args, gates=1)
+    for crawl in (live, doomed):
+        assert crawl.wait_for_line(PIPELINE_OPEN_LINE), crawl.tail()
+    return live, doomed
+
+
+def kill_mid_delivery(crawl: Crawl, rng: Any) -> int:
+    """SIGKILL ``crawl`` after a random few of its submission attempts (``_some_attempts``)."""
+    attempts = _some_attempts(crawl, rng)
+    assert crawl.kill(), f"the crawl ended by itself before the kill:\n{crawl.tail()}"
+    return attempts
+
+
+def kill_with_the_api_hung(crawl: Crawl, server: Any, buffer_path: Path, urls: set[str]) -> None:
+    """Let a gated crawl's next part meet a hung API (SIGSTOP), kill it once some of that part's
+    ``urls`` are in flight, then restart the API: those batches never reached it."""
+    server.pause()
+    crawl.open_gate()
+    wait_until(lambda: buffered_urls(buffer_path, ("in_flight",)) & urls, "a batch of the crawl in flight")
+    assert crawl.kill(), f"the crawl ended by itself before the kill:\n{crawl.tail()}"
+    server.kill()
+    server.start()
+
+
+def _some_attempts(crawl: Crawl, rng: Any, most: int = 4) -> int:
+    """Wait until 1 to ``most`` (at random) of the crawl's submission attempts ended (its audit log
+    says so; SDI_AUDIT_LOG must be set): it has more results to send. Return that number."""
+    attempts = rng.randint(1, most)
+    wait_until(lambda: len(crawl.audit()) >= attempts or not crawl.alive, f"{attempts} submission attempts")
+    return attempts
+
+
+def _wait_for_moment(crawl: Crawl, server: Any, moment: str, target: int, answered_before: int) -> None:
+    if moment == "start":
+        crawl.wait_for_line(PIPELINE_OPEN_LINE)
+    elif moment == "closing":
+        crawl.wait_for_line(CLOSING_LINE)
+    else:
+        wait_until(lambda: answered(server) - answered_before >= target or not crawl.alive, f"{target} results answered")
+
+
+def answered(server: Any) -> int:
+    """Results the server has answered accepted or duplicate so far."""
+    stats = server.stats()
+    return stats["accepted"] + stats["duplicates"]
+
+
+def _choose(rng: Any, left: int, *, first: bool) -> str:
+    if first:
+        return "delivering"  # at least one kill lands mid-delivery, whatever the seed
+    moments = [m for m in MOMENTS if m != "delivering" or left > 0]
+    return rng.choices(moments, weights=[MOMENTS[m] for m in moments])[0]
+
+
 # --- what was stored, what the buffer holds -----------------------------------------------------
 
 
@@ -257,6 +386,17 @@ def buffer_states(path: Path) -> Counter[str]:
         (check,) = conn.execute("PRAGMA integrity_check").fetchone()
         assert check == "ok", f"buffer {path} is damaged: {check}"
         return Counter(dict(conn.execute("SELECT state, count(*) FROM results GROUP BY state").fetchall()))
+    finally:
+        conn.close()
+
+
+def buffered_urls(path: Path, states: tuple[str, ...] = ("pending", "in_flight", "delivered")) -> set[str]:
+    """URLs of a buffer file's results in ``states``; by default those to deliver or delivered, which
+    are all the results crawls passed on (rows are committed first)."""
+    conn = sqlite3.connect(str(path))
+    try:
+        marks = ",".join("?" * len(states))
+        return {url for (url,) in conn.execute(f"SELECT url FROM results WHERE state IN ({marks})", states)}
     finally:
         conn.close()
 
