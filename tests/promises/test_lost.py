@@ -10,21 +10,16 @@ from __future__ import annotations
 
 from tests.reliability.conftest import crawls, form, reliability_seed, rng  # noqa: F401 (fixtures)
 from tests.reliability.harness import (
-    SHORT_CLOSE,
     buffered_urls,
-    crawl_settings,
     kill_and_rerun,
     answered,
     kill_with_the_api_hung,
     result_urls,
+    short_close_settings,
     start_side_by_side,
     stored_figures,
     wait_until,
 )
-
-def _settings(server, tmp_path, **extra):
-    return crawl_settings(server, tmp_path / "buffer.db", **SHORT_CLOSE, **extra)
-
 
 def test_kill_9_at_random_moments_then_reruns_lose_nothing(form, sdi_server_factory, crawls, rng, tmp_path):
     server = sdi_server_factory(latency=0.05, drop_after_rate=0.1, seed=rng.randrange(2**31))
@@ -32,7 +27,8 @@ def test_kill_9_at_random_moments_then_reruns_lose_nothing(form, sdi_server_fact
     def check(figures):
         assert figures.lost == 0 and figures.unexpected == 0, figures.describe()
 
-    kill_and_rerun(form, server, crawls, rng, tmp_path, _settings(server, tmp_path), check=check)
+    settings = short_close_settings(server, tmp_path / "buffer.db")
+    kill_and_rerun(form, server, crawls, rng, tmp_path, settings, check=check)
 
 
 def test_a_run_killed_beside_a_live_one_loses_nothing_once_the_live_one_closes(sdi_server_factory, crawls, tmp_path):
@@ -40,7 +36,7 @@ def test_a_run_killed_beside_a_live_one_loses_nothing_once_the_live_one_closes(s
     deliver before its close ends, since no later run may come. The API hangs and restarts around
     the kill, so the killed run's batches in flight never reached it."""
     server = sdi_server_factory()
-    settings = _settings(server, tmp_path, SDI_CRAWLER_NAME="files")
+    settings = short_close_settings(server, tmp_path / "buffer.db", SDI_CRAWLER_NAME="files")
     n = 300
     live, doomed = start_side_by_side(crawls, tmp_path, settings, {"n": n, "offset": n}, {"n": n})
     wait_until(lambda: answered(server) >= n, "the first half of each delivered")

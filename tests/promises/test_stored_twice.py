@@ -10,18 +10,13 @@ from __future__ import annotations
 
 from tests.reliability.conftest import crawls, form, reliability_seed, rng  # noqa: F401 (fixtures)
 from tests.reliability.harness import (
-    SHORT_CLOSE,
-    crawl_settings,
     kill_and_rerun,
     kill_mid_delivery,
     result_urls,
+    short_close_settings,
     start_side_by_side,
     stored_figures,
 )
-
-
-def _settings(server, tmp_path, **extra):
-    return crawl_settings(server, tmp_path / "buffer.db", **SHORT_CLOSE, **extra)
 
 
 def test_answers_dropped_after_storing_and_kills_at_random_moments_store_nothing_twice(
@@ -32,7 +27,8 @@ def test_answers_dropped_after_storing_and_kills_at_random_moments_store_nothing
     def check(figures):
         assert figures.duplicated == 0 and figures.unexpected == 0, figures.describe()
 
-    killed = kill_and_rerun(form, server, crawls, rng, tmp_path, _settings(server, tmp_path), check=check)
+    settings = short_close_settings(server, tmp_path / "buffer.db")
+    killed = kill_and_rerun(form, server, crawls, rng, tmp_path, settings, check=check)
     assert killed.figures.duplicate_answers > 0, "nothing was sent twice: the attack did not happen"
 
 
@@ -41,7 +37,7 @@ def test_runs_sharing_a_file_finding_the_same_results_one_killed_and_rerun_store
 ):
     """The killed run buffered first what the live one finds later; its rerun finds it all again."""
     server = sdi_server_factory(latency=0.2, drop_after_rate=0.1, seed=rng.randrange(2**31))
-    settings = _settings(server, tmp_path, SDI_CRAWLER_NAME="files")
+    settings = short_close_settings(server, tmp_path / "buffer.db", SDI_CRAWLER_NAME="files")
     n = 300
     doomed_args = {"n": n, "offset": n // 2}  # its first half is the live run's second
     live, doomed = start_side_by_side(crawls, tmp_path, settings, {"n": n}, doomed_args)

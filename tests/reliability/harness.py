@@ -63,13 +63,15 @@ def result_urls(n: int, offset: int = 0) -> set[str]:
     return {RESULT_URL.format(i=i) for i in range(offset, offset + n)}
 
 
-#: A close timeout far below SDI_LEASE_TIMEOUT (its default): a run cannot wait for a dead run's leases.
-SHORT_CLOSE = {"SDI_TIMEOUT": 5, "SDI_LEASE_TIMEOUT": 120, "SDI_CLOSE_TIMEOUT": 5}
-
-
 def crawl_settings(server: Any, buffer_path: Path, **extra: Any) -> dict[str, Any]:
     """Settings of a crawl against ``server``: fast retries, small batches (many requests to fail)."""
     return {**server.settings, **FAST_RETRIES, "SDI_BUFFER_PATH": str(buffer_path), "SDI_BATCH_SIZE": 20, **extra}
+
+
+def short_close_settings(server: Any, buffer_path: Path, **extra: Any) -> dict[str, Any]:
+    """``crawl_settings`` with a close timeout far below SDI_LEASE_TIMEOUT (its default): a run
+    cannot wait for a dead run's leases to run out."""
+    return crawl_settings(server, buffer_path, SDI_TIMEOUT=5, SDI_LEASE_TIMEOUT=120, SDI_CLOSE_TIMEOUT=5, **extra)
 
 
 def wait_until(condition: Callable[[], Any], what: str, *, timeout: float = 90.0, poll: float = 0.02) -> Any:
