@@ -159,7 +159,7 @@ SPEC: dict[str, tuple[Any, Callable[[str, Any], Any], str]] = {
     "SDI_RETRY_BACKOFF_BASE": (0.5, _float(0.0), "first backoff in seconds (full jitter, doubling)"),
     "SDI_RETRY_BACKOFF_MAX": (30.0, _float(0.0), "longest backoff in seconds"),
     "SDI_UNLOCK_DELAY": (60.0, _float(0.0), "seconds rows rest after SDI_RETRY_TIMES failed tries"),
-    "SDI_LEASE_TIMEOUT": (120.0, _float(1.0), "seconds after which a claimed batch of a dead process is reclaimed"),
+    "SDI_LEASE_TIMEOUT": (120.0, _float(1.0), "seconds after which a claimed batch is reclaimed, even when its owner cannot be proven dead"),
     "SDI_TIMEOUT": (30.0, _float(0.1), "seconds per API request"),
     "SDI_BUFFER": ("sqlite", _buffer, "'sqlite', 'memory' or the dotted path of a buffer class"),
     "SDI_BUFFER_PATH": ("", _text, f"SQLite buffer file; default ${BUFFER_PATH_ENV}, then .scrapy/{DEFAULT_BUFFER_PATH}"),
