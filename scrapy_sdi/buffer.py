@@ -55,6 +55,8 @@ class Row:
     payload: bytes
     state: str = PENDING
     reason: str | None = None
+    #: The key of the filters this result passed (``FilterSet.key``); None: checked against none.
+    filters_version: str | None = None
 
 
 @dataclass(slots=True, frozen=True)
@@ -77,6 +79,8 @@ class Claimed(NamedTuple):
     id: str
     payload: bytes
     attempts: int
+    #: The key of the filters the row passed: delivery matches it again under other filters.
+    filters_version: str | None = None
 
 
 class Buffer(ABC):
@@ -170,6 +174,14 @@ class Buffer(ABC):
         """Forget delivered rows older than the retention; return how many."""
         return 0
 
+    def mark_filtered(self, reasons: dict[str, str]) -> None:
+        """Leased rows the filters in force exclude: id -> the filter's description; never sent.
+
+        Buffers should keep them as ``filtered``; this default records them as rejected with that
+        reason, which also keeps them from ever being sent (or resent without a requeue).
+        """
+        self.ack({}, {id_: f"excluded by {reason}" for id_, reason in reasons.items()})
+
     def get_meta(self, key: str) -> str | None:
         return None
 
@@ -191,7 +203,7 @@ def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
 
 # -- SQLite ---------------------------------------------------------------------------------
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _MIGRATIONS = {
     1: [
         """CREATE TABLE IF NOT EXISTS results (
@@ -228,6 +240,10 @@ _MIGRATIONS = {
         "ALTER TABLE results DROP COLUMN payload",
         "CREATE TRIGGER results_delete AFTER DELETE ON results BEGIN DELETE FROM payloads WHERE rowid = old.rowid; END",
     ],
+    # The key of the filters a row passed (NULL: none known, or an older scrapy_sdi): delivery
+    # matches a claimed row again only when other filters are in force, instead of decoding and
+    # matching every row it sends.
+    3: ["ALTER TABLE results ADD COLUMN filters_version TEXT"],
 }
 _DEDUP_CHUNK = 500  # SQLite's bound-parameter limit is far above this
 
@@ -336,13 +352,13 @@ class SQLiteBuffer(Buffer):
                 if to_lease and row.state == PENDING:
                     to_lease -= 1
                     leased.append((row, rowid))
-                    fresh.append((rowid, row.id, row.crawler, row.url, IN_FLIGHT, None, now, owner, until))
+                    fresh.append((rowid, row.id, row.crawler, row.url, IN_FLIGHT, None, now, owner, until, row.filters_version))
                 else:
-                    fresh.append((rowid, row.id, row.crawler, row.url, row.state, row.reason, now, None, None))
+                    fresh.append((rowid, row.id, row.crawler, row.url, row.state, row.reason, now, None, None, row.filters_version))
                 payloads.append((rowid, row.payload))
             self._conn.executemany(
-                "INSERT INTO results (rowid, id, crawler, url, state, reason, created_at, lease_owner, lease_until) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO results (rowid, id, crawler, url, state, reason, created_at, lease_owner, lease_until, filters_version) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 fresh,
             )
             self._conn.executemany("INSERT INTO payloads (rowid, payload) VALUES (?, ?)", payloads)
@@ -380,21 +396,21 @@ class SQLiteBuffer(Buffer):
             )
             # read the oldest ready rows in order with their payloads, then lease them by rowid
             rows = self._conn.execute(
-                "SELECT rowid, id, payload, attempts FROM results INDEXED BY ix_results_pending "
+                "SELECT rowid, id, payload, attempts, filters_version FROM results INDEXED BY ix_results_pending "
                 "JOIN payloads USING (rowid) WHERE state = 'pending' AND crawler = ? AND ready_at <= ? "
                 "ORDER BY rowid LIMIT ?",
                 (crawler, ready, limit),
             ).fetchall()
             if not rows:
                 return []
-            rowids, ids, payloads, attempts = zip(*rows)
+            rowids, ids, payloads, attempts, versions = zip(*rows)
             self._conn.execute(
                 "UPDATE results SET state = 'in_flight', lease_owner = ?, lease_until = ? "
                 "WHERE rowid IN (SELECT value FROM json_each(?))",
                 (owner, now + lease_seconds, orjson.dumps(rowids)),
             )
         self._leased.update(zip(ids, rowids))
-        return list(map(Claimed, ids, payloads, attempts))
+        return list(map(Claimed, ids, payloads, attempts, versions))
 
     def hold_owner(self, owner: str) -> None:
         self._owners.hold(owner)
@@ -447,6 +463,16 @@ class SQLiteBuffer(Buffer):
                     "UPDATE results SET state = 'rejected', reason = ?, delivered_at = ?, attempts = attempts + 1, "
                     "lease_owner = NULL, lease_until = NULL WHERE {where}",
                     (reason, now),
+                    ids,
+                )
+
+    def mark_filtered(self, reasons: dict[str, str]) -> None:
+        with _transaction(self._conn):
+            for reason, ids in _group(reasons).items():
+                self._update(
+                    "UPDATE results SET state = 'filtered', reason = ?, lease_owner = NULL, lease_until = NULL "
+                    "WHERE {where} AND state IN ('pending', 'in_flight')",
+                    (reason,),
                     ids,
                 )
 
@@ -510,7 +536,8 @@ class SQLiteBuffer(Buffer):
         with _transaction(self._conn):
             cursor = self._conn.execute(
                 "UPDATE results SET state = 'pending', ready_at = 0, reason = NULL, lease_owner = NULL, "
-                f"lease_until = NULL WHERE {' AND '.join(clauses)}",
+                # a requeued row is matched again against the filters in force when it is sent
+                f"lease_until = NULL, filters_version = NULL WHERE {' AND '.join(clauses)}",
                 params,
             )
         return cursor.rowcount
@@ -669,7 +696,7 @@ class MemoryBuffer(Buffer):
                 "id": row.id, "crawler": row.crawler, "url": row.url, "payload": row.payload,
                 "state": row.state, "attempts": 0, "ready_at": 0.0, "reason": row.reason,
                 "last_error": None, "outcome": None, "created_at": now, "delivered_at": None,
-                "seq": next(self._seq),
+                "seq": next(self._seq), "filters_version": row.filters_version,
             }
             if row.state != PENDING:
                 continue
@@ -707,7 +734,7 @@ class MemoryBuffer(Buffer):
                 del queue[id_]
                 row["state"] = IN_FLIGHT
                 self._leased[id_] = now + lease_seconds
-                claimed.append(Claimed(id_, row["payload"], row["attempts"]))
+                claimed.append(Claimed(id_, row["payload"], row["attempts"], row["filters_version"]))
         return claimed
 
     def ack(self, delivered: dict[str, str], rejected: dict[str, str | None]) -> None:
@@ -722,6 +749,15 @@ class MemoryBuffer(Buffer):
             row = self._rows[id_]
             self._pending.get(row["crawler"], {}).pop(id_, None)
             row.update(state=REJECTED, reason=reason, delivered_at=now, attempts=row["attempts"] + 1)
+
+    def mark_filtered(self, reasons: dict[str, str]) -> None:
+        for id_, reason in reasons.items():
+            row = self._rows[id_]
+            if row["state"] in (PENDING, IN_FLIGHT):
+                self._leased.pop(id_, None)
+                self._pending.get(row["crawler"], {}).pop(id_, None)
+                self._seen.discard((row["crawler"], row["url"]))  # as in SQLite: filtered is not seen
+                row.update(state=FILTERED, reason=reason)
 
     def release(self, ids: Iterable[str], error: str, delay: float) -> None:
         ready_at = time.time() + delay
@@ -741,7 +777,7 @@ class MemoryBuffer(Buffer):
         wanted = set(ids) if ids is not None else None
         for row in list(self._rows.values()):
             if row["state"] == state and (crawler is None or row["crawler"] == crawler) and (since is None or row["created_at"] >= since) and (wanted is None or row["id"] in wanted):
-                yield {k: v for k, v in row.items() if k not in ("ready_at", "seq")}
+                yield {k: v for k, v in row.items() if k not in ("ready_at", "seq", "filters_version")}
 
     def requeue(self, state: str, crawler: str | None = None, ids: Sequence[str] | None = None) -> int:
         _refuse_invalid(state)
@@ -751,7 +787,7 @@ class MemoryBuffer(Buffer):
         n = 0
         for row in self._rows.values():
             if row["state"] == state and (crawler is None or row["crawler"] == crawler) and (wanted is None or row["id"] in wanted):
-                row.update(ready_at=0.0, reason=None)
+                row.update(ready_at=0.0, reason=None, filters_version=None)
                 self._to_pending(row)
                 n += 1
         return n

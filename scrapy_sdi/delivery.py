@@ -58,10 +58,10 @@ class _Batch:
 
     @classmethod
     def of(cls, rows: Sequence[tuple[str, bytes, int]]) -> _Batch:
-        """A batch from rows of (id, payload, attempts): ``Claimed`` rows, or a batch's own."""
+        """A batch from rows of (id, payload, attempts, ...): ``Claimed`` rows, or a batch's own."""
         if not rows:
             return cls.empty()
-        ids, payloads, attempts = zip(*rows)
+        ids, payloads, attempts, *_ = zip(*rows)
         return cls(list(ids), list(payloads), list(attempts))
 
     def __len__(self) -> int:

@@ -36,7 +36,7 @@ from scrapy_sdi.buffer import (
     SQLiteBuffer,
 )
 
-from tests.support.buffers import schema_1_buffer
+from tests.support.buffers import schema_1_buffer, schema_2_buffer
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = ROOT / "tests" / "support" / "buffer_worker.py"
@@ -592,6 +592,58 @@ def test_sqlite_schema_1_buffer_is_upgraded_with_every_row_and_payload(tmp_path)
         assert b.enqueue([row("p1")], dedup=True) == [False]  # what the old file had seen, still seen
     finally:
         b.close()
+
+
+def test_sqlite_schema_2_buffer_is_upgraded_and_its_rows_count_as_matched_against_no_filters(tmp_path):
+    path = tmp_path / "old.db"
+    schema_2_buffer(path, [("p1", PENDING, None), ("d", DELIVERED, None), ("f", FILTERED, "filter 1 (url exact 'x')")])
+    b = SQLiteBuffer(path)
+    try:
+        assert b._conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,) == (3,)
+        assert [r["reason"] for r in b.export(FILTERED)] == ["filter 1 (url exact 'x')"]
+        # an older scrapy_sdi matched its rows against nothing delivery can know: they are matched when sent
+        assert b.claim("c1", "o", 10, 60) == [Claimed("p1", b'{"id": "p1"}', 0, None)]
+        assert b.enqueue([row("p1")], dedup=True) == [False]
+    finally:
+        b.close()
+
+
+def test_claim_gives_the_key_of_the_filters_each_row_passed(buf):
+    buf.enqueue([Row("a", "c1", "https://e.x/a", b"{}", filters_version="v1"), row("b")], dedup=False)
+    assert [(c.id, c.filters_version) for c in buf.claim("c1", "o", 10, 60)] == [("a", "v1"), ("b", None)]
+
+
+def test_mark_filtered_keeps_waiting_rows_as_filtered_with_the_reason_and_nothing_else(buf, clock):
+    buf.enqueue([row("a"), row("b"), row("c"), row("d")], dedup=True)
+    buf.claim("c1", "o", 2, 60)  # a, b in flight; c, d pending
+    buf.ack({"b": "accepted"}, {})
+    buf.mark_filtered({"a": "filter 1 (url exact 'x')", "b": "filter 1 (url exact 'x')", "c": "filter 2 (url glob '*')"})
+    assert {r["id"]: r["reason"] for r in buf.export(FILTERED)} == {"a": "filter 1 (url exact 'x')", "c": "filter 2 (url glob '*')"}
+    assert nonzero(buf.counts()) == {FILTERED: 2, DELIVERED: 1, PENDING: 1}  # a delivered row stays delivered
+    clock.advance(120)  # a's lease would have run out: a filtered row is never claimed again
+    assert ids(buf.claim("c1", "o", 10, 60)) == ["d"]
+    assert buf.outstanding("c1", clock.now) == 1
+    assert buf.enqueue([row("a2", url="https://example.com/a")], dedup=True) == [True]  # filtered is not seen
+
+
+def test_a_requeued_row_has_passed_no_filters(buf):
+    buf.enqueue([Row("a", "c1", "https://e.x/a", b"{}", filters_version="v1")], dedup=False)
+    buf.claim("c1", "o", 10, 60)
+    buf.mark_filtered({"a": "filter 1 (url exact 'x')"})
+    assert buf.requeue(FILTERED) == 1
+    assert [(c.id, c.filters_version) for c in buf.claim("c1", "o", 10, 60)] == [("a", None)]
+
+
+def test_a_buffer_without_mark_filtered_still_never_sends_an_excluded_row(clock):
+    class Minimal(MemoryBuffer):
+        mark_filtered = buffer_mod.Buffer.mark_filtered  # what a third-party buffer inherits
+
+    b = Minimal()
+    b.enqueue([row("a")], dedup=False)
+    b.claim("c1", "o", 10, 60)
+    b.mark_filtered({"a": "filter 1 (url exact 'x')"})
+    assert [(r["id"], r["reason"]) for r in b.export(REJECTED)] == [("a", "excluded by filter 1 (url exact 'x')")]
+    assert b.claim("c1", "o", 10, 60, ignore_ready_at=True) == []
 
 
 def test_sqlite_newer_schema_is_refused_naming_the_file(tmp_path):

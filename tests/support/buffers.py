@@ -42,3 +42,14 @@ def schema_1_buffer(path: Path, rows: list[tuple[str, str, str | None]]) -> None
     conn.execute("PRAGMA user_version = 1")
     conn.commit()
     conn.close()
+
+
+def schema_2_buffer(path: Path, rows: list[tuple[str, str, str | None]]) -> None:
+    """A buffer file as scrapy_sdi wrote it before rows remembered the filters they passed."""
+    schema_1_buffer(path, rows)
+    conn = sqlite3.connect(path)
+    for statement in _MIGRATIONS[2]:
+        conn.execute(statement)
+    conn.execute("PRAGMA user_version = 2")
+    conn.commit()
+    conn.close()
