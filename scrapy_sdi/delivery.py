@@ -15,12 +15,14 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
+import orjson
 from scrapy.utils.asyncio import CallLaterResult, call_later
 from twisted.internet import defer
 
 from scrapy_sdi.backpressure import Backpressure
 from scrapy_sdi.buffer import Lease
 from scrapy_sdi.errors import SDIAuthError, SDIBadRequest, SDIBatchTooLarge, SDIError, SDIRateLimited
+from scrapy_sdi.filters import count_filtered
 from scrapy_sdi.mapping import encode_batch
 from scrapy_sdi.sizing import RequestLimits
 
@@ -31,6 +33,8 @@ if TYPE_CHECKING:
 
     from scrapy_sdi.buffer import Buffer, Claimed, Row
     from scrapy_sdi.client import Outcome, SDIClient
+    from scrapy_sdi.filter_source import FilterSource
+    from scrapy_sdi.filters import Filter, FilterSet
     from scrapy_sdi.settings import SDISettings
 
 logger = logging.getLogger(__name__)
@@ -134,8 +138,11 @@ class Delivery:
         crawler_name: str | None = None,
         stats: StatsCollector | None = None,
         audit: Callable[[dict[str, Any]], None] | None = None,
+        filters: FilterSource | None = None,
     ) -> None:
         self.buffer = buffer
+        #: The filters applied to every row as it is sent (None: filtering is off).
+        self.filters = filters
         self.client = client
         self.settings = settings
         self.crawler = crawler_name or settings.crawler_name
@@ -151,6 +158,7 @@ class Delivery:
         self._in_flight_rows = 0  # claimed or handed over, not yet answered
         #: Rows the buffer stored already leased to this run (``lease``), waiting for a full batch.
         self._handed = _Batch.empty()
+        self._handed_keys: set[str | None] = set()  # the keys of the filters the handed rows passed
         self._failures = 0  # consecutive failed attempts: drives the backoff
         self._batch_size = settings.batch_size  # lowered when the API answers 413 with max_results
         #: What 413s without max_results taught: requests are cut to stay under it.
@@ -214,6 +222,7 @@ class Delivery:
         self.backlog += added
         if handed:
             self._handed.extend(handed)
+            self._handed_keys.update(row.filters_version for row in handed)
             self._in_flight_rows += len(handed)
         self._pump()
 
@@ -266,6 +275,7 @@ class Delivery:
             self.buffer.release(self._handed.ids, why, 0)
             self._in_flight_rows -= len(self._handed)
             self._handed = _Batch.empty()
+            self._handed_keys.clear()
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -313,21 +323,67 @@ class Delivery:
         self._schedule(LINGER if self._waiting() > 0 or self._handed else TICK)
 
     def _from_memory(self, partial: bool) -> _Batch | None:
-        """A batch of the handed rows (already counted in flight)."""
+        """A batch of the handed rows (already counted in flight).
+
+        The pipeline matched them as it stored them; if other filters are in force since, they go
+        back to pending, and their claim matches them again.
+        """
         size = self._batch_size
         if len(self._handed) < size and not (partial and self._handed):
             return None
+        current = self._in_force()
+        if current is not None and self._handed_keys != {current.key}:
+            self._give_back_handed("other filters came into force before they were sent")
+            return None
         batch, self._handed = self._handed.part(0, size), self._handed.part(size)
+        if not self._handed:
+            self._handed_keys.clear()
         return batch
 
     def _claim(self, partial: bool) -> _Batch | None:
         if not partial and self._waiting() < self._batch_size:
             return None
-        rows = self._claim_rows()
-        if not rows and self._reclaim_dead():  # nothing ready: maybe rows a dead process leased
+        while True:  # a claim the filters emptied is no reason to wait for the next tick
             rows = self._claim_rows()
-        self._in_flight_rows += len(rows)
-        return _Batch.of(rows)
+            if not rows and self._reclaim_dead():  # nothing ready: maybe rows a dead process leased
+                rows = self._claim_rows()
+            self._in_flight_rows += len(rows)
+            passed = self._screen(rows)
+            if passed or not rows:
+                return _Batch.of(passed)
+
+    def _in_force(self) -> FilterSet | None:
+        """The filters that can exclude a row now, or None (off, none known, or an empty list)."""
+        current = self.filters.in_force() if self.filters is not None else None
+        return current if current is not None and current.count else None
+
+    def _screen(self, rows: list[Claimed]) -> list[Claimed]:
+        """The claimed rows the filters in force let through; the others end filtered, never sent.
+
+        A row is decoded and matched only if it passed other filters than these, or none (buffered
+        while none were known): while the filters stay the same, a row costs one comparison.
+        """
+        current = self._in_force()
+        if current is None:
+            return rows
+        key = current.key
+        excluded: dict[str, Filter] = {}
+        for row in rows:
+            if row.filters_version != key and (matched := _match(current, row.payload)) is not None:
+                excluded[row.id] = matched
+        if not excluded:
+            return rows
+        self._exclude(excluded)
+        return [row for row in rows if row.id not in excluded]
+
+    def _exclude(self, excluded: dict[str, Filter]) -> None:
+        """Keep excluded rows as filtered, with the filter's description, and count them as the pipeline does."""
+        self.buffer.mark_filtered({id_: matched.describe() for id_, matched in excluded.items()})
+        self.backlog -= len(excluded)
+        self._in_flight_rows -= len(excluded)
+        if self.stats is not None:
+            count_filtered(self.stats, excluded.values())
+        logger.debug("SDI: %(n)d buffered results excluded by the filters in force; never sent", {"n": len(excluded)})
 
     def _claim_rows(self) -> list[Claimed]:
         return self.buffer.claim(
@@ -580,3 +636,15 @@ class Delivery:
     def _inc(self, key: str, count: int = 1) -> None:
         if self.stats is not None and count:
             self.stats.inc_value(key, count)
+
+
+def _match(filters: FilterSet, payload: bytes) -> Filter | None:
+    """The filter that excludes a buffered result, from its encoded JSON (what would be sent)."""
+    try:
+        result = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(result, dict):
+        return None
+    url, filename = result.get("url"), result.get("filename")
+    return filters.match(url if isinstance(url, str) else "", filename if isinstance(filename, str) else "")

@@ -42,6 +42,8 @@ class FilterSource:
         self.source = "none"  # "api" | "cache" | "none" | "disabled"
         self.fetched_at: float | None = None
         self._cached_raw: list[dict[str, Any]] = []  # the raw list behind ``current``, as cached
+        #: Why no filters could be loaded (source "none"), for the caller that refuses to go on.
+        self.unavailable: str | None = None
         self._loop: Any = None
         self._refreshing: defer.Deferred[None] | None = None
 
@@ -52,12 +54,21 @@ class FilterSource:
     def match(self, url: str, filename: str) -> Filter | None:
         return self.current.match(url, filename)
 
+    def in_force(self) -> FilterSet | None:
+        """The filters a result must pass now, or None when none are known or filtering is off.
+
+        Rows remember the key of what they passed, so a result is matched again at sending only
+        when other filters are in force by then (see Delivery).
+        """
+        return self.current if self.source in ("api", "cache") else None
+
     async def load(self) -> None:
         """At spider open: the API's filters, else the cached ones, else none (and say so)."""
         if not self.settings.filters_enabled or self.client is None:
             self._set_source("disabled" if not self.settings.filters_enabled else "none")
             if self.settings.filters_enabled:
-                logger.warning("SDI filters: no API client, crawling unfiltered")
+                self.unavailable = "no API client"
+                logger.warning("SDI filters: no API client, results pass unfiltered")
             return
         try:
             await self._fetch(None)
@@ -76,10 +87,9 @@ class FilterSource:
             )
             return
         self._set_source("none")
-        if self.settings.filters_required:
-            logger.error("SDI filters: API unavailable (%(error)s) and no cached filters; SDI_FILTERS_REQUIRED closes the spider", {"error": error})
-        else:
-            logger.warning("SDI filters: API unavailable (%(error)s) and no cached filters; crawling unfiltered", {"error": error})
+        self.unavailable = f"API unavailable ({error}) and no cached filters"
+        if not self.settings.filters_required:  # else the caller refuses to go on, and says why
+            logger.warning("SDI filters: %(why)s; results pass unfiltered until filters can be loaded", {"why": self.unavailable})
 
     def start(self) -> None:
         interval = self.settings.filters_refresh_interval

@@ -25,11 +25,14 @@ from __future__ import annotations
 
 import fnmatch
 import functools
+import hashlib
 import logging
 import re
 import warnings
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
 import idna
@@ -43,6 +46,9 @@ try:
     from re import _parser as _sre_parse  # Python 3.11+
 except ImportError:  # pragma: no cover - Python 3.10
     import sre_parse as _sre_parse
+
+if TYPE_CHECKING:
+    from scrapy.statscollectors import StatsCollector
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +97,9 @@ class FilterSet:
         #: use (backreferences, lookarounds, ``\\b``...): no protection from slow regexes.
         positions = sorted(self._url.unprotected + self._filename.unprotected) if use_re2 else []
         self.unprotected = [self.filters[pos].id for pos in positions]
+        #: Names these filters: a row remembers the key it passed, and is matched again only when
+        #: the key in force differs. The API's version when it gives one, else a digest of the list.
+        self.key = version if version is not None else _digest(self.filters)
 
     @property
     def count(self) -> int:
@@ -109,6 +118,13 @@ class FilterSet:
 
     def __repr__(self) -> str:
         return f"<FilterSet version={self.version!r} count={self.count} skipped={len(self.skipped)}>"
+
+
+def count_filtered(stats: StatsCollector, excluded: Iterable[Filter]) -> None:
+    """``sdi/items_filtered`` and ``sdi/items_filtered/<field>``: one count wherever a result is excluded."""
+    for field, n in Counter(f.field for f in excluded).items():
+        stats.inc_value("sdi/items_filtered", n)
+        stats.inc_value(f"sdi/items_filtered/{field}", n)
 
 
 def compile_filters(
@@ -134,6 +150,12 @@ def compile_filters(
                 continue
             filters.append(Filter(fid, entry["field"], entry["kind"], entry["pattern"]))
         return FilterSet(filters, version, skipped, use_re2=use_re2)
+
+
+def _digest(filters: tuple[Filter, ...]) -> str:
+    """A key for a list the API sent without a version: equal lists, equal keys."""
+    text = repr([(f.id, f.field, f.kind, f.pattern) for f in filters]).encode("utf-8", "surrogatepass")
+    return "sha256:" + hashlib.sha256(text).hexdigest()[:16]
 
 
 def _invalid_reason(entry: object) -> str | None:

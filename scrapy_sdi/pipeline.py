@@ -21,6 +21,7 @@ from scrapy_sdi.client import SDIClient
 from scrapy_sdi.delivery import Delivery
 from scrapy_sdi.errors import SDIError
 from scrapy_sdi.filter_source import FilterSource
+from scrapy_sdi.filters import count_filtered
 from scrapy_sdi.mapping import InvalidResult, ResultMapper, encode_result, new_result_id, stable_result_id
 from scrapy_sdi.settings import settings_for
 from scrapy_sdi.signals import delivery_opened
@@ -97,15 +98,16 @@ class SDIPipeline:
             logger.info("SDI dry run: results are buffered and counted but never submitted")
         if settings.audit_log:
             self.audit = AuditLog(settings.audit_log, rotation=settings.audit_rotation, retention=settings.audit_retention)
+        self.filters = FilterSource(settings, self.buffer, self.client, stats=self.stats)
         self.delivery = Delivery(
             self.buffer,
             None if settings.dry_run else self.client,
             settings,
             stats=self.stats,
             audit=self.audit.record if self.audit is not None else None,
+            filters=self.filters,
         )
         self.writer = GroupWriter(self.buffer, dedup=settings.dedup, lease=self.delivery.lease, on_commit=self._committed)
-        self.filters = FilterSource(settings, self.buffer, self.client, stats=self.stats)
         await maybe_deferred_to_future(defer.Deferred.fromCoroutine(self.filters.load()))
         pruned = self.buffer.prune(settings.retention_days)
         if pruned:
@@ -117,6 +119,7 @@ class SDIPipeline:
         if self.crawler is not None:
             self.crawler.signals.send_catch_log(signal=delivery_opened, delivery=self.delivery)
         if self.filters.required_but_missing:
+            logger.error("SDI filters: %(why)s; SDI_FILTERS_REQUIRED closes the spider", {"why": self.filters.unavailable})
             raise CloseSpider("sdi_filters_unavailable")
         logger.info(
             "SDI delivery to %(url)s as crawler %(crawler)r, %(buffer)s",
@@ -128,6 +131,7 @@ class SDIPipeline:
         crawler = self.settings.crawler_name
         try:
             result = self.mapper.to_result(item)
+            passed = self.filters.in_force()  # what the row passes is remembered, so delivery need not match it again
             matched = self.filters.match(result["url"], result["filename"])
             # filtered rows get a random id: if the filters change, the URL may still be sent later
             dedup_id = self.settings.dedup and matched is None
@@ -140,12 +144,11 @@ class SDIPipeline:
             raise DropItem(f"SDI: invalid result: {exc.reason}", log_level="DEBUG") from None
         if matched is not None:
             await self._keep(Row(result_id, crawler, result["url"], payload, FILTERED, matched.describe()))
-            self.stats.inc_value("sdi/items_filtered")
-            self.stats.inc_value(f"sdi/items_filtered/{matched.field}")
+            count_filtered(self.stats, [matched])
             raise DropItem(f"SDI: excluded by {matched.describe()}", log_level="DEBUG")
         await self._admit()
         try:
-            await self._store(Row(result_id, crawler, result["url"], payload))
+            await self._store(Row(result_id, crawler, result["url"], payload, filters_version=None if passed is None else passed.key))
         except DropItem:
             self.delivery.backpressure.counted()  # never buffered: its room is free again
             raise

@@ -161,6 +161,8 @@ def test_filters_changed_on_the_server_apply_mid_crawl(sdi_server_factory, tmp_p
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         wait_until(phase1_done.exists, "phase 1 to go through the pipeline", proc)
+        # sent before v2: what is still unsent when v2 comes into force is matched against v2
+        wait_until(lambda: server.stats()["accepted"] == 8, "phase 1 delivered", proc)
         # the refresh loop is running and asks with If-None-Match: unchanged filters answer 304
         wait_until(lambda: filter_requests(server).get("304", 0) >= 1, "a conditional refresh", proc)
         assert server.set_filters(new_filters, version="v2") == "v2"
@@ -236,11 +238,18 @@ def test_api_down_at_start_uses_the_cached_filters(sdi_server_factory, tmp_path)
 def run_in_background(tmp_path: Path, crawl_settings: dict[str, Any], phases: list[dict[str, Any]], during) -> tuple[int, dict[str, Any], str]:
     """Run a ScriptedSpider crawl, call ``during(proc)`` while it runs, return (rc, stats, log)."""
     script = write_script(tmp_path, phases, "background.json")
-    cmd, env = crawl_command(tmp_path, crawl_settings, {**script, "timeout": "20"}, "ScriptedSpider")
+    rc, stats, log = run_during(tmp_path, crawl_settings, {**script, "timeout": "20"}, "ScriptedSpider", during)
+    assert "scripted/wait_timeout" not in stats, log[-3000:]
+    return rc, stats, log
+
+
+def run_during(tmp_path: Path, crawl_settings: dict[str, Any], spider_args: dict[str, Any], spider: str, during) -> tuple[int, dict[str, Any], str]:
+    """Run a crawl, call ``during(proc)`` while it runs, return (rc, stats, log)."""
+    cmd, env = crawl_command(tmp_path, crawl_settings, spider_args, spider)
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         during(proc)
-        log = proc.communicate(timeout=60)[0]
+        log = proc.communicate(timeout=90)[0]
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -248,7 +257,6 @@ def run_in_background(tmp_path: Path, crawl_settings: dict[str, Any], phases: li
     stats_path = tmp_path / "stats.json"
     stats = json.loads(stats_path.read_text()) if stats_path.exists() else {}
     stats_path.unlink(missing_ok=True)
-    assert "scripted/wait_timeout" not in stats, log[-3000:]
     return proc.returncode, stats, log
 
 
@@ -397,3 +405,69 @@ def test_filtered_and_invalid_results_do_not_count_against_back_pressure(sdi_ser
     assert result.stats["sdi/items_invalid"] == len(range(0, 400, 7))
     assert result.stats["sdi/items_filtered"] == 400 - len(sent) - len(range(0, 400, 7))
     assert result.stats["sdi/pending_at_close"] == 0
+
+
+# --- the filters in force when a result is sent -----------------------------------------------------
+
+
+def buffer_unfiltered_while_the_api_is_down(server, tmp_path: Path) -> list[tuple[dict[str, str], int | None]]:
+    """A crawl with the API down and no cached filters: every case is buffered, pending."""
+    server.stop()
+    expected = cases()
+    down = run_crawl(tmp_path, settings(server, tmp_path, SDI_CLOSE_TIMEOUT=0.5),
+                     write_script(tmp_path, [{"items": [i for i, _ in expected]}], "down.json"), spider="ScriptedSpider")
+    assert down.returncode == 0 and down.stats["sdi/filters_source"] == "none", down.log[-3000:]
+    assert down.stats["sdi/pending_at_close"] == len(expected)
+    server.start()
+    return expected
+
+
+def assert_excluded_kept_and_never_sent(server, tmp_path: Path, expected) -> None:
+    """Only the results the filters let through were stored; the others are filtered rows with their filter."""
+    excluded = {item["url"]: fid for item, fid in expected if fid is not None}
+    assert {r["url"] for r in server.results()} == {item["url"] for item, fid in expected if fid is None}
+    assert {url: reason for url, _s, reason in buffer_rows(tmp_path, "filtered")} == {url: describe(fid) for url, fid in excluded.items()}
+    assert not buffer_rows(tmp_path, "pending") and not buffer_rows(tmp_path, "in_flight")
+
+
+def test_filters_loaded_by_a_later_run_exclude_what_an_unfiltered_run_buffered(sdi_server_factory, tmp_path):
+    server = sdi_server_factory(filters=FILTERS)
+    expected = buffer_unfiltered_while_the_api_is_down(server, tmp_path)
+    later = run_crawl(tmp_path, settings(server, tmp_path), write_script(tmp_path, [{"items": []}]), spider="ScriptedSpider")
+    assert later.returncode == 0 and later.stats["sdi/filters_source"] == "api", later.log[-3000:]
+    assert_excluded_kept_and_never_sent(server, tmp_path, expected)
+    excluded = [fid for _, fid in expected if fid is not None]
+    assert later.stats["sdi/items_filtered"] == len(excluded)
+    for field in ("url", "filename"):
+        assert later.stats[f"sdi/items_filtered/{field}"] == sum(1 for fid in excluded if field_of(fid) == field)
+    assert later.stats["sdi/items_delivered"] == sum(1 for _, fid in expected if fid is None)
+    assert later.stats["sdi/pending_at_close"] == 0
+
+
+def test_a_refresh_excludes_results_buffered_before_it_and_not_yet_sent(sdi_server_factory, tmp_path):
+    server = sdi_server_factory(filters={"version": "v1", "filters": [{"id": 1, "field": "url", "kind": "domain", "pattern": "old.test"}]}, fail_rate=1.0)
+    items = [{"url": f"https://{host}/{n}.mp3"} for n in range(6) for host in ("old.test", "new.test", "keep.test")]
+    buffered, refreshed = tmp_path / "buffered.done", tmp_path / "refreshed.done"
+
+    def refresh_then_heal(proc):
+        wait_until(buffered.exists, "the results to be buffered", proc)
+        wait_until(lambda: server.stats()["requests"].get("/api/v1/crawler-results"), "a failed submission", proc)
+        server.set_filters([{"id": 2, "field": "url", "kind": "domain", "pattern": "new.test"}], version="v2")
+        wait_until(refreshed.exists, "the crawl to refresh its filters", proc)
+        server.set_faults(fail_rate=0.0)
+
+    rc, stats, log = run_in_background(
+        tmp_path,
+        settings(server, tmp_path, SDI_FILTERS_REFRESH_INTERVAL=0.2, SDI_CLOSE_TIMEOUT=30),
+        [{"items": items, "done_file": str(buffered)}, {"wait_for": {"sdi/filters_version": "v2"}, "done_file": str(refreshed)}],
+        refresh_then_heal,
+    )
+    assert rc == 0, log[-3000:]
+    assert {r["url"] for r in server.results()} == {f"https://keep.test/{n}.mp3" for n in range(6)}
+    filtered = {url: reason for url, _s, reason in buffer_rows(tmp_path, "filtered")}
+    assert filtered == {
+        **{f"https://old.test/{n}.mp3": "filter 1 (url domain 'old.test')" for n in range(6)},  # by the pipeline
+        **{f"https://new.test/{n}.mp3": "filter 2 (url domain 'new.test')" for n in range(6)},  # when they were sent
+    }
+    assert stats["sdi/items_filtered"] == stats["sdi/items_filtered/url"] == 12
+    assert stats["sdi/pending_at_close"] == 0 and "Traceback" not in log
