@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.support.crawl import crawl_command, run_crawl
+from tests.test_commands import sdi
 
 FAST = {
     "SDI_RETRY_BACKOFF_BASE": 0.02,
@@ -78,6 +79,11 @@ def write_script(tmp_path: Path, phases: list[dict[str, Any]], name: str = "scri
 
 def settings(server, tmp_path: Path, **extra: Any) -> dict[str, Any]:
     return {**server.settings, "SDI_BUFFER_PATH": str(tmp_path / "buffer.db"), **FAST, **extra}
+
+
+def command_settings(server, tmp_path: Path, **extra: str) -> dict[str, str]:
+    """``-s`` settings for ``scrapy sdi``: the server, the crawls' buffer, fast retries."""
+    return {name: str(value) for name, value in settings(server, tmp_path, **extra).items()}
 
 
 def buffer_rows(tmp_path: Path, state: str | None = None) -> list[tuple[str, str, str | None]]:
@@ -442,6 +448,46 @@ def test_filters_loaded_by_a_later_run_exclude_what_an_unfiltered_run_buffered(s
         assert later.stats[f"sdi/items_filtered/{field}"] == sum(1 for fid in excluded if field_of(fid) == field)
     assert later.stats["sdi/items_delivered"] == sum(1 for _, fid in expected if fid is None)
     assert later.stats["sdi/pending_at_close"] == 0
+
+
+def test_flush_applies_the_api_filters_to_what_an_unfiltered_run_buffered(sdi_server_factory, tmp_path):
+    server = sdi_server_factory(filters=FILTERS)
+    expected = buffer_unfiltered_while_the_api_is_down(server, tmp_path)
+    proc = sdi(tmp_path, "flush", "--json", settings=command_settings(server, tmp_path), secret=server.password)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert_excluded_kept_and_never_sent(server, tmp_path, expected)
+    excluded = sum(1 for _, fid in expected if fid is not None)
+    summary = json.loads(proc.stdout)
+    assert (summary["delivered"], summary["filtered"]) == (len(expected) - excluded, excluded)
+    text = sdi(tmp_path, "flush", settings=command_settings(server, tmp_path), secret=server.password)
+    assert text.returncode == 0 and "0 delivered" in text.stdout, text.stdout + text.stderr
+
+
+def test_flush_uses_the_cached_filters_when_the_api_is_down(sdi_server_factory, tmp_path):
+    server = sdi_server_factory(filters=FILTERS)
+    expected = buffer_unfiltered_while_the_api_is_down(server, tmp_path)
+    # another crawler's run caches the API's filters in the same buffer, and leaves these rows alone
+    cache = run_crawl(tmp_path, settings(server, tmp_path, SDI_CRAWLER_NAME="other"), write_script(tmp_path, [{"items": []}]), spider="ScriptedSpider")
+    assert cache.stats["sdi/filters_source"] == "api" and not server.results(), cache.log[-3000:]
+    server.stop()
+    proc = sdi(tmp_path, "flush", "--json", "--timeout", "1", settings=command_settings(server, tmp_path), secret=server.password)
+    assert proc.returncode == 1 and "cached filters" in proc.stderr, proc.stdout + proc.stderr
+    excluded = {item["url"]: fid for item, fid in expected if fid is not None}
+    assert {url: reason for url, _s, reason in buffer_rows(tmp_path, "filtered")} == {url: describe(fid) for url, fid in excluded.items()}
+    assert json.loads(proc.stdout)["filtered"] == len(excluded)
+    assert sorted(url for url, _s, _r in buffer_rows(tmp_path, "pending")) == sorted(i["url"] for i, fid in expected if fid is None)
+
+
+def test_flush_refuses_in_one_line_when_filters_are_required_and_none_can_be_loaded(sdi_server_factory, tmp_path):
+    server = sdi_server_factory(filters=FILTERS)
+    buffer_unfiltered_while_the_api_is_down(server, tmp_path)
+    server.stop()
+    before = buffer_rows(tmp_path)
+    proc = sdi(tmp_path, "flush", settings=command_settings(server, tmp_path, SDI_FILTERS_REQUIRED="True"), secret=server.password)
+    assert proc.returncode == 1 and proc.stdout == "", proc.stdout + proc.stderr
+    (line,) = proc.stderr.splitlines()
+    assert line.startswith("scrapy sdi flush: SDI_FILTERS_REQUIRED: API unavailable") and "no cached filters" in line, line
+    assert buffer_rows(tmp_path) == before
 
 
 def test_a_refresh_excludes_results_buffered_before_it_and_not_yet_sent(sdi_server_factory, tmp_path):

@@ -5,6 +5,9 @@ one crawler after the other. Ctrl-C stops claiming and waits for the batches in 
 rows end delivered, rejected or pending again; a second Ctrl-C quits at once, and the rows still
 in flight keep their lease until the next flush or crawl on the buffer, which takes them back at
 once (this process is dead by then). Nothing is ever marked delivered that the API did not accept.
+The API's filters are loaded as a crawl loads them (the API, else the buffer's cache) and applied
+to every row before it is sent: rows buffered while none were known, or under other filters, may
+be excluded now.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from twisted.internet import defer
 from scrapy_sdi.blocking import run_blocking
 from scrapy_sdi.commands._common import Action, CommandError, Context
 from scrapy_sdi.delivery import Delivery
+from scrapy_sdi.filter_source import FilterSource
 
 if TYPE_CHECKING:
     import argparse
@@ -57,7 +61,7 @@ class Progress(StatsCollector):
 
     def inc_value(self, key: str, count: int = 1, start: int = 0, spider: Any = None) -> None:
         super().inc_value(key, count, start)
-        if self._bar is not None and key in ("sdi/items_delivered", "sdi/items_rejected"):
+        if self._bar is not None and key in ("sdi/items_delivered", "sdi/items_rejected", "sdi/items_filtered"):
             self._bar.update(count)
 
     def write(self, line: str) -> None:
@@ -95,9 +99,11 @@ class _LogHandler(logging.Handler):
 class Flusher:
     """Drains crawler after crawler on the reactor thread; ``interrupt`` stops it cleanly."""
 
-    def __init__(self, buffer: Buffer, client: SDIClient, settings: SDISettings, crawlers: list[str], progress: Progress) -> None:
+    def __init__(
+        self, buffer: Buffer, client: SDIClient, settings: SDISettings, crawlers: list[str], progress: Progress, filters: FilterSource
+    ) -> None:
         self.buffer, self.client, self.settings = buffer, client, settings
-        self.crawlers, self.progress = crawlers, progress
+        self.crawlers, self.progress, self.filters = crawlers, progress, filters
         self.interrupted = False
         #: The API's last failure, for the summary when rows are left.
         self.last_error: str | None = None
@@ -110,7 +116,9 @@ class Flusher:
             remaining = deadline - time.monotonic()
             if self.interrupted or remaining <= 0:
                 return
-            self._delivery = Delivery(self.buffer, self.client, self.settings, crawler_name=crawler, stats=self.progress)
+            self._delivery = Delivery(
+                self.buffer, self.client, self.settings, crawler_name=crawler, stats=self.progress, filters=self.filters
+            )
             self._drain = defer.Deferred.fromCoroutine(self._delivery.drain(remaining))
             try:
                 await self._drain
@@ -131,6 +139,14 @@ class Flusher:
     async def left(self) -> dict[str, int]:
         """Rows of each crawler still pending or in flight (read on the reactor thread)."""
         return {crawler: _waiting(self.buffer, crawler) for crawler in self.crawlers}
+
+
+async def _load_filters(settings: SDISettings, buffer: Buffer, client: SDIClient, stats: Progress) -> FilterSource:
+    """The filters as a crawl loads them (the API, else the buffer's cache), kept fresh while flushing."""
+    filters = FilterSource(settings, buffer, client, stats=stats)
+    await filters.load()
+    filters.start()
+    return filters
 
 
 def _waiting(buffer: Buffer, crawler: str) -> int:
@@ -157,31 +173,42 @@ def _flush(ctx: Context) -> int:
     if not ctx.settings.getbool("LOG_ENABLED") and not getattr(opts, "nolog", False):
         logger.addHandler(handler)  # with -L or --logfile, Scrapy's own logging shows them
     client = ctx.client(settings)
-    flusher = Flusher(buffer, client, settings, crawlers, progress)
-    try:
-        try:
-            run_blocking(flusher.run, opts.timeout)
-        except KeyboardInterrupt:
-            progress.write(
-                f"Interrupted: waiting up to {settings.timeout:g}s for the batches in flight. "
-                "Ctrl-C again quits now; the next flush or crawl then takes their rows back."
-            )
-            run_blocking(flusher.interrupt)
-        left = run_blocking(flusher.left)
-    except KeyboardInterrupt:  # the second Ctrl-C: the reactor thread may be mid-write, so touch nothing
+    filters = run_blocking(_load_filters, settings, buffer, client, progress)
+    flusher = Flusher(buffer, client, settings, crawlers, progress, filters)
+    left = {} if filters.required_but_missing else _run(flusher, progress, opts.timeout)
+    if left is None:  # the second Ctrl-C: the reactor thread may be mid-write, so touch nothing
         progress.close()
         ctx.error("quit with batches in flight; their rows stay leased until the next flush or crawl on this buffer takes them back")
         return 1
-    run_blocking(client.close)
-    run_blocking(_close, buffer)
+    run_blocking(_close, filters, client, buffer)
     logger.removeHandler(handler)
     progress.close()
+    if filters.required_but_missing:
+        raise CommandError(f"SDI_FILTERS_REQUIRED: {filters.unavailable}; nothing was sent")
     if flusher.last_error and sum(left.values()):
         ctx.error(f"last delivery error: {flusher.last_error}")
     return _report(ctx, progress, left, interrupted=flusher.interrupted)
 
 
-async def _close(buffer: Buffer) -> None:
+def _run(flusher: Flusher, progress: Progress, timeout: float) -> dict[str, int] | None:
+    """Drain, finishing the batches in flight on a first Ctrl-C; the rows left, or None after a second."""
+    try:
+        try:
+            run_blocking(flusher.run, timeout)
+        except KeyboardInterrupt:
+            progress.write(
+                f"Interrupted: waiting up to {flusher.settings.timeout:g}s for the batches in flight. "
+                "Ctrl-C again quits now; the next flush or crawl then takes their rows back."
+            )
+            run_blocking(flusher.interrupt)
+        return run_blocking(flusher.left)
+    except KeyboardInterrupt:
+        return None
+
+
+async def _close(filters: FilterSource, client: SDIClient, buffer: Buffer) -> None:
+    await filters.close()
+    await client.close()
     buffer.close()
 
 
@@ -189,12 +216,14 @@ def _report(ctx: Context, progress: Progress, left: dict[str, int], *, interrupt
     delivered = progress.get_value("sdi/items_delivered", 0)
     duplicates = progress.get_value("sdi/items_duplicate", 0)
     rejected = progress.get_value("sdi/items_rejected", 0)
+    filtered = progress.get_value("sdi/items_filtered", 0)
     remaining = sum(left.values())
     if ctx.json:
         ctx.print_json({"delivered": delivered, "duplicates": duplicates, "rejected": rejected,
-                        "left": left, "interrupted": interrupted})
+                        "filtered": filtered, "left": left, "interrupted": interrupted})
     else:
-        line = f"flush: {delivered} delivered ({duplicates} already known to the API), {rejected} rejected, {remaining} left pending"
+        line = (f"flush: {delivered} delivered ({duplicates} already known to the API), {rejected} rejected, "
+                f"{filtered} excluded by the filters, {remaining} left pending")
         print(line + (" (interrupted)" if interrupted else ""))
         if rejected:
             print("see them with `scrapy sdi export --state rejected`", file=sys.stderr)
