@@ -43,6 +43,9 @@ PENDING, IN_FLIGHT, DELIVERED, REJECTED, FILTERED, INVALID = (
 STATES = (PENDING, IN_FLIGHT, DELIVERED, REJECTED, FILTERED, INVALID)
 #: States that make a URL "already seen" for dedup.
 SEEN_STATES = (PENDING, IN_FLIGHT, DELIVERED, REJECTED)
+#: Rows dedup skips when their URL was seen: a filtered one too, since the row already buffered
+#: for that URL is matched when it is sent (a second, filtered row would only contradict it).
+_DEDUPED = (PENDING, FILTERED)
 
 
 @dataclass(slots=True)
@@ -342,7 +345,7 @@ class SQLiteBuffer(Buffer):
             stored, fresh, payloads, leased = [], [], [], []
             for row in rows:
                 key = (row.crawler, row.url)
-                is_new = not (dedup and row.state == PENDING and key in seen)
+                is_new = not (dedup and row.state in _DEDUPED and key in seen)
                 if is_new and dedup and row.state == PENDING:
                     seen.add(key)  # a URL twice in one group
                 stored.append(is_new)
@@ -371,7 +374,7 @@ class SQLiteBuffer(Buffer):
         seen: set[tuple[str, str]] = set()
         by_crawler: dict[str, list[str]] = {}
         for row in rows:
-            if row.state == PENDING:
+            if row.state in _DEDUPED:
                 by_crawler.setdefault(row.crawler, []).append(row.url)
         for crawler, urls in by_crawler.items():
             for chunk in _chunks(urls, _DEDUP_CHUNK):
@@ -688,7 +691,7 @@ class MemoryBuffer(Buffer):
         to_lease = lease.limit if lease is not None else 0
         for row in rows:
             key = (row.crawler, row.url)
-            is_new = not (dedup and row.state == PENDING and key in self._seen)
+            is_new = not (dedup and row.state in _DEDUPED and key in self._seen)
             stored.append(is_new)
             if not is_new:
                 continue

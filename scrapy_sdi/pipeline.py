@@ -143,8 +143,9 @@ class SDIPipeline:
             self.stats.inc_value("sdi/items_invalid")
             raise DropItem(f"SDI: invalid result: {exc.reason}", log_level="DEBUG") from None
         if matched is not None:
-            await self._keep(Row(result_id, crawler, result["url"], payload, FILTERED, matched.describe()))
-            count_filtered(self.stats, [matched])
+            # a URL already buffered is deduplicated: its row is matched when it is sent, and counted then
+            if await self._keep(Row(result_id, crawler, result["url"], payload, FILTERED, matched.describe())):
+                count_filtered(self.stats, [matched])
             raise DropItem(f"SDI: excluded by {matched.describe()}", log_level="DEBUG")
         await self._admit()
         try:
@@ -168,27 +169,29 @@ class SDIPipeline:
         assert self.delivery is not None
         buffered = [row for row, was_stored in zip(rows, stored) if was_stored and row.state in (PENDING, IN_FLIGHT)]
         self.stats.inc_value("sdi/items_buffered", len(buffered))
-        skipped = len(stored) - sum(stored)  # only pending rows are ever skipped, as seen URLs
+        skipped = len(stored) - sum(stored)  # only pending and filtered rows are ever skipped, as seen URLs
         if skipped:
             self.stats.inc_value("sdi/items_deduplicated", skipped)
         self.delivery.wake(len(buffered), [row for row in buffered if row.state == IN_FLIGHT])
         # every pending row came through back-pressure: stored or skipped, it is counted now
         self.delivery.backpressure.counted(sum(1 for row in rows if row.state in (PENDING, IN_FLIGHT)))
 
-    async def _keep(self, row: Row) -> None:
-        """Filtered and invalid results are kept for inspection (never sent) when the buffer is durable."""
-        assert self.buffer is not None
-        if self.buffer.durable:
-            await self._store(row)
+    async def _keep(self, row: Row) -> bool:
+        """Filtered and invalid results are kept for inspection (never sent) when the buffer is durable.
 
-    async def _store(self, row: Row) -> None:
+        False: dedup skipped the row (a row for its URL is buffered already).
+        """
+        assert self.buffer is not None
+        return await self._store(row) if self.buffer.durable else True
+
+    async def _store(self, row: Row) -> bool:
         """A buffer that cannot store (disk full) stops the crawl: results found later would be lost too.
 
         The writer has said why, once; each item is dropped quietly and counted.
         """
         assert self.writer is not None
         try:
-            await self.writer.add(row)
+            return await self.writer.add(row)
         except BufferWriteError:
             self.stats.inc_value("sdi/items_unbuffered")
             self._stop_crawl()

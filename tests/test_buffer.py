@@ -155,6 +155,19 @@ def test_filtered_and_invalid_rows_do_not_count_as_seen(buf):
     assert nonzero(buf.counts()) == {PENDING: 1, FILTERED: 2, INVALID: 1}
 
 
+@pytest.mark.parametrize("seen_state", [PENDING, DELIVERED])
+def test_a_filtered_row_for_a_url_already_buffered_is_skipped_like_a_duplicate(buf, seen_state):
+    """Else a pending row and a filtered row would say opposite things of one URL."""
+    url = "https://example.com/f"
+    buf.enqueue([row("p", url)], dedup=True)
+    if seen_state == DELIVERED:
+        buf.claim("c1", "o", 10, 60)
+        buf.ack({"p": "accepted"}, {})
+    assert buf.enqueue([row("f", url, state=FILTERED, reason="f"), row("g", state=FILTERED, reason="f")], dedup=True) == [False, True]
+    assert buf.enqueue([row("f2", url, state=FILTERED, reason="f")], dedup=False) == [True]  # dedup off: kept
+    assert nonzero(buf.counts()) == {seen_state: 1, FILTERED: 2}
+
+
 def test_filtered_and_invalid_rows_are_kept_counted_and_never_claimed(buf, clock):
     buf.enqueue(
         [

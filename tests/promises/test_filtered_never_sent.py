@@ -71,9 +71,13 @@ def test_results_buffered_unfiltered_stay_unsent_through_a_restart_that_finds_th
     assert down.stats["sdi/pending_at_close"] == len(items), down.log[-3000:]  # unfiltered: the API was down
     server.start()
     server.set_faults(fail_rate=1.0)  # the restart finds everything again, and cannot send before it closes
-    again = run_crawl(tmp_path, settings(server, tmp_path, SDI_CLOSE_TIMEOUT=0.5), write_script(tmp_path, [{"items": items}], "again.json"),
-                      spider="ScriptedSpider")
+    again = run_crawl(tmp_path, settings(server, tmp_path, SDI_CLOSE_TIMEOUT=0.5, SDI_BATCH_SIZE=1),
+                      write_script(tmp_path, [{"items": items}], "again.json"), spider="ScriptedSpider")
     assert again.returncode == 0 and again.stats["sdi/filters_source"] == "api", again.log[-3000:]
+    states: dict[str, set[str]] = {}
+    for u, state, _r in rows(tmp_path):
+        states.setdefault(u, set()).add(state)
+    assert not {u for u, seen in states.items() if "filtered" in seen and seen & {"pending", "in_flight"}}  # no row says "send" beside one that says "never"
     server.set_faults(fail_rate=0.0)
     flush = sdi(tmp_path, "flush", settings=command_settings(server, tmp_path), secret=server.password)
     assert flush.returncode == 0, flush.stdout + flush.stderr
