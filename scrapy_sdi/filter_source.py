@@ -67,8 +67,7 @@ class FilterSource:
         if not self.settings.filters_enabled or self.client is None:
             self._set_source("disabled" if not self.settings.filters_enabled else "none")
             if self.settings.filters_enabled:
-                self.unavailable = "no API client"
-                logger.warning("SDI filters: no API client, results pass unfiltered")
+                self._none_available("no API client")
             return
         try:
             await self._fetch(None)
@@ -87,9 +86,13 @@ class FilterSource:
             )
             return
         self._set_source("none")
-        self.unavailable = f"API unavailable ({error}) and no cached filters"
-        if not self.settings.filters_required:  # else the caller refuses to go on, and says why
-            logger.warning("SDI filters: %(why)s; results pass unfiltered until filters can be loaded", {"why": self.unavailable})
+        self._none_available(f"API unavailable ({error}) and no cached filters")
+
+    def _none_available(self, why: str) -> None:
+        """Keep why for the caller that refuses to go on (SDI_FILTERS_REQUIRED); else warn once."""
+        self.unavailable = why
+        if not self.settings.filters_required:
+            logger.warning("SDI filters: %(why)s; results pass unfiltered until filters can be loaded", {"why": why})
 
     def start(self) -> None:
         interval = self.settings.filters_refresh_interval
