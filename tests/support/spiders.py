@@ -106,8 +106,9 @@ async def _poll(spider, condition, what, timeout):
     """Wait without blocking the reactor until ``condition()``; False (and a stat) after ``timeout`` s."""
     import time
 
+    from scrapy.utils.asyncio import call_later
     from scrapy.utils.defer import maybe_deferred_to_future
-    from twisted.internet import reactor, task
+    from twisted.internet import defer
 
     deadline = time.monotonic() + timeout
     while not condition():
@@ -115,7 +116,9 @@ async def _poll(spider, condition, what, timeout):
             spider.logger.error("%s: gave up waiting for %s", type(spider).__name__, what)
             spider.crawler.stats.set_value("scripted/wait_timeout", what)
             return False
-        await maybe_deferred_to_future(task.deferLater(reactor, 0.02, lambda: None))
+        tick: defer.Deferred[None] = defer.Deferred()
+        call_later(0.02, tick.callback, None)  # with or without a Twisted reactor
+        await maybe_deferred_to_future(tick)
     return True
 
 
