@@ -72,12 +72,20 @@ def _number(kind: type, name: str, value: Any, low: float, high: float | None) -
     return number
 
 
+# Partials rather than closures, so a reader of SPEC (the docs' settings page) can show the range.
 def _int(low: float, high: float | None = None) -> Callable[[str, Any], int]:
-    return lambda name, value: _number(int, name, value, low, high)
+    return functools.partial(_number, int, low=low, high=high)
 
 
 def _float(low: float, high: float | None = None) -> Callable[[str, Any], float]:
-    return lambda name, value: _number(float, name, value, low, high)
+    return functools.partial(_number, float, low=low, high=high)
+
+
+def value_range(parse: Callable[[str, Any], Any]) -> tuple[float, float | None] | None:
+    """The (low, high) a number setting's parser accepts, high None when unbounded; else None."""
+    if isinstance(parse, functools.partial) and parse.func is _number:
+        return parse.keywords["low"], parse.keywords["high"]
+    return None
 
 
 def _field_map(name: str, value: Any) -> dict[str, str]:
@@ -149,7 +157,7 @@ def check_api_url(name: str, url: str) -> str:
 # settings command and the README's reference are generated from it.
 SPEC: dict[str, tuple[Any, Callable[[str, Any], Any], str]] = {
     "SDI_ENABLED": (True, _bool, "switch scrapy_sdi off without removing it from the settings"),
-    "SDI_API_URL": ("", _text, "base URL of the API, e.g. http://127.0.0.1:8750/api/v1"),
+    "SDI_API_URL": ("", _text, "base URL of the API, e.g. http://127.0.0.1:8750/api/v1; a URL carrying credentials is refused"),
     "SDI_USERNAME": ("", _text, "API user name"),
     "SDI_PASSWORD": ("", _text, "API password (never logged or shown)"),
     "SDI_CRAWLER_NAME": ("", _text, "crawler name sent with every batch; default: the spider's name"),
@@ -161,19 +169,19 @@ SPEC: dict[str, tuple[Any, Callable[[str, Any], Any], str]] = {
     "SDI_UNLOCK_DELAY": (60.0, _float(0.0), "seconds rows rest after SDI_RETRY_TIMES failed tries"),
     "SDI_LEASE_TIMEOUT": (120.0, _float(1.0), "seconds after which a claimed batch is reclaimed, even when its owner cannot be proven dead"),
     "SDI_TIMEOUT": (30.0, _float(0.1), "seconds per API request"),
-    "SDI_BUFFER": ("sqlite", _buffer, "'sqlite', 'memory' or the dotted path of a buffer class"),
+    "SDI_BUFFER": ("sqlite", _buffer, "'sqlite', 'memory' or the dotted path of a scrapy_sdi.buffer.Buffer subclass"),
     "SDI_BUFFER_PATH": ("", _text, f"SQLite buffer file; default ${BUFFER_PATH_ENV}, then .scrapy/{DEFAULT_BUFFER_PATH}"),
-    "SDI_BUFFER_RECOVER": (False, _bool, "move a buffer file that is not a database aside and start a fresh one"),
-    "SDI_BUFFER_MAX_PENDING": (1_000_000, _int(1), "pending rows above which process_item waits for delivery"),
+    "SDI_BUFFER_RECOVER": (False, _bool, "move a buffer file that is not a database aside (<path>.corrupt-<time>, never deleted) and start a fresh one"),
+    "SDI_BUFFER_MAX_PENDING": (1_000_000, _int(1), "most rows of the crawl waiting for delivery (pending or in flight); at the limit process_item waits"),
     "SDI_RETENTION_DAYS": (30.0, _float(0.0), "days delivered rows are kept for dedup and local status"),
-    "SDI_DEDUP": (True, _bool, "skip a URL this crawler already buffered or delivered"),
+    "SDI_DEDUP": (True, _bool, "skip a URL this crawler already buffered or delivered; derive ids from (crawler, url)"),
     "SDI_FIELD_MAP": ({}, _field_map, "item field name -> result field name"),
     "SDI_FILTERS_ENABLED": (True, _bool, "drop results the API's filters exclude"),
     "SDI_FILTERS_REQUIRED": (False, _bool, "close the spider when no filters can be loaded"),
     "SDI_FILTERS_REFRESH_INTERVAL": (600.0, _float(0.0), "seconds between filter refreshes (0: never)"),
     "SDI_COMPRESSION": (True, _bool, "gzip request bodies above SDI_COMPRESSION_MIN_BYTES"),
     "SDI_COMPRESSION_MIN_BYTES": (16_384, _int(0), "smallest body that is gzip-compressed"),
-    "SDI_DRY_RUN": (False, _bool, "do everything but submit; count and log at DEBUG what would be sent"),
+    "SDI_DRY_RUN": (False, _bool, "do everything but submit, on a memory buffer (no buffer file); what would be sent is logged at DEBUG and counted in sdi/dry_run/items and sdi/dry_run/batches"),
     "SDI_CLOSE_TIMEOUT": (60.0, _float(0.0), "seconds close_spider keeps delivering before leaving rows pending"),
     "SDI_LOG_INTERVAL": (60.0, _float(0.0), "seconds between SDIStatus's INFO lines (0: none)"),
     "SDI_AUDIT_LOG": ("", _text, "path of a JSON-lines audit log, one line per submission attempt (off when empty)"),
