@@ -171,9 +171,9 @@ def test_dashboard_metrics_never_write_the_buffer(crawled, tmp_path):
             conn.rollback()
 
 
-def test_every_metric_is_documented_in_the_readme_and_the_help(tmp_path):
-    readme = (ROOT / "README.md").read_text()
-    table = {m.group(1): m.group(2) for m in re.finditer(r"^\| `([^`]+)` \| (\w+) \|", readme, re.MULTILINE)}
+def test_every_metric_is_documented_in_the_docs_and_the_help(tmp_path):
+    page = (ROOT / "docs" / "metrics.md").read_text()  # generated from METRICS; the test guards the generator
+    table = {m.group(1): m.group(2) for m in re.finditer(r"^\| `([^`]+)` \| (\w+) \|", page, re.MULTILINE)}
     assert {doc.signature: doc.type for doc in METRICS}.items() <= table.items()
     help_text = sdi(tmp_path, "metrics", "--help").stdout
     for doc in METRICS:

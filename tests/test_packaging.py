@@ -129,7 +129,7 @@ def test_the_wheel_metadata(dists: Dists) -> None:
 def test_the_sdist_holds_the_documents_and_leaves_the_tests_out(dists: Dists) -> None:
     names = _sdist_names(dists)
     assert {"LICENSE", "CHANGELOG.md", "README.md", "pyproject.toml", "PKG-INFO",
-            "scrapy_sdi/py.typed", "scrapy_sdi/openapi.yaml"} <= names
+            "scrapy_sdi/py.typed", "scrapy_sdi/openapi.yaml", "mkdocs.yml", "docs/settings.md"} <= names
     # the suite needs tests/support, conftest.py, example_project and benchmarks: all or nothing
     suite = {"tests", "example_project", "benchmarks"}
     assert not [name for name in names if name.split("/")[0] in suite]

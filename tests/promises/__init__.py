@@ -1,4 +1,4 @@
-"""The promise suite: one module per guarantee in the README's "How delivery works" section.
+"""The promise suite: one module per guarantee in docs/delivery.md ("How delivery works").
 
 Each test's only job is to break its promise — real crawls (``tests.support.crawl.run_crawl``,
 or ``tests.reliability.harness`` for kills), the reference server and its fault switches
