@@ -223,7 +223,7 @@ def test_dashboard_in_a_real_browser(sdi_server_factory, tmp_path, browser, star
     assert field(browser, "filters.version") == str(filters["version"])
     assert field(browser, "filters.count") == str(len(filters["filters"]))
     browser.save_screenshot(str(shots / "overview.png"))
-    if os.environ.get("SDI_UPDATE_SCREENSHOT"):  # the README's picture, refreshed on request only
+    if os.environ.get("SDI_UPDATE_SCREENSHOT"):  # the docs' picture (docs/dashboard.md), refreshed on request only
         browser.save_screenshot(str(DOCS_SCREENSHOT))
     keep_source()
 
