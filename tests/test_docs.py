@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import re
 import shutil
 import subprocess
@@ -93,3 +94,20 @@ def test_the_readme_links_only_to_pages_that_exist():
 
 def test_the_readme_names_the_two_commands():
     assert "python3 dev.py demo" in README and "python3 dev.py test" in README
+
+
+def test_the_commands_page_shows_every_action_with_its_options():
+    from scrapy_sdi.commands.sdi import ACTIONS
+
+    page = (DOCS / "commands.md").read_text(encoding="utf-8")
+    rows = dict(re.findall(r"^\| `scrapy sdi (\w+)([^`]*)` \|", page, re.MULTILINE))
+    assert set(rows) == set(ACTIONS)
+    for name, action in ACTIONS.items():
+        if action.passthrough:  # the dashboard parses its own options
+            continue
+        parser = argparse.ArgumentParser(add_help=False)
+        action.add_arguments(parser)
+        options = set(re.findall(r"--[\w-]+", parser.format_usage()))
+        options |= {"--json"} if action.json else set()
+        shown = set(re.findall(r"--[\w-]+", rows[name]))
+        assert shown == options, name
