@@ -13,7 +13,7 @@ STATS: dict[str, str] = {
     "sdi/items_delivered": "results the API accepted or already had (`duplicate`)",
     "sdi/items_duplicate": "of the delivered results, those the API answered `duplicate`",
     "sdi/items_rejected": "results the API refused (kept in the buffer with the reason)",
-    "sdi/items_filtered": "results excluded by the API's filters (kept as `filtered`, never submitted)",
+    "sdi/items_filtered": "results excluded by the API's filters, when found or when sent (kept as `filtered`, never submitted)",
     "sdi/items_filtered/<field>": "of those, excluded by a filter on `<field>` (`url` or `filename`)",
     "sdi/items_invalid": "items refused before buffering (the reason is in the buffer row and the DEBUG log)",
     "sdi/items_deduplicated": "results skipped because this crawler already buffered or delivered the URL",
