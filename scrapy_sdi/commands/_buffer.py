@@ -12,6 +12,7 @@ import orjson
 
 from scrapy_sdi.buffer import INVALID, REJECTED, STATES
 from scrapy_sdi.commands._common import Action, CommandError, Context, duration, iso, size, table
+from scrapy_sdi.csv_cells import csv_text
 from scrapy_sdi.mapping import kept_fields
 from scrapy_sdi.requeue import requeue
 from scrapy_sdi.status import buffer_status
@@ -105,7 +106,7 @@ def _open_output(path: str) -> Iterator[TextIO]:
 
 
 def _row(raw: dict[str, Any]) -> dict[str, Any]:
-    row = {name: raw.get(name) for name in COLUMNS}
+    row = {name: csv_text(raw.get(name)) for name in COLUMNS}
     row["created_at"], row["delivered_at"] = iso(row["created_at"]), iso(row["delivered_at"])
     return row
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import re
@@ -10,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from scrapy_sdi.csv_cells import csv_text
 from scrapy_sdi.dashboard.queries import ROW_COLUMNS
 
 if TYPE_CHECKING:
@@ -61,6 +63,7 @@ def to_csv(rows: Iterable[dict[str, Any]]) -> bytes:
 
 
 def _csv_cell(value: Any) -> Any:
+    value = csv_text(value)
     if isinstance(value, str) and value.startswith(_FORMULA_START):
         return "'" + value
     return "" if value is None else value
@@ -71,10 +74,8 @@ def to_jsonl(rows: Iterable[dict[str, Any]]) -> bytes:
     lines = []
     for row in rows:
         record = _flat(row)
-        try:
+        with contextlib.suppress(orjson.JSONDecodeError):
             record["payload"] = orjson.loads(record["payload"])
-        except orjson.JSONDecodeError:
-            pass
         lines.append(orjson.dumps(record))
     return b"".join(line + b"\n" for line in lines)
 
