@@ -42,7 +42,7 @@ def make_filters(rng: random.Random, domains: int, regex: int, glob: int, prefix
 
     for _ in range(domains):
         add("url", "domain", _host(rng))
-    for i in range(regex):
+    for _ in range(regex):
         word, other = rng.choice(_WORDS), _word(rng, 5)
         add(
             rng.choice(["url", "filename"]),

@@ -10,7 +10,7 @@ limited to 40.
 from __future__ import annotations
 
 from collections import deque
-from typing import Callable
+from collections.abc import Callable
 
 from twisted.internet import defer
 

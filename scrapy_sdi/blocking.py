@@ -7,8 +7,8 @@ the coroutine finishes on that thread. Inside a running crawl, await the corouti
 from __future__ import annotations
 
 import threading
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar, cast
 
 from twisted.internet import defer
 from twisted.internet.threads import blockingCallFromThread
@@ -31,7 +31,12 @@ def _reactor() -> Any:
     return reactor
 
 
-def run_blocking(func: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
+def run_blocking(func: Callable[..., Coroutine[Any, Any, T]], *args: Any, **kwargs: Any) -> T:
     """Call ``func(*args, **kwargs)`` on the reactor thread and wait for its result."""
-    reactor = _reactor()
-    return blockingCallFromThread(reactor, lambda: defer.Deferred.fromCoroutine(func(*args, **kwargs)))
+
+    def start() -> defer.Deferred[Any]:
+        return defer.Deferred.fromCoroutine(func(*args, **kwargs))
+
+    # the Deferred's result, once it fires: the coroutine's (mypy cannot infer it through
+    # blockingCallFromThread's union of a Deferred-returning and a plain callable)
+    return cast(T, blockingCallFromThread(_reactor(), start))

@@ -342,7 +342,10 @@ class SQLiteBuffer(Buffer):
             seen = self._seen_urls(rows) if dedup else set()
             # rowids given here, not by SQLite, so the leased rows can be acked by rowid
             (rowid,) = self._conn.execute("SELECT coalesce(max(rowid), 0) FROM results").fetchone()
-            stored, fresh, payloads, leased = [], [], [], []
+            stored: list[bool] = []
+            fresh: list[tuple[Any, ...]] = []
+            payloads: list[tuple[int, bytes]] = []
+            leased: list[tuple[Row, int]] = []
             for row in rows:
                 key = (row.crawler, row.url)
                 is_new = not (dedup and row.state in _DEDUPED and key in seen)
@@ -728,7 +731,7 @@ class MemoryBuffer(Buffer):
             ids = sorted(self._pending.get(crawler, {}), key=lambda i: self._rows[i]["seq"])
             self._pending[crawler] = dict.fromkeys(ids)
         queue = self._pending.get(crawler, {})
-        claimed = []
+        claimed: list[Claimed] = []
         for id_ in list(queue):
             if len(claimed) >= limit:
                 break
@@ -830,7 +833,7 @@ class MemoryBuffer(Buffer):
         self._meta[key] = value
 
 
-BUFFERS = {"sqlite": SQLiteBuffer, "memory": MemoryBuffer}
+BUFFERS: dict[str, type[Buffer]] = {"sqlite": SQLiteBuffer, "memory": MemoryBuffer}
 
 
 def buffer_class(name: str) -> type[Buffer]:

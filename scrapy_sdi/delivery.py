@@ -571,7 +571,7 @@ class Delivery:
         self._inc("sdi/retries", len(batch))
         self._release(batch, str(exc)[:500])
         throttled = isinstance(exc, SDIRateLimited)
-        self._backoff(exc.retry_after if throttled else None)
+        self._backoff(exc.retry_after if isinstance(exc, SDIRateLimited) else None)
         level = logging.ERROR if isinstance(exc, SDIAuthError) else logging.DEBUG
         if throttled:
             self._throttling.hit(self._paused_until - time.time())

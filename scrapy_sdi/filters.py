@@ -28,11 +28,12 @@ import functools
 import hashlib
 import logging
 import re
+import sys
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 import idna
@@ -42,9 +43,9 @@ try:
 except ImportError:  # pragma: no cover - depends on the environment
     re2 = None
 
-try:
-    from re import _parser as _sre_parse  # Python 3.11+
-except ImportError:  # pragma: no cover - Python 3.10
+if sys.version_info >= (3, 11):
+    from re import _parser as _sre_parse
+else:  # pragma: no cover - Python 3.10
     import sre_parse as _sre_parse
 
 if TYPE_CHECKING:
@@ -418,12 +419,12 @@ class _Re2Writer:
     def __init__(self, atomic_ok: bool) -> None:
         self._atomic_ok = atomic_ok
 
-    def sequence(self, items, flags: int) -> str:
+    def sequence(self, items: Any, flags: int) -> str:
         if flags & ~_RE2_FLAGS:
             raise _Untranslatable("flags")
         return "".join(self._item(op.name, av, flags) for op, av in items)
 
-    def _item(self, name: str, av, flags: int) -> str:
+    def _item(self, name: str, av: Any, flags: int) -> str:
         if name == "LITERAL":
             return _char_class([("LITERAL", av)], flags) if flags & re.I else _hex(av)
         if name == "NOT_LITERAL":
@@ -447,7 +448,7 @@ class _Re2Writer:
             return self._repeat(av, flags, lazy=name == "MIN_REPEAT")
         raise _Untranslatable(name)
 
-    def _repeat(self, av, flags: int, lazy: bool) -> str:
+    def _repeat(self, av: Any, flags: int, lazy: bool) -> str:
         low, high, sub = av
         if high == _sre_parse.MAXREPEAT:
             bounds = f"{{{low},}}"
@@ -462,7 +463,7 @@ def _hex(code: int) -> str:
     return f"\\x{{{code:X}}}"
 
 
-def _char_class(items: list[tuple[str, object]], flags: int) -> str:
+def _char_class(items: list[tuple[str, Any]], flags: int) -> str:
     """An RE2 class for Python's class items (names NEGATE, LITERAL, RANGE, CATEGORY)."""
     negate = any(name == "NEGATE" for name, _ in items)
     items = [(name, av) for name, av in items if name != "NEGATE"]

@@ -160,7 +160,7 @@ class ResultMapper:
             "\x00" in filename
         ):
             filename = self._filename(filename)
-        result = {"url": url, "filename": filename}
+        result: dict[str, Any] = {"url": url, "filename": filename}
         for name, key in self._text_keys:
             value = get(key)
             if value is not None and not (

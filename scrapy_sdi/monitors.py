@@ -40,10 +40,17 @@ class _SDIMonitor(Monitor):
 
     def __init__(self, methodName: str = "runTest", name: str | None = None) -> None:
         super().__init__(methodName, name)
-        self.sdi: SDISettings | None = None
+        self._sdi: SDISettings | None = None
+
+    @property
+    def sdi(self) -> SDISettings:
+        """The crawler's SDI settings, read by ``setUp``."""
+        if self._sdi is None:
+            raise RuntimeError("the SDI settings are read in setUp, which has not run")
+        return self._sdi
 
     def setUp(self) -> None:
-        self.sdi = read_settings(self.data.crawler)
+        self._sdi = read_settings(self.data.crawler)
         if not self.sdi.enabled:
             self.skipTest("SDI_ENABLED is False")
         if "sdi/items_buffered" not in self.data.stats:

@@ -15,7 +15,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from scrapy_sdi.buffer import INVALID, PENDING, Row
-from scrapy_sdi.mapping import InvalidResult, ResultMapper, encode_result, new_result_id, stable_result_id
+from scrapy_sdi.mapping import (
+    InvalidResult,
+    ResultMapper,
+    encode_result,
+    new_result_id,
+    stable_result_id,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence

@@ -16,7 +16,8 @@ import asyncio
 import logging
 import sqlite3
 import time
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 from scrapy.utils.asyncio import CallLaterResult, call_later, is_asyncio_available
 from twisted.internet import defer
@@ -103,7 +104,7 @@ class GroupWriter:
         except Exception as exc:  # disk full, corrupt file...: the items fail loudly
             self._fail(waiters, exc)
             return
-        for waiter, was_stored in zip(waiters, stored):
+        for waiter, was_stored in zip(waiters, stored, strict=False):
             _settle(waiter, was_stored)
         if self._on_commit is not None:  # after the items are free: a failure there must not hold them
             self._on_commit(rows, stored)

@@ -35,7 +35,6 @@ from scrapy_sdi.buffer import (
     Row,
     SQLiteBuffer,
 )
-
 from tests.support.buffers import schema_1_buffer, schema_2_buffer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -789,7 +788,7 @@ def _run_workers(argvs: list[list[str]], go: Path, timeout: float = 60) -> list[
     go.touch()
     results = []
     try:
-        for p, argv in zip(procs, argvs):
+        for p, argv in zip(procs, argvs, strict=True):
             out, err = p.communicate(timeout=timeout)
             results.append(subprocess.CompletedProcess(argv, p.returncode, out, err))
     finally:

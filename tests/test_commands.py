@@ -106,7 +106,7 @@ def test_help_lists_every_action_and_usage_errors_exit_2(tmp_path):
 def _headings(help_text: str) -> list[str]:
     """The lines the help underlines: the headings a reader sees."""
     lines = help_text.splitlines()
-    return [above for above, line in zip(lines, lines[1:]) if line and set(line) <= {"=", "-"}]
+    return [above for above, line in zip(lines, lines[1:], strict=False) if line and set(line) <= {"=", "-"}]
 
 
 def _reads_as_written(help_text: str, written: str) -> bool:

@@ -15,7 +15,6 @@ from scrapy_sdi.dashboard import exports, queries, views
 from scrapy_sdi.dashboard.chart import nice_ceiling, svg
 from scrapy_sdi.mapping import ResultMapper, stable_result_id
 from scrapy_sdi.requeue import Requeued
-
 from tests.support.buffers import schema_1_buffer
 
 T0 = 1_800_000_000.0  # a whole minute
@@ -215,7 +214,7 @@ def test_csv_export_of_a_selection(conn):
     rows = list(queries.iter_selection(conn, queries.Selection()))
     table = list(csv.reader(io.StringIO(exports.to_csv(rows).decode("utf-8"))))
     assert table[0] == list(exports.COLUMNS)
-    by_id = {line[0]: dict(zip(table[0], line)) for line in table[1:]}
+    by_id = {line[0]: dict(zip(table[0], line, strict=True)) for line in table[1:]}
     assert sorted(by_id) == ["a5", "a6", "ai0", "b3", "gi0"]
     assert by_id["a6"]["reason"] == "too <big>" and by_id["a6"]["delivered_at"] == exports.iso(T0 + 130)
     assert by_id["gi0"]["reason"].startswith("'=")  # no formula reaches a spreadsheet

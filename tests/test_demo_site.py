@@ -167,5 +167,5 @@ def test_example_project_delivers_every_result_to_the_reference_server(demo_site
     stored = sdi_server.results()
     assert sorted(urlsplit(r["url"]).path for r in stored) == expected_files(CATEGORIES, FILES)
     assert all(r["crawler"] == "files" for r in stored)
-    assert "'sdi/items_delivered': %d" % len(stored) in proc.stderr
+    assert f"'sdi/items_delivered': {len(stored)}" in proc.stderr
     assert sdi_server.password not in proc.stderr + proc.stdout

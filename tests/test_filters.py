@@ -285,6 +285,7 @@ def test_invalid_filters_are_skipped_with_one_warning_each(use_re2, caplog):
         [2, 3, 4, 5, 6, 7, None],
         ["unknown field", "unknown kind", "invalid regex", "url field only", "not a string", "empty", "not an object"],
         warnings,
+        strict=True,
     ):
         assert f"filter {fid!r}" in record.getMessage()
         assert why in record.getMessage()

@@ -18,9 +18,9 @@ import scrapy
 from scrapy_sdi.errors import SDIConfigError
 from scrapy_sdi.mapping import (
     CONTRACT_FIELDS,
-    InvalidResult,
     DEFAULT_MAX_RESULT_BYTES,
     NOT_KEPT,
+    InvalidResult,
     ResultMapper,
     encode_batch,
     encode_result,

@@ -20,10 +20,9 @@ from scrapy.settings import Settings
 
 from scrapy_sdi.errors import SDIConfigError
 from scrapy_sdi.settings import SDISettings
-
 from tests.support.scaleout import (
-    FAST_DELIVERY,
     EXAMPLE_PROJECT,
+    FAST_DELIVERY,
     DemoSite,
     RedisServer,
     ScrapydServer,

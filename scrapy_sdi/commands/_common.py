@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from scrapy_sdi.buffer import BufferFileError, MemoryBuffer, open_buffer
 from scrapy_sdi.errors import SDIConfigError
@@ -139,9 +140,9 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], stream: TextIO 
         for i, cell in enumerate(row):
             widths[i] = max(widths[i], len(str(cell)))
     stream = stream or sys.stdout
-    stream.write("  ".join(h.upper().ljust(w) for h, w in zip(headers, widths)).rstrip() + "\n")
+    stream.write("  ".join(h.upper().ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip() + "\n")
     for row in rows:
-        cells = [str(c).rjust(w) if isinstance(c, (int, float)) else str(c).ljust(w) for c, w in zip(row, widths)]
+        cells = [str(c).rjust(w) if isinstance(c, (int, float)) else str(c).ljust(w) for c, w in zip(row, widths, strict=False)]
         stream.write("  ".join(cells).rstrip() + "\n")
 
 
@@ -157,7 +158,7 @@ def duration(seconds: float | None) -> str:
     if seconds is None:
         return "-"
     seconds = int(seconds)
-    parts = []
+    parts: list[str] = []
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
         if seconds >= size or (unit == "s" and not parts):
             parts.append(f"{seconds // size}{unit}")

@@ -33,7 +33,7 @@ def _settings(ctx: Context) -> int:
     table(
         ("setting", "type", "default", "value", "source"),
         [(name, r["type"], masked(name, SPEC[name][0]), _text(name, values[name], missing), r["source"])
-         for name, r in zip(SPEC, rows)],
+         for name, r in zip(SPEC, rows, strict=True)],
     )
     return 0
 

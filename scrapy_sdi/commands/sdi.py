@@ -17,7 +17,13 @@ from scrapy.exceptions import UsageError
 
 from scrapy_sdi.commands._api import CHECK, STATUS
 from scrapy_sdi.commands._buffer import BUFFER, EXPORT, REQUEUE
-from scrapy_sdi.commands._common import SUB_PREFIX, Action, CommandError, Context, add_global_options
+from scrapy_sdi.commands._common import (
+    SUB_PREFIX,
+    Action,
+    CommandError,
+    Context,
+    add_global_options,
+)
 from scrapy_sdi.commands._dashboard import DASHBOARD
 from scrapy_sdi.commands._flush import FLUSH
 from scrapy_sdi.commands._metrics import METRICS

@@ -30,7 +30,7 @@ def nice_ceiling(value: int) -> int:
 def svg(chart: Throughput) -> str:
     n = len(chart.delivered)
     plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
-    peak = max((d + r for d, r in zip(chart.delivered, chart.rejected)), default=0)
+    peak = max((d + r for d, r in zip(chart.delivered, chart.rejected, strict=True)), default=0)
     top = nice_ceiling(peak)
     slot = plot_w / n
     bar_w = max(1.0, slot * 0.8)
@@ -42,7 +42,7 @@ def svg(chart: Throughput) -> str:
         y = TOP + plot_h * (1 - frac)
         parts.append(f'<line class="grid" x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y:.1f}" y2="{y:.1f}"/>')
         parts.append(f'<text class="axis" x="{LEFT - 6}" y="{y + 4:.1f}" text-anchor="end">{e(_label(top * frac))}</text>')
-    for i, (delivered, rejected) in enumerate(zip(chart.delivered, chart.rejected)):
+    for i, (delivered, rejected) in enumerate(zip(chart.delivered, chart.rejected, strict=True)):
         if not delivered and not rejected:
             continue
         x = LEFT + i * slot + (slot - bar_w) / 2

@@ -22,6 +22,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import orjson
 from twisted.internet import defer, task
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.error import CannotListenError
 from twisted.internet.threads import deferToThread
 from twisted.web.resource import Resource
@@ -293,7 +294,7 @@ class Dashboard:
 
         data = await self._read(read)
         result = data["chart"]
-        data["peak"] = max((d + r for d, r in zip(result.delivered, result.rejected)), default=0)
+        data["peak"] = max((d + r for d, r in zip(result.delivered, result.rejected, strict=True)), default=0)
         data["svg"] = chart.svg(result)
         data["retention_days"] = self.retention_days
         return Response(views.throughput(data, {"window": window}, WINDOWS, buffer_path=self.buffer_path))
@@ -359,7 +360,7 @@ class Dashboard:
     # -- remote status --------------------------------------------------------------------
 
     async def remote_page(self, request: Request, params: Params) -> Response:
-        p = {"crawler": params.text("crawler"), "q": params.text("q"),
+        p: dict[str, Any] = {"crawler": params.text("crawler"), "q": params.text("q"),
              "page": params.integer("page", 1, 1, MAX_PAGE),
              "per_page": int(params.choice("per_page", "50", ("25", "50", "100")))}
 
@@ -510,8 +511,8 @@ def _write(request: Request, response: Response) -> None:
         request.setHeader(name, value)
     request.setHeader(b"Cache-Control", b"no-store")
     request.setHeader(b"Content-Type", response.content_type.encode("ascii"))
-    for name, value in response.headers.items():
-        request.setHeader(name.encode("ascii"), value.encode("utf-8"))
+    for header, text in response.headers.items():
+        request.setHeader(header.encode("ascii"), text.encode("utf-8"))
     request.setHeader(b"Content-Length", str(len(response.body)).encode("ascii"))
     request.write(response.body)
     request.finish()
@@ -598,14 +599,18 @@ def serve(settings: SDISettings, *, port: int, bind: str, allow_actions: bool) -
             raise DashboardError(f"--port: {port} is not a port number from 0 to 65535")
         dashboard = build_dashboard(settings, allow_actions=allow_actions)
         try:
-            listening = reactor.listenTCP(port, dashboard.site(), interface=bind)
+            # Twisted's annotations: a Site (ServerFactory of HTTP channels) does not match listenTCP's
+            # ServerFactory of its default protocol type (Factory is invariant in it); it is one
+            listening = reactor.listenTCP(port, dashboard.site(), interface=bind)  # type: ignore[arg-type]
         except CannotListenError as exc:
             reason = getattr(exc.socketError, "strerror", None) or exc.socketError
             raise DashboardError(f"cannot listen on {bind}:{port}: {reason}") from None
     except DashboardError as exc:
         print(f"SDI dashboard: {exc}", file=sys.stderr)
         return 1
-    actual = listening.getHost().port
+    address = listening.getHost()
+    assert isinstance(address, (IPv4Address, IPv6Address)), address  # listenTCP's
+    actual = address.port
     dashboard.allowed_hosts = _allowed_hosts(bind, actual)
     if not is_loopback(bind):
         print(f"Warning: the SDI dashboard is bound to {bind}, reachable from other hosts; "

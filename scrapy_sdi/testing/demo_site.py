@@ -23,6 +23,7 @@ from html import escape
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
@@ -211,7 +212,9 @@ def listen(
     interface: str = "127.0.0.1",
 ) -> IListeningPort:
     """Start serving on ``interface:port`` (0 picks a free port); stop with ``stopListening()``."""
-    return reactor.listenTCP(port, make_site(categories, files), interface=interface)
+    # Twisted's annotations: a Site (ServerFactory of HTTP channels) does not match listenTCP's
+    # ServerFactory of its default protocol type (Factory is invariant in it); it is one
+    return reactor.listenTCP(port, make_site(categories, files), interface=interface)  # type: ignore[arg-type]
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -236,6 +239,7 @@ def main(argv: list[str] | None = None) -> None:
 
     port = listen(reactor, args.port, categories=args.categories, files=args.files)
     address = port.getHost()
+    assert isinstance(address, (IPv4Address, IPv6Address)), address  # listenTCP's
     print(LISTEN_LINE.format(host=address.host, port=address.port), flush=True)
     reactor.run()
 

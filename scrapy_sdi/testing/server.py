@@ -36,10 +36,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import orjson
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.interfaces import IReactorSSL, IReactorTime, ITCPTransport
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
@@ -386,12 +387,13 @@ class TokenRegistry:
 
     def use(self, access_token: str | None, max_uses: int | None) -> str | None:
         """Count one authenticated use; the error code when the token is not (or no longer) good."""
-        token = self._access.get(access_token or "")
+        key = access_token or ""
+        token = self._access.get(key)
         if token is None:
             return "unauthorized"
         token.uses += 1
         if token.expires_at <= self._clock.seconds() or (max_uses and token.uses > max_uses):
-            del self._access[access_token]
+            del self._access[key]
             return "token_expired"
         return None
 
@@ -654,7 +656,8 @@ class SDIResource(Resource):
     def _send(self, request: Request, answer: _Answer) -> None:
         if answer.drop:
             logger.debug("Dropping the connection of %(path)r", {"path": request.path})
-            request.transport.abortConnection()
+            # a TCP (or TLS over TCP) connection: ITransport alone has no abortConnection
+            cast(ITCPTransport, request.transport).abortConnection()
             return
         request.setResponseCode(answer.status)
         for name, value in answer.headers.items():
@@ -822,7 +825,7 @@ class SDIResource(Resource):
                 kept.append(result)
                 kept_outcomes.append(outcome)
         new = self.store.insert_many(crawler, kept, _now_iso(self.clock)) if kept else []
-        for outcome, is_new in zip(kept_outcomes, new):
+        for outcome, is_new in zip(kept_outcomes, new, strict=True):
             if not is_new:
                 outcome["status"] = "duplicate"
         accepted = sum(new)
@@ -950,7 +953,9 @@ def build_site(config: ServerConfig, *, clock: IReactorTime | None = None) -> Si
     answered.
     """
     if clock is None:
-        from twisted.internet import reactor as clock
+        from twisted.internet import reactor
+
+        clock = IReactorTime(reactor)
     store = ResultStore(config.db_path)
     site = Site(SDIResource(config, store, clock))
     site.displayTracebacks = False
@@ -1023,12 +1028,16 @@ def main(argv: list[str] | None = None) -> None:
         from twisted.internet import ssl
 
         pem = Path(config.tls_cert).read_bytes() + b"\n" + Path(config.tls_key).read_bytes()
-        port = reactor.listenSSL(config.port, site, ssl.PrivateCertificate.loadPEM(pem).options(), interface=config.host)
+        port = IReactorSSL(reactor).listenSSL(config.port, site, ssl.PrivateCertificate.loadPEM(pem).options(), interface=config.host)
     else:
-        port = reactor.listenTCP(config.port, site, interface=config.host)
+        # Twisted's annotations: a Site (ServerFactory of HTTP channels) does not match listenTCP's
+        # ServerFactory of its default protocol type (Factory is invariant in it); it is one
+        port = reactor.listenTCP(config.port, site, interface=config.host)  # type: ignore[arg-type]
     reactor.addSystemEventTrigger("after", "shutdown", site.resource.store.close)
     scheme = "https" if config.tls_cert else "http"
-    url = f"{scheme}://{config.host}:{port.getHost().port}{API_PREFIX}"
+    address = port.getHost()
+    assert isinstance(address, (IPv4Address, IPv6Address)), address  # listenTCP's, listenSSL's
+    url = f"{scheme}://{config.host}:{address.port}{API_PREFIX}"
     sys.stdout.write(f"SDI reference server listening on {url}\n")
     sys.stdout.flush()
     reactor.run()

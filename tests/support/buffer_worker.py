@@ -64,7 +64,7 @@ def enqueue(db: str, out: str, go: str, crawler: str, worker: str, n_urls: str, 
         for start in range(0, len(rows), size):
             group = rows[start : start + size]
             flags = buffer.enqueue(group, dedup=True)
-            stored.extend(r.id for r, ok in zip(group, flags) if ok)
+            stored.extend(r.id for r, ok in zip(group, flags, strict=True) if ok)
     finally:
         Path(out).write_text("".join(f"{i}\n" for i in stored))
         buffer.close()

@@ -60,13 +60,13 @@ class ScriptedSpider(scrapy.Spider):
         yielded = 0
         for number, phase in enumerate(self.phases):
             wanted = phase.get("wait_for") or {}
-            if not await self._wait(lambda: all(_reached(self.crawler.stats.get_value(k), v) for k, v in wanted.items()), f"phase {number}: {wanted}"):
+            if not await self._wait(lambda wanted=wanted: all(_reached(self.crawler.stats.get_value(k), v) for k, v in wanted.items()), f"phase {number}: {wanted}"):
                 return
             for item in phase.get("items", []):
                 yielded += 1
                 yield dict(item)
             target = yielded
-            if not await self._wait(lambda: self._processed() >= target, f"phase {number}: {target} items processed"):
+            if not await self._wait(lambda target=target: self._processed() >= target, f"phase {number}: {target} items processed"):
                 return
             if phase.get("done_file"):
                 Path(phase["done_file"]).touch()
