@@ -2,6 +2,7 @@
 """The one developer entry point of scrapy_sdi; needs only Python 3.10+ and the standard library.
 
     python3 dev.py test [pytest args]   set up .venv if needed, then run the test suite
+    python3 dev.py matrix [NAME...]     the smoke tests on the oldest and newest Python and Scrapy
     python3 dev.py demo [--keep]        crawl the demo site into a local reference SDI API
 
 Setup creates ``.venv`` (``python -m venv``) when it is missing and installs what the command
@@ -10,6 +11,12 @@ needs: ``demo`` the project alone (``pip install -e .``), ``test`` with its test
 ``.venv/.dev-install-stamp`` records a hash of setup.cfg/pyproject.toml and the extras installed
 with them, so ``test`` after ``demo`` installs the test extra, ``demo`` after ``test`` installs
 nothing, and a change to the metadata installs again.
+
+``matrix`` runs the tests marked ``smoke`` (a delivery crawl under the fault mix, the commands,
+the reference server and its fixture) in one virtualenv per entry of ``MATRIX`` under
+``.venvs/``, each with its Python (found in ``~/.pyenv/versions`` or as ``pythonX.Y`` on PATH)
+and its Scrapy, the project installed with its ``smoke`` extra. A missing Python is skipped
+with one line, or fails with that line when ``CI`` is set.
 """
 
 from __future__ import annotations
@@ -52,13 +59,24 @@ DEMO_FILTERS = {
     ],
 }
 SHOWN_ROWS = 10
+MATRIX_VENVS = ROOT / ".venvs"
+#: name -> (Python, Scrapy requirement): the oldest supported pair and the newest one. The
+#: default suite (``dev.py test``) runs on .venv's Python with the newest Scrapy.
+MATRIX = {
+    "py310-scrapy214": ("3.10", "scrapy==2.14.*"),
+    "py313-scrapylatest": ("3.13", "scrapy"),
+}
 
 USAGE = """\
 usage: python3 dev.py test [pytest args]
+       python3 dev.py matrix [NAME...]
        python3 dev.py demo [--keep]
 
   test   create/update .venv (the project with its test extra), then run pytest
          with the given arguments
+  matrix run the smoke tests (pytest -m smoke) on each Python/Scrapy pair below,
+         each in its own .venvs/NAME (created/updated as needed); NAME picks some:
+{matrix}
   demo   create/update .venv (the project alone), start the reference SDI server
          and the demo site, crawl the site with
          example_project's "files" spider, then show what the API received
@@ -73,10 +91,12 @@ class DevError(Exception):
 # --- environment ------------------------------------------------------------------------
 
 
-def venv_python() -> Path:
+def venv_python(venv: Path | None = None) -> Path:
+    """The Python of ``venv``, .venv unless another is given."""
+    venv = venv or VENV
     if os.name == "nt":
-        return VENV / "Scripts" / "python.exe"
-    return VENV / "bin" / "python"
+        return venv / "Scripts" / "python.exe"
+    return venv / "bin" / "python"
 
 
 def _inputs_digest() -> str:
@@ -344,7 +364,7 @@ def cmd_test(args: list[str]) -> int:
 def cmd_demo(args: list[str]) -> int:
     unknown = [arg for arg in args if arg != "--keep"]
     if unknown:
-        raise DevError(f"unknown demo option(s): {' '.join(unknown)}\n{USAGE}")
+        raise DevError(f"unknown demo option(s): {' '.join(unknown)}\n{_usage()}")
     python = str(ensure_env())
     tmp = Path(tempfile.mkdtemp(prefix="scrapy-sdi-demo-"))
     password = secrets.token_urlsafe(18)
@@ -394,15 +414,92 @@ def cmd_demo(args: list[str]) -> int:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-COMMANDS = {"test": cmd_test, "demo": cmd_demo}
+def find_python(version: str) -> Path | None:
+    """The newest pyenv build of ``version`` (e.g. "3.10"), else ``python3.10`` on PATH."""
+    pyenv = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
+    builds = []
+    for path in pyenv.glob(f"{version}.*/bin/python"):
+        match = re.fullmatch(re.escape(version) + r"\.(\d+)", path.parent.parent.name)
+        if match:
+            builds.append((int(match.group(1)), path))
+    if builds:
+        return max(builds)[1]
+    found = shutil.which(f"python{version}")
+    return Path(found) if found else None
+
+
+def ensure_matrix_env(name: str, python: Path, scrapy: str) -> Path:
+    """.venvs/NAME with ``python``, the project with its smoke extra and ``scrapy`` installed."""
+    venv = MATRIX_VENVS / name
+    target = venv_python(venv)
+    if not target.exists():
+        print(f"dev.py: {name}: creating .venvs/{name} ({python} -m venv)", flush=True)
+        if subprocess.call([str(python), "-m", "venv", str(venv)]) != 0:
+            raise DevError(f"{name}: {python} -m venv failed")
+    digest = hashlib.sha256((_inputs_digest() + "\0" + scrapy).encode()).hexdigest()
+    stamp = venv / ".dev-install-stamp"
+    if not stamp.exists() or stamp.read_text().strip() != digest:
+        print(f'dev.py: {name}: installing scrapy_sdi with its smoke extra and {scrapy}'
+              f' (pip install -e ".[smoke]" "{scrapy}")...', flush=True)
+        started = time.monotonic()
+        cmd = [str(target), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+               "-e", ".[smoke]", scrapy]
+        if subprocess.call(cmd, cwd=ROOT) != 0:
+            raise DevError(f"{name}: pip install failed; see its output above")
+        stamp.write_text(digest + "\n")
+        print(f"dev.py: {name}: installed in {time.monotonic() - started:.0f} s", flush=True)
+    return target
+
+
+def smoke_files() -> list[str]:
+    """The test files that mark tests smoke: only they are collected, since the others may import
+    what the smoke extra leaves out (selenium, hypothesis, scrapyd...)."""
+    tests = sorted((ROOT / "tests").rglob("test_*.py"))
+    return [str(path.relative_to(ROOT)) for path in tests if "pytest.mark.smoke" in path.read_text()]
+
+
+def cmd_matrix(args: list[str]) -> int:
+    unknown = [arg for arg in args if arg not in MATRIX]
+    if unknown:
+        raise DevError(f"unknown matrix entry(ies): {' '.join(unknown)} (known: {', '.join(MATRIX)})")
+    failed = []
+    for name in args or list(MATRIX):
+        version, scrapy = MATRIX[name]
+        python = find_python(version)
+        if python is None:
+            line = f"{name}: no Python {version} (looked in ~/.pyenv/versions and for python{version} on PATH)"
+            if os.environ.get("CI"):
+                raise DevError(line)
+            print(f"dev.py: skipping {line}", flush=True)
+            continue
+        started = time.monotonic()
+        target = ensure_matrix_env(name, python, scrapy)
+        print(f"dev.py: {name}: pytest -m smoke", flush=True)
+        pytest = [str(target), "-m", "pytest", "-m", "smoke", "-q", *smoke_files()]
+        code = _wait(subprocess.Popen(pytest, cwd=ROOT))
+        print(f"dev.py: {name}: {'passed' if code == 0 else f'failed (pytest exit code {code})'}"
+              f" in {time.monotonic() - started:.0f} s", flush=True)
+        if code != 0:
+            failed.append(name)
+    if failed:
+        raise DevError(f"matrix: failed on {', '.join(failed)}")
+    return 0
+
+
+COMMANDS = {"test": cmd_test, "matrix": cmd_matrix, "demo": cmd_demo}
+
+
+def _usage() -> str:
+    return USAGE.format(matrix="\n".join(f"           {name:<20} Python {version}, {scrapy}"
+                                          for name, (version, scrapy) in MATRIX.items()))
 
 
 def main(argv: list[str]) -> int:
     if argv[:1] in (["-h"], ["--help"], ["help"]):
-        print(USAGE)
+        print(_usage())
         return 0
     if not argv or argv[0] not in COMMANDS:
-        print(USAGE, file=sys.stderr)
+        print(_usage(), file=sys.stderr)
         return 2
     try:
         return COMMANDS[argv[0]](argv[1:])

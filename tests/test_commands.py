@@ -21,6 +21,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from scrapy_sdi.buffer import DELIVERED, IN_FLIGHT, INVALID, PENDING, REJECTED, Row, SQLiteBuffer
 from scrapy_sdi.mapping import encode_result, new_result_id
 from tests.support.crawl import run_crawl
@@ -91,6 +93,7 @@ def urls(n: int, prefix: str = "a") -> list[str]:
 # -- the command's surface ----------------------------------------------------------------------
 
 
+@pytest.mark.smoke
 def test_help_lists_every_action_and_usage_errors_exit_2(tmp_path):
     main = sdi(tmp_path, "--help")
     assert main.returncode == 0
@@ -161,6 +164,7 @@ def test_dashboard_is_optional(tmp_path):
 # -- check --------------------------------------------------------------------------------------
 
 
+@pytest.mark.smoke
 def test_check_passes_then_fails_when_the_api_is_down(sdi_server, tmp_path):
     settings = settings_for(sdi_server, tmp_path)
     fill(tmp_path / "buffer.db", "c", urls(3))
@@ -204,6 +208,7 @@ def test_settings_marks_missing_required_settings(tmp_path):
     assert [row["name"] for row in json.loads(dry.stdout)["settings"] if row["missing_required"]] == ["SDI_API_URL"]
 
 
+@pytest.mark.smoke
 def test_settings_masks_the_password_and_names_each_source(tmp_path):
     password = "dotenv-s3cret-value"
     (tmp_path / ".env").write_text(f"SDI_PASSWORD={password}\n")
@@ -252,6 +257,7 @@ def _mixed_buffer(tmp_path: Path) -> dict[str, list[str]]:
     }
 
 
+@pytest.mark.smoke
 def test_buffer_counts_by_state_and_crawler(tmp_path):
     _mixed_buffer(tmp_path)
     settings = {"SDI_BUFFER_PATH": str(tmp_path / "buffer.db")}
@@ -266,6 +272,7 @@ def test_buffer_counts_by_state_and_crawler(tmp_path):
     assert any(line.split()[:2] == ["alpha", "3"] for line in text.stdout.splitlines()), text.stdout
 
 
+@pytest.mark.smoke
 def test_export_csv_and_jsonl(tmp_path):
     ids = _mixed_buffer(tmp_path)
     settings = {"SDI_BUFFER_PATH": str(tmp_path / "buffer.db")}
@@ -285,6 +292,7 @@ def test_export_csv_and_jsonl(tmp_path):
     assert {"id", "crawler", "url", "state", "attempts", "reason", "last_error", "created_at", "delivered_at"} <= set(table[0])
 
 
+@pytest.mark.smoke
 def test_requeue_counts_and_unknown_ids_fail(tmp_path):
     ids = _mixed_buffer(tmp_path)
     path = tmp_path / "buffer.db"
@@ -299,6 +307,7 @@ def test_requeue_counts_and_unknown_ids_fail(tmp_path):
     assert Counter(states(path).values()) == {PENDING: 6}
 
 
+@pytest.mark.smoke
 def test_invalid_rows_export_as_json_and_requeue_only_once_mapped_again(sdi_server, tmp_path):
     """A crawl's bad items: exported as real JSON with their URLs, requeued only when they now map."""
     settings = settings_for(sdi_server, tmp_path)
@@ -340,6 +349,7 @@ def test_invalid_rows_export_as_json_and_requeue_only_once_mapped_again(sdi_serv
 # -- flush and status ---------------------------------------------------------------------------
 
 
+@pytest.mark.smoke
 def test_flush_delivers_what_a_crawl_left_pending(sdi_server, tmp_path):
     settings = settings_for(sdi_server, tmp_path)
     sdi_server.stop()
@@ -434,6 +444,7 @@ def _wait_for(condition, what: str, timeout: float = 20.0) -> None:
         time.sleep(0.02)
 
 
+@pytest.mark.smoke
 def test_ctrl_c_during_flush_keeps_the_buffer_consistent(sdi_server_factory, tmp_path):
     server = sdi_server_factory(latency=0.5)
     path = tmp_path / "buffer.db"

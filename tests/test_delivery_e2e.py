@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from tests.support.crawl import run_crawl
 
 
@@ -11,6 +13,7 @@ def _settings(server, tmp_path, **extra):
     return {**server.settings, "SDI_BUFFER_PATH": str(tmp_path / "buffer.db"), **extra}
 
 
+@pytest.mark.smoke
 def test_crawl_delivers_every_result_once(sdi_server, tmp_path):
     result = run_crawl(tmp_path, _settings(sdi_server, tmp_path), {"n": 500})
     assert result.returncode == 0, result.log[-3000:]

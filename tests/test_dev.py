@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -78,3 +79,48 @@ def test_a_failed_install_is_tried_again(dev, monkeypatch):
 def test_help_prints_the_usage():
     proc = subprocess.run([sys.executable, str(ROOT / "dev.py"), "--help"], check=False, capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0 and "python3 dev.py demo" in proc.stdout
+
+
+# -- the declared matrix ----------------------------------------------------------------------
+
+
+def test_the_matrix_spans_what_pyproject_declares(dev):
+    """Its oldest entry is requires-python's lower bound with Scrapy's; its newest, 3.13."""
+    text = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    oldest_python = re.search(r'^requires-python = ">=(\d+\.\d+)"', text, re.MULTILINE).group(1)
+    oldest_scrapy = re.search(r'"scrapy>=(\d+\.\d+)"', text).group(1)
+    pairs = sorted(dev.MATRIX.values(), key=lambda pair: tuple(map(int, pair[0].split("."))))
+    assert pairs[0] == (oldest_python, f"scrapy=={oldest_scrapy}.*")
+    assert pairs[-1] == ("3.13", "scrapy")
+    assert '"Programming Language :: Python :: 3.13"' in text
+
+
+def test_find_python_takes_the_newest_pyenv_build_then_path(dev, tmp_path, monkeypatch):
+    monkeypatch.setenv("PYENV_ROOT", str(tmp_path / "pyenv"))
+    for build in ("3.10.2", "3.10.13", "3.100.1"):
+        python = tmp_path / "pyenv" / "versions" / build / "bin" / "python"
+        python.parent.mkdir(parents=True)
+        python.touch()
+    assert dev.find_python("3.10") == tmp_path / "pyenv" / "versions" / "3.10.13" / "bin" / "python"
+    monkeypatch.setattr(dev.shutil, "which", lambda name: f"/usr/bin/{name}")
+    assert dev.find_python("3.12") == Path("/usr/bin/python3.12")
+    monkeypatch.setattr(dev.shutil, "which", lambda name: None)
+    assert dev.find_python("3.12") is None
+
+
+def test_a_missing_python_is_skipped_locally_and_fails_in_ci(dev, monkeypatch, capsys):
+    monkeypatch.setattr(dev, "find_python", lambda version: None)
+    monkeypatch.delenv("CI", raising=False)
+    assert dev.main(["matrix"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out == [f"dev.py: skipping {name}: no Python {version} (looked in ~/.pyenv/versions and "
+                   f"for python{version} on PATH)" for name, (version, _) in dev.MATRIX.items()]
+    monkeypatch.setenv("CI", "true")
+    assert dev.main(["matrix"]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("dev.py: py310-scrapy214: no Python 3.10"), err
+
+
+def test_the_matrix_collects_only_the_files_with_smoke_tests(dev):
+    assert dev.smoke_files() == ["tests/test_commands.py", "tests/test_delivery_e2e.py",
+                                 "tests/test_reactor_modes.py", "tests/test_server.py"]

@@ -121,7 +121,8 @@ def test_the_wheel_metadata(dists: Dists) -> None:
     requires = metadata.get_all("Requires-Dist")
     assert "idna>=3.0" in requires  # imported by filters.py
     assert 'vermin>=1.6; extra == "test"' in requires
-    assert set(metadata.get_all("Provides-Extra")) == {"monitoring", "xlsx", "reactorless", "docs", "test"}
+    assert set(metadata.get_all("Provides-Extra")) == {"monitoring", "xlsx", "reactorless", "docs", "smoke",
+                                                       "test"}
     licence = _wheel_text(dists, "licenses/LICENSE")
     assert "BSD 3-Clause License" in licence and "the scrapy_sdi authors" in licence
 

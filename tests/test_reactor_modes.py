@@ -15,6 +15,7 @@ from tests.test_durability import FAST_RETRIES, assert_stored_once
 MODES = REACTOR_MODES
 
 
+@pytest.mark.smoke
 @pytest.mark.parametrize("mode", MODES)
 def test_fault_mix_delivers_exactly_once_in_every_mode(mode, sdi_server_factory, tmp_path):
     server = sdi_server_factory(

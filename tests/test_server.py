@@ -25,6 +25,9 @@ from twisted.internet.task import Clock
 from scrapy_sdi.testing.pytest_plugin import SDIServerError, SDIServerProcess
 from scrapy_sdi.testing.server import Faults, ServerConfig, build_site
 
+#: the reference server and its fixture, on every Python and Scrapy of `python3 dev.py matrix`
+pytestmark = pytest.mark.smoke
+
 
 @dataclass
 class Reply:
