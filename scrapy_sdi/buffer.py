@@ -409,13 +409,13 @@ class SQLiteBuffer(Buffer):
             ).fetchall()
             if not rows:
                 return []
-            rowids, ids, payloads, attempts, versions = zip(*rows)
+            rowids, ids, payloads, attempts, versions = zip(*rows, strict=True)
             self._conn.execute(
                 "UPDATE results SET state = 'in_flight', lease_owner = ?, lease_until = ? "
                 "WHERE rowid IN (SELECT value FROM json_each(?))",
                 (owner, now + lease_seconds, orjson.dumps(rowids)),
             )
-        self._leased.update(zip(ids, rowids))
+        self._leased.update(zip(ids, rowids, strict=True))
         return list(map(Claimed, ids, payloads, attempts, versions))
 
     def hold_owner(self, owner: str) -> None:

@@ -12,8 +12,9 @@ import logging
 import random
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from scrapy.utils.asyncio import CallLaterResult, call_later
@@ -21,7 +22,13 @@ from twisted.internet import defer
 
 from scrapy_sdi.backpressure import Backpressure
 from scrapy_sdi.buffer import Lease
-from scrapy_sdi.errors import SDIAuthError, SDIBadRequest, SDIBatchTooLarge, SDIError, SDIRateLimited
+from scrapy_sdi.errors import (
+    SDIAuthError,
+    SDIBadRequest,
+    SDIBatchTooLarge,
+    SDIError,
+    SDIRateLimited,
+)
 from scrapy_sdi.filters import count_filtered
 from scrapy_sdi.mapping import encode_batch
 from scrapy_sdi.sizing import RequestLimits
@@ -61,11 +68,11 @@ class _Batch:
         return cls([], [], [])
 
     @classmethod
-    def of(cls, rows: Sequence[tuple[str, bytes, int]]) -> _Batch:
+    def of(cls, rows: Sequence[tuple[Any, ...]]) -> _Batch:
         """A batch from rows of (id, payload, attempts, ...): ``Claimed`` rows, or a batch's own."""
         if not rows:
             return cls.empty()
-        ids, payloads, attempts, *_ = zip(*rows)
+        ids, payloads, attempts, *_ = zip(*rows, strict=True)
         return cls(list(ids), list(payloads), list(attempts))
 
     def __len__(self) -> int:
@@ -81,7 +88,7 @@ class _Batch:
 
     def pick(self, keep: Callable[[str], bool]) -> _Batch:
         """The rows whose id ``keep`` accepts, in order."""
-        return _Batch.of([row for row in zip(self.ids, self.payloads, self.attempts) if keep(row[0])])
+        return _Batch.of([row for row in zip(self.ids, self.payloads, self.attempts, strict=True) if keep(row[0])])
 
 
 def _unsent(batch: _Batch, part: _Batch, todo: list[_Batch]) -> _Batch:
@@ -594,8 +601,8 @@ class Delivery:
     def _release(self, batch: _Batch, error: str) -> None:
         """Back to pending; rows that used up SDI_RETRY_TIMES tries rest for SDI_UNLOCK_DELAY."""
         tries = self.settings.retry_times + 1
-        resting = [id_ for id_, attempts in zip(batch.ids, batch.attempts) if (attempts + 1) % tries == 0]
-        at_once = [id_ for id_, attempts in zip(batch.ids, batch.attempts) if (attempts + 1) % tries != 0]
+        resting = [id_ for id_, attempts in zip(batch.ids, batch.attempts, strict=True) if (attempts + 1) % tries == 0]
+        at_once = [id_ for id_, attempts in zip(batch.ids, batch.attempts, strict=True) if (attempts + 1) % tries != 0]
         if at_once:
             self.buffer.release(at_once, error, 0)
         if resting:

@@ -450,10 +450,7 @@ class _Re2Writer:
 
     def _repeat(self, av: Any, flags: int, lazy: bool) -> str:
         low, high, sub = av
-        if high == _sre_parse.MAXREPEAT:
-            bounds = f"{{{low},}}"
-        else:
-            bounds = f"{{{low},{high}}}"
+        bounds = f"{{{low},}}" if high == _sre_parse.MAXREPEAT else f"{{{low},{high}}}"
         if max(low, 0 if high == _sre_parse.MAXREPEAT else high) > _RE2_MAX_REPEAT:
             raise _Untranslatable("repeat")
         return "(?:" + self.sequence(sub, flags) + ")" + bounds + ("?" if lazy else "")

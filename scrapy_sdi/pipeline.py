@@ -16,13 +16,30 @@ from scrapy.utils.defer import deferred_from_coro, maybe_deferred_to_future
 from twisted.internet import defer
 
 from scrapy_sdi.audit import AuditLog
-from scrapy_sdi.buffer import DELIVERED, FILTERED, IN_FLIGHT, INVALID, PENDING, BufferFileError, BufferWriteError, MemoryBuffer, Row, open_buffer
+from scrapy_sdi.buffer import (
+    DELIVERED,
+    FILTERED,
+    IN_FLIGHT,
+    INVALID,
+    PENDING,
+    BufferFileError,
+    BufferWriteError,
+    MemoryBuffer,
+    Row,
+    open_buffer,
+)
 from scrapy_sdi.client import SDIClient
 from scrapy_sdi.delivery import Delivery
 from scrapy_sdi.errors import SDIError
 from scrapy_sdi.filter_source import FilterSource
 from scrapy_sdi.filters import count_filtered
-from scrapy_sdi.mapping import InvalidResult, ResultMapper, encode_result, new_result_id, stable_result_id
+from scrapy_sdi.mapping import (
+    InvalidResult,
+    ResultMapper,
+    encode_result,
+    new_result_id,
+    stable_result_id,
+)
 from scrapy_sdi.settings import settings_for
 from scrapy_sdi.signals import delivery_opened
 from scrapy_sdi.status import url_statuses
@@ -167,7 +184,7 @@ class SDIPipeline:
         """Count a group commit's results (per group: a stats call per item shows in the crawl's
         speed) and hand them to delivery; filtered and invalid rows are kept, never sent."""
         assert self.delivery is not None
-        buffered = [row for row, was_stored in zip(rows, stored) if was_stored and row.state in (PENDING, IN_FLIGHT)]
+        buffered = [row for row, was_stored in zip(rows, stored, strict=True) if was_stored and row.state in (PENDING, IN_FLIGHT)]
         self.stats.inc_value("sdi/items_buffered", len(buffered))
         skipped = len(stored) - sum(stored)  # only pending and filtered rows are ever skipped, as seen URLs
         if skipped:

@@ -17,6 +17,7 @@ import pytest
 
 from tests.support.crawl import crawl_command, run_crawl
 from tests.test_commands import sdi
+from tests.test_filtering_e2e import FILTERS as EXCLUDING
 from tests.test_filtering_e2e import (
     cases,
     command_settings,
@@ -27,7 +28,6 @@ from tests.test_filtering_e2e import (
     wait_until,
     write_script,
 )
-from tests.test_filtering_e2e import FILTERS as EXCLUDING
 
 NOTHING_RELEVANT = [{"id": 90, "field": "url", "kind": "domain", "pattern": "elsewhere.invalid"}]
 EVEN = {"id": 91, "field": "url", "kind": "regex", "pattern": r"/f/\d*[02468]/"}  # SyntheticSpider's even results

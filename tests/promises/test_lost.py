@@ -8,11 +8,10 @@ soon after.
 
 from __future__ import annotations
 
-from tests.reliability.conftest import crawls, form, reliability_seed, rng  # noqa: F401 (fixtures)
 from tests.reliability.harness import (
+    answered,
     buffered_urls,
     kill_and_rerun,
-    answered,
     kill_with_the_api_hung,
     result_urls,
     short_close_settings,
@@ -20,6 +19,7 @@ from tests.reliability.harness import (
     stored_figures,
     wait_until,
 )
+
 
 def test_kill_9_at_random_moments_then_reruns_lose_nothing(form, sdi_server_factory, crawls, rng, tmp_path):
     server = sdi_server_factory(latency=0.05, drop_after_rate=0.1, seed=rng.randrange(2**31))

@@ -8,7 +8,6 @@ while the other still delivers.
 
 from __future__ import annotations
 
-from tests.reliability.conftest import crawls, form, reliability_seed, rng  # noqa: F401 (fixtures)
 from tests.reliability.harness import (
     kill_and_rerun,
     kill_mid_delivery,

@@ -8,6 +8,7 @@ counter of the server — polled with a deadline, never a bare sleep.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -16,9 +17,10 @@ import subprocess
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from tests.support.crawl import CrawlResult, crawl_command
 from tests.support.scaleout import wait_for
@@ -159,10 +161,8 @@ class Crawl:
     def kill(self) -> bool:
         """SIGKILL the crawl's process group: True when that is what ended it, False when it had ended by itself."""
         if self.proc.poll() is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         self.proc.wait()
         self._reader.join(10)
         return self.proc.returncode == -signal.SIGKILL

@@ -8,11 +8,20 @@ server), so a fault that silently stopped firing cannot make the suite pass on a
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
-from tests.reliability.harness import PIPELINE_OPEN_LINE, Crawl, crawl_settings, failed_attempts, result_urls, stored_figures, wait_until
+from tests.reliability.harness import (
+    PIPELINE_OPEN_LINE,
+    Crawl,
+    crawl_settings,
+    failed_attempts,
+    result_urls,
+    stored_figures,
+    wait_until,
+)
 
 #: Seconds the server holds its answers in the slow episodes: beyond SLOW_TIMEOUT.
 SLOW_LATENCY = 2.0

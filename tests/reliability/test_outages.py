@@ -94,7 +94,7 @@ def test_api_crashes_and_restarts_mid_crawl(form, sdi_server_factory, crawls, rn
         # the spider yields a part of its results per crash, each once the API is back
         crawl = crawls.start(workdir, settings, {"n": n}, gates=form.restarts)
         duplicates = 0
-        for restart in range(form.restarts):
+        for _ in range(form.restarts):
             duplicates += _some_progress(server, crawl, rng.randint(1, n // (2 * (form.restarts + 1))))
             server.kill()
             server.start()
