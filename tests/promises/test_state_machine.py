@@ -63,16 +63,13 @@ def result_url(i: int) -> str:
 def excluded(filters: list[dict[str, Any]], url: str) -> bool:
     """The contract's meaning of the candidate filters, written independently of scrapy_sdi."""
     filename = urlsplit(url).path.rsplit("/", 1)[-1]
-    for f in filters:
-        if f["kind"] == "domain":
-            host = (urlsplit(url).hostname or "").lower()
-            if host == f["pattern"] or host.endswith("." + f["pattern"]):
-                return True
-        elif f["kind"] == "glob" and fnmatch.fnmatchcase(filename.lower(), f["pattern"].lower()):
-            return True
-        elif f["kind"] == "regex" and re.search(f["pattern"], url):
-            return True
-    return False
+    host = (urlsplit(url).hostname or "").lower()
+    matches = {
+        "domain": lambda pattern: host == pattern or host.endswith("." + pattern),
+        "glob": lambda pattern: fnmatch.fnmatchcase(filename.lower(), pattern.lower()),
+        "regex": lambda pattern: re.search(pattern, url) is not None,
+    }
+    return any(matches[f["kind"]](f["pattern"]) for f in filters if f["kind"] in matches)
 
 
 class Worker:
