@@ -15,6 +15,7 @@ import orjson
 from scrapy.utils.asyncio import create_looping_call
 from twisted.internet import defer
 
+from scrapy_sdi import formatting
 from scrapy_sdi.errors import SDIError
 from scrapy_sdi.filters import Filter, FilterSet, compile_filters
 
@@ -79,7 +80,7 @@ class FilterSource:
             fetched_at = data.get("fetched_at")
             fetched_at = float(fetched_at) if isinstance(fetched_at, (int, float)) else None
             self._use(data["filters"], data.get("version"), fetched_at, "cache")
-            age = "of unknown age" if fetched_at is None else _age(max(0.0, time.time() - fetched_at)) + " old"
+            age = "of unknown age" if fetched_at is None else formatting.age(time.time() - fetched_at) + " old"
             logger.warning(
                 "SDI filters: API unavailable (%(error)s); using %(n)d cached filters, %(age)s",
                 {"error": error, "n": self.current.count, "age": age},
@@ -187,14 +188,6 @@ class FilterSource:
             self.stats.set_value("sdi/filters_count", self.current.count)
             if self.current.version is not None:
                 self.stats.set_value("sdi/filters_version", self.current.version)
-
-
-def _age(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f}s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f}min"
-    return f"{seconds / 3600:.1f}h"
 
 
 def cached_filters_info(cached: str | None) -> dict[str, Any] | None:

@@ -45,6 +45,7 @@ import orjson
 from itemadapter import ItemAdapter
 
 from scrapy_sdi.errors import SDIConfigError
+from scrapy_sdi.formatting import iso
 
 __all__ = [
     "CONTRACT_FIELDS",
@@ -287,7 +288,7 @@ class ResultMapper:
         now = time.time()
         second = int(now)
         if second != self._now_second:
-            self._now_text = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(second))
+            self._now_text = iso(second)
             self._now_second = second
         return self._now_text
 

@@ -13,6 +13,7 @@ import pytest
 from scrapy_sdi.buffer import FILTERED, INVALID, Row, SQLiteBuffer
 from scrapy_sdi.dashboard import exports, queries, views
 from scrapy_sdi.dashboard.chart import nice_ceiling, svg
+from scrapy_sdi.formatting import iso
 from scrapy_sdi.mapping import ResultMapper, stable_result_id
 from scrapy_sdi.requeue import Requeued
 from tests.support.buffers import schema_1_buffer
@@ -95,7 +96,7 @@ def test_filters_info_reads_the_meta_cache(conn, buffer_path, tmp_path):
 def test_file_sizes_report_the_file(buffer_path):
     sizes = queries.file_sizes(buffer_path)
     assert sizes["file"] == buffer_path.stat().st_size > 0
-    assert views.fmt_bytes(2048) == "2.0 kB"
+    assert views.fmt_sizes({"file": 2048, "wal": 1536 * 1024}) == "2.0 KiB (+ 1.5 MiB WAL)"
 
 
 def test_crawler_table_counts_per_crawler(conn):
@@ -216,7 +217,7 @@ def test_csv_export_of_a_selection(conn):
     assert table[0] == list(exports.COLUMNS)
     by_id = {line[0]: dict(zip(table[0], line, strict=True)) for line in table[1:]}
     assert sorted(by_id) == ["a5", "a6", "ai0", "b3", "gi0"]
-    assert by_id["a6"]["reason"] == "too <big>" and by_id["a6"]["delivered_at"] == exports.iso(T0 + 130)
+    assert by_id["a6"]["reason"] == "too <big>" and by_id["a6"]["delivered_at"] == iso(T0 + 130)
     assert by_id["gi0"]["reason"].startswith("'=")  # no formula reaches a spreadsheet
     assert orjson.loads(by_id["a5"]["payload"])["filename"] == "a5.mp3"
 

@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import orjson
 
+from scrapy_sdi import formatting
 from scrapy_sdi.buffer import INVALID, REJECTED, STATES
-from scrapy_sdi.commands._common import Action, CommandError, Context, duration, iso, size, table
+from scrapy_sdi.commands._common import Action, CommandError, Context, table
 from scrapy_sdi.csv_cells import csv_text
 from scrapy_sdi.mapping import kept_fields
 from scrapy_sdi.requeue import requeue
@@ -37,10 +38,10 @@ def _buffer(ctx: Context) -> int:
     if ctx.json:
         ctx.print_json(summary)
         return 0
-    where = summary["path"] + (f" ({size(summary['size_bytes'])})" if summary["size_bytes"] is not None else "")
+    where = summary["path"] + (f" ({formatting.size(summary['size_bytes'])})" if summary["size_bytes"] is not None else "")
     print(f"buffer          {where}")
     print("rows            " + ", ".join(f"{n} {state}" for state, n in summary["counts"].items()))
-    print(f"oldest pending  {duration(summary['oldest_pending_age_seconds'])}")
+    print(f"oldest pending  {formatting.age(summary['oldest_pending_age_seconds'])}")
     if summary["crawlers"]:
         print()
         table(("crawler", *STATES), [(name, *counts.values()) for name, counts in summary["crawlers"].items()])
@@ -107,7 +108,7 @@ def _open_output(path: str) -> Iterator[TextIO]:
 
 def _row(raw: dict[str, Any]) -> dict[str, Any]:
     row = {name: csv_text(raw.get(name)) for name in COLUMNS}
-    row["created_at"], row["delivered_at"] = iso(row["created_at"]), iso(row["delivered_at"])
+    row["created_at"], row["delivered_at"] = formatting.iso(row["created_at"]), formatting.iso(row["delivered_at"])
     return row
 
 

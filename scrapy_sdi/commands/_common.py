@@ -7,7 +7,6 @@ import json
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -144,34 +143,3 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], stream: TextIO 
     for row in rows:
         cells = [str(c).rjust(w) if isinstance(c, (int, float)) else str(c).ljust(w) for c, w in zip(row, widths, strict=False)]
         stream.write("  ".join(cells).rstrip() + "\n")
-
-
-def iso(timestamp: float | None) -> str | None:
-    """A POSIX time as the contract's ISO-8601 UTC form."""
-    if timestamp is None:
-        return None
-    return datetime.fromtimestamp(timestamp, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def duration(seconds: float | None) -> str:
-    """``3d 4h``, ``2h 5m``, ``4m 10s``, ``12s``: two units are enough for an age."""
-    if seconds is None:
-        return "-"
-    seconds = int(seconds)
-    parts: list[str] = []
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
-        if seconds >= size or (unit == "s" and not parts):
-            parts.append(f"{seconds // size}{unit}")
-            seconds %= size
-    return " ".join(parts[:2])
-
-
-def size(nbytes: int) -> str:
-    value = float(nbytes)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{nbytes} B"  # pragma: no cover
-
-

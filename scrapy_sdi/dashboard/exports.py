@@ -6,13 +6,13 @@ import contextlib
 import csv
 import io
 import re
-from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from scrapy_sdi.csv_cells import csv_text
 from scrapy_sdi.dashboard.queries import ROW_COLUMNS
+from scrapy_sdi.formatting import iso
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -42,15 +42,8 @@ def xlsx_available() -> bool:
     return True
 
 
-def iso(timestamp: float | None) -> str:
-    """A unix time as ISO-8601 UTC (the contract's form), '' for none."""
-    if timestamp is None:
-        return ""
-    return datetime.fromtimestamp(timestamp, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def _flat(row: dict[str, Any]) -> dict[str, Any]:
-    return {c: iso(row[c]) if c in _TIMES and row[c] is not None else row[c] for c in COLUMNS}
+    return {c: iso(row[c]) if c in _TIMES else row[c] for c in COLUMNS}
 
 
 def to_csv(rows: Iterable[dict[str, Any]]) -> bytes:

@@ -11,8 +11,8 @@ from html import escape
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
+from scrapy_sdi import formatting
 from scrapy_sdi.buffer import STATES
-from scrapy_sdi.dashboard.exports import iso
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -44,35 +44,14 @@ def qs(params: Mapping[str, Any], **changes: Any) -> str:
 # -- formatting -----------------------------------------------------------------------------
 
 
-def fmt_age(seconds: float | None) -> str:
-    if seconds is None:
-        return "none"
-    seconds = int(seconds)
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m {seconds % 60:02d}s"
-    if seconds < 86400:
-        return f"{seconds // 3600}h {seconds % 3600 // 60:02d}m"
-    return f"{seconds // 86400}d {seconds % 86400 // 3600:02d}h"
-
-
-def fmt_bytes(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "kB", "MB", "GB"):
-        if size < 1024 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"  # pragma: no cover
-
-
 def fmt_time(ts: float | None, none: str = "never") -> str:
-    return iso(ts).replace("T", " ") if ts else none
+    """The contract's ISO time with a space for the T, easier to read in a table; 0 is "never" too."""
+    return formatting.iso(ts).replace("T", " ") if ts else none
 
 
 def fmt_sizes(sizes: Mapping[str, int]) -> str:
-    text = fmt_bytes(sizes["file"])
-    return text + (f" (+ {fmt_bytes(sizes['wal'])} WAL)" if sizes["wal"] else "")
+    text = formatting.size(sizes["file"])
+    return text + (f" (+ {formatting.size(sizes['wal'])} WAL)" if sizes["wal"] else "")
 
 
 def fmt_health(health: Mapping[str, Any] | None) -> str:
@@ -91,7 +70,7 @@ def fmt_filters(info: Mapping[str, Any] | None, now: float | None = None) -> dic
     if info.get("error"):
         return {"filters.version": info["error"], "filters.count": "?", "filters.fetched": "?"}
     fetched = info.get("fetched_at")
-    age = "unknown" if fetched is None else fmt_age((now or time.time()) - fetched) + " ago"
+    age = "unknown" if fetched is None else formatting.age((now or time.time()) - fetched) + " ago"
     count = info.get("count")
     return {"filters.version": str(info.get("version") or "?"),
             "filters.count": "?" if count is None else str(count), "filters.fetched": age}
@@ -151,7 +130,7 @@ def overview_fields(data: Mapping[str, Any]) -> dict[str, str]:
     totals = data["totals"]
     fields = {f"state.{s}": str(totals[s]) for s in STATES}
     fields["state.total"] = str(sum(totals.values()))
-    fields["oldest_pending_age"] = fmt_age(data["oldest_pending_age"])
+    fields["oldest_pending_age"] = formatting.age(data["oldest_pending_age"], none="none")
     fields["file_size"] = fmt_sizes(data["file_size"])
     fields["health"] = fmt_health(data["health"])
     fields.update(fmt_filters(data["filters"], data["now"]))
