@@ -182,7 +182,6 @@ class Delivery:
         self._throttling = _Throttling()
         self.last_error: str | None = None
         self.state = "ok"
-        self.last_delivery: float | None = None
 
     # -- control --------------------------------------------------------------------------
 
@@ -567,7 +566,6 @@ class Delivery:
                 self._failure_told = False
                 logger.info("SDI: the API answers again; delivery resumed")
         self._throttling.calm()
-        self.last_delivery = time.time()
         logger.debug(
             "SDI batch of %(n)d: %(ok)d delivered, %(rej)d rejected, %(miss)d to resend",
             {"n": len(batch), "ok": len(delivered), "rej": len(rejected), "miss": len(missing)},
