@@ -154,8 +154,9 @@ def check_api_url(name: str, url: str) -> str:
     return url
 
 
-# name -> (default, parser). The table is the single source of names, defaults and types: the
-# settings command and the README's reference are generated from it.
+# name -> (default, parser, meaning). The table is the single source of names, defaults, types
+# and meanings: ``scrapy sdi settings`` and the docs' settings page (docs/gen_reference.py) are
+# built from it.
 SPEC: dict[str, tuple[Any, Callable[[str, Any], Any], str]] = {
     "SDI_ENABLED": (True, _bool, "switch scrapy_sdi off without removing it from the settings"),
     "SDI_API_URL": ("", _text, "base URL of the API, e.g. http://127.0.0.1:8750/api/v1; a URL carrying credentials is refused"),

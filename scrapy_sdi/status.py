@@ -1,7 +1,9 @@
 """What happened to submitted results: the API's status lookups and the local buffer's counts.
 
-Callable three ways: ``await`` the ``*_async`` functions inside a crawl (any reactor), or use
-``StatusLookup`` / ``buffer_status`` from plain blocking code: scripts, notebooks, cron jobs.
+Inside a crawl (any reactor), ``await`` :func:`url_statuses` or :func:`crawler_statuses` with the
+crawl's client; from plain blocking code (scripts, notebooks, cron jobs), :class:`StatusLookup`
+runs the same coroutines on :mod:`scrapy_sdi.blocking`'s reactor thread. :func:`buffer_status`
+reads a buffer directly and needs no reactor at all.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
-"""The ``dashboard`` action: a hook for ``scrapy_sdi.dashboard``, imported only when the action runs.
+"""The ``dashboard`` action: runs :mod:`scrapy_sdi.dashboard`, imported only when the action runs.
 
-That module provides ``add_arguments(parser)`` and ``run(settings: SDISettings, opts) -> int``.
-Until it exists (or while its own dependencies are missing), ``scrapy sdi dashboard`` says that
-it is not available and exits with 1; every other action works regardless.
+The dashboard parses its own options (``add_arguments(parser)``, so ``scrapy sdi dashboard --help``
+lists them) and serves with ``run(settings: SDISettings, opts) -> int``. Should importing it fail
+(a broken install), the action says in one line that it is not available and exits with 1; every
+other action works regardless.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """A local web dashboard over the SDI buffer file and its deliveries.
 
 It reads the buffer through read-only SQLite connections, so it can run beside crawls that are
-writing to the same file. Its one write, requeueing rejected or invalid rows, is off unless
+writing to the same file. It writes only to upgrade, once at start, a buffer an older scrapy_sdi
+wrote (as the next crawl would), and to requeue rejected or invalid rows, which is off unless
 --allow-actions is given. It also serves the buffer's Prometheus metrics at /metrics (listed by
 "scrapy sdi metrics --help"). Run it as "scrapy sdi dashboard" or, without Scrapy's command line,
 as "python -m scrapy_sdi.dashboard --buffer PATH".
