@@ -16,26 +16,16 @@ import shutil
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from scrapy_sdi.buffer import DELIVERED, IN_FLIGHT, INVALID, PENDING, REJECTED, Row, SQLiteBuffer
-from scrapy_sdi.mapping import encode_result, new_result_id
-from tests.support.crawl import run_crawl
+from scrapy_sdi.buffer import DELIVERED, IN_FLIGHT, INVALID, PENDING, REJECTED
+from tests.support.commands import command_env, fill, sdi, sdi_command, settings_for, urls
+from tests.support.crawl import ROOT, run_crawl
 from tests.support.spiders import BAD_ITEMS, LINK_URL
-
-ROOT = Path(__file__).resolve().parents[1]
-FAST = {"SDI_RETRY_BACKOFF_BASE": "0.02", "SDI_RETRY_BACKOFF_MAX": "0.2", "SDI_UNLOCK_DELAY": "0.2"}
-
-
-def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SDI_") and k != "SCRAPY_SETTINGS_MODULE"}
-    env.pop("DEFAULT_LOCAL_DATABASE_PATH", None)
-    return {**env, "PYTHONPATH": str(ROOT), **extra}
 
 
 def _sigint_as_in_a_terminal() -> None:
@@ -44,50 +34,9 @@ def _sigint_as_in_a_terminal() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def sdi_command(*args: str, settings: dict[str, str] | None = None) -> list[str]:
-    command = [sys.executable, "-m", "scrapy", "sdi", *args]
-    for name, value in (settings or {}).items():
-        command += ["-s", f"{name}={value}"]
-    return command
-
-
-def sdi(cwd: Path, *args: str, settings: dict[str, str] | None = None, secret: str | None = None,
-        env: dict[str, str] | None = None, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(sdi_command(*args, settings=settings), cwd=cwd, env=env or _env(), input=stdin,
-                          capture_output=True, text=True, timeout=60)
-    if secret:
-        assert secret not in proc.stdout + proc.stderr, f"the password was printed by sdi {args}"
-    assert "Traceback" not in proc.stderr, proc.stderr
-    return proc
-
-
-def settings_for(server, tmp_path: Path, **extra: str) -> dict[str, str]:
-    return {**server.settings, "SDI_BUFFER_PATH": str(tmp_path / "buffer.db"), **FAST, **extra}
-
-
-def fill(path: Path, crawler: str, urls: list[str], state: str = PENDING, reason: str | None = None) -> list[str]:
-    """Buffer results as the pipeline does; return their ids."""
-    buffer = SQLiteBuffer(path)
-    try:
-        rows = []
-        for url in urls:
-            result_id = new_result_id()
-            result = {"url": url, "filename": url.rsplit("/", 1)[-1], "referrer": None, "description": None,
-                      "uploader": None, "crawled_at": "2026-11-22T18:15:51Z", "extra": {"n": len(rows)}}
-            rows.append(Row(result_id, crawler, url, encode_result(result, result_id), state, reason))
-        assert all(buffer.enqueue(rows, dedup=False))
-        return [row.id for row in rows]
-    finally:
-        buffer.close()
-
-
 def states(path: Path) -> dict[str, str]:
     with sqlite3.connect(path) as db:
         return dict(db.execute("SELECT id, state FROM results"))
-
-
-def urls(n: int, prefix: str = "a") -> list[str]:
-    return [f"https://example.com/{prefix}/file{i}.mp3" for i in range(n)]
 
 
 # -- the command's surface ----------------------------------------------------------------------
@@ -120,7 +69,7 @@ def test_requeue_help_reads_as_written(tmp_path):
     written = ("rows to send again: rejected ones as they are; invalid ones are first mapped and validated again "
                "(SDI_FIELD_MAP), and those still invalid stay invalid with the new reason")
     for columns in ("80", "100"):
-        proc = sdi(tmp_path, "requeue", "--help", env=_env(COLUMNS=columns))
+        proc = sdi(tmp_path, "requeue", "--help", env=command_env(COLUMNS=columns))
         assert proc.returncode == 0, proc.stderr
         assert _headings(proc.stdout) == ["Usage", "Options", "Global Options"], proc.stdout
         assert _reads_as_written(proc.stdout, written), proc.stdout
@@ -212,7 +161,7 @@ def test_settings_marks_missing_required_settings(tmp_path):
 def test_settings_masks_the_password_and_names_each_source(tmp_path):
     password = "dotenv-s3cret-value"
     (tmp_path / ".env").write_text(f"SDI_PASSWORD={password}\n")
-    env = _env(SDI_USERNAME="env-user")
+    env = command_env(SDI_USERNAME="env-user")
     settings = {"SDI_API_URL": "http://127.0.0.1:9/api/v1", "SDI_BATCH_SIZE": "50"}
     proc = sdi(tmp_path, "-s", "SDI_TIMEOUT=7", "settings", "--json", settings=settings, env=env, secret=password)
     assert proc.returncode == 0, proc.stderr
@@ -235,7 +184,7 @@ def test_settings_masks_the_password_and_names_each_source(tmp_path):
 def test_settings_inside_the_example_project(tmp_path):
     project = tmp_path / "example_project"
     shutil.copytree(ROOT / "example_project", project, ignore=shutil.ignore_patterns("__pycache__", ".scrapy"))
-    env = _env(SDI_API_URL="http://127.0.0.1:9/api/v1", SDI_USERNAME="demo", SDI_PASSWORD="project-s3cret")
+    env = command_env(SDI_API_URL="http://127.0.0.1:9/api/v1", SDI_USERNAME="demo", SDI_PASSWORD="project-s3cret")
     proc = sdi(project, "settings", "--json", env=env, secret="project-s3cret")
     assert proc.returncode == 0, proc.stderr
     rows = {row["name"]: row for row in json.loads(proc.stdout)["settings"]}
@@ -406,7 +355,7 @@ def _run_in_a_pty(command: list[str], cwd: Path, timeout: float = 60.0) -> tuple
 
     master, terminal = pty.openpty()
     try:
-        proc = subprocess.Popen(command, cwd=cwd, env=_env(), stdin=terminal, stdout=terminal, stderr=terminal)
+        proc = subprocess.Popen(command, cwd=cwd, env=command_env(), stdin=terminal, stdout=terminal, stderr=terminal)
     finally:
         os.close(terminal)
     output = b""
@@ -450,7 +399,7 @@ def test_ctrl_c_during_flush_keeps_the_buffer_consistent(sdi_server_factory, tmp
     path = tmp_path / "buffer.db"
     ids = fill(path, "alpha", urls(200))
     settings = settings_for(server, tmp_path, SDI_BATCH_SIZE="20", SDI_CONCURRENT_REQUESTS="2")
-    proc = subprocess.Popen(sdi_command("flush", settings=settings), cwd=tmp_path, env=_env(),
+    proc = subprocess.Popen(sdi_command("flush", settings=settings), cwd=tmp_path, env=command_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=_sigint_as_in_a_terminal)
     try:
@@ -483,7 +432,7 @@ def test_second_ctrl_c_quits_at_once_and_leased_rows_come_back(sdi_server_factor
     path = tmp_path / "buffer.db"
     ids = fill(path, "alpha", urls(100))
     settings = settings_for(server, tmp_path, SDI_BATCH_SIZE="20", SDI_TIMEOUT="2", SDI_LEASE_TIMEOUT="120")
-    proc = subprocess.Popen(sdi_command("flush", "--timeout", "30", settings=settings), cwd=tmp_path, env=_env(),
+    proc = subprocess.Popen(sdi_command("flush", "--timeout", "30", settings=settings), cwd=tmp_path, env=command_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=_sigint_as_in_a_terminal)
     try:

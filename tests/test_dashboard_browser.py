@@ -12,13 +12,10 @@ import importlib.util
 import io
 import os
 import re
-import selectors
 import shutil
 import socket
 import sqlite3
 import subprocess
-import sys
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -29,9 +26,9 @@ import pytest
 
 from scrapy_sdi.buffer import FILTERED, INVALID, Row, SQLiteBuffer
 from tests.support.crawl import ROOT, run_crawl
+from tests.support.dashboard import Dashboard, fetch, run_dashboard_cli
 
 DOCS_SCREENSHOT = ROOT / "docs" / "dashboard.png"
-LISTENING = re.compile(r"SDI dashboard listening on (http://\S+)")
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--no-first-run", "--window-size=1280,900")
@@ -40,52 +37,6 @@ REJECT_PATTERN = r"/f/\d*7/"  # urls of ids ending in 7 are rejected by the serv
 
 
 # -- the dashboard as a subprocess ----------------------------------------------------------
-
-
-class Dashboard:
-    def __init__(self, buffer: Path, workdir: Path, *args: str, env: dict[str, str] | None = None) -> None:
-        command = [sys.executable, "-m", "scrapy_sdi.dashboard", "--buffer", str(buffer), "--port", "0", *args]
-        full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
-        for name in ("SDI_API_URL", "SDI_USERNAME", "SDI_PASSWORD"):
-            if env is None or name not in env:
-                full_env.pop(name, None)
-        self.stderr_path = workdir / f"dashboard-{time.monotonic_ns()}.err"
-        with open(self.stderr_path, "wb") as stderr:
-            self.process = subprocess.Popen(command, cwd=workdir, env=full_env, stdout=subprocess.PIPE,
-                                            stderr=stderr, stdin=subprocess.DEVNULL)
-        self.url = self._wait_for_url().rstrip("/")
-
-    def _wait_for_url(self, timeout: float = 30.0) -> str:
-        deadline = time.monotonic() + timeout
-        line = b""
-        with selectors.DefaultSelector() as selector:
-            selector.register(self.process.stdout, selectors.EVENT_READ)
-            while not line.endswith(b"\n"):
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or not selector.select(remaining):
-                    self.stop()
-                    raise AssertionError("the dashboard printed no listening line")
-                chunk = os.read(self.process.stdout.fileno(), 1)
-                if not chunk:
-                    self.process.wait()
-                    raise AssertionError("the dashboard exited: " + self.stderr_path.read_text())
-                line += chunk
-        match = LISTENING.search(line.decode())
-        assert match, line
-        return match.group(1)
-
-    def stderr(self) -> str:
-        return self.stderr_path.read_text()
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.process.stdout.close()
 
 
 @pytest.fixture
@@ -100,23 +51,6 @@ def start_dashboard(tmp_path):
     yield start
     for dashboard in started:
         dashboard.stop()
-
-
-def fetch(url: str, *, data: dict | None = None, headers: dict[str, str] | None = None):
-    """(status, headers, body) of one request; no exception for 4xx/5xx, no redirect following."""
-
-    class NoRedirect(urllib.request.HTTPRedirectHandler):
-        def redirect_request(self, *args, **kwargs):
-            return None
-
-    body = None if data is None else urllib.parse.urlencode(data, doseq=True).encode()
-    request = urllib.request.Request(url, data=body, headers=headers or {})
-    opener = urllib.request.build_opener(NoRedirect)
-    try:
-        with opener.open(request, timeout=30) as response:
-            return response.status, response.headers, response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.headers, exc.read()
 
 
 def counts(path: Path) -> dict[str, int]:
@@ -367,23 +301,6 @@ def _first_delivered_url(path: Path) -> str:
 # -- without a browser: the command line and the HTTP edges ---------------------------------
 
 
-def _run_cli(tmp_path: Path, *commands: tuple[str, ...]) -> list[subprocess.CompletedProcess[str]]:
-    """Run several dashboard command lines at once (each start imports Scrapy) and wait for all."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    procs = [subprocess.Popen([sys.executable, "-m", "scrapy_sdi.dashboard", *args], cwd=tmp_path, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
-             for args in commands]
-    results = []
-    for proc in procs:
-        try:
-            out, err = proc.communicate(timeout=60)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-        results.append(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
-    return results
-
-
 def _assert_one_line_error(result: subprocess.CompletedProcess[str], *needles: str) -> None:
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
@@ -417,7 +334,7 @@ def test_bad_input_is_one_line_and_a_nonzero_exit(tmp_path, small_buffer):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        missing, corrupted, directory, busy, bad_port = _run_cli(
+        missing, corrupted, directory, busy, bad_port = run_dashboard_cli(
             tmp_path,
             ("--buffer", str(tmp_path / "missing.db")),
             ("--buffer", str(corrupt)),

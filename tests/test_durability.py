@@ -8,31 +8,12 @@ from __future__ import annotations
 
 import re
 import subprocess
-from collections import Counter
 
-from tests.support.crawl import crawl_command, run_crawl
-
-FAST_RETRIES = {
-    "SDI_RETRY_BACKOFF_BASE": 0.02,
-    "SDI_RETRY_BACKOFF_MAX": 0.3,
-    "SDI_RETRY_TIMES": 5,
-    "SDI_UNLOCK_DELAY": 0.2,
-    "SDI_TIMEOUT": 5,
-    "SDI_LEASE_TIMEOUT": 6,
-}
+from tests.support.crawl import FAST_RETRIES, assert_stored_once, crawl_command, run_crawl
 
 
 def _settings(server, tmp_path, **extra):
     return {**server.settings, "SDI_BUFFER_PATH": str(tmp_path / "buffer.db"), **FAST_RETRIES, **extra}
-
-
-def assert_stored_once(server, expected: int) -> list[dict]:
-    stored = server.results()
-    by_url = Counter(r["url"] for r in stored)
-    twice = [url for url, n in by_url.items() if n > 1]
-    assert not twice, f"stored more than once: {twice[:5]}"
-    assert len(by_url) == expected
-    return stored
 
 
 def test_two_processes_sharing_one_buffer_file(sdi_server, tmp_path):

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import os
 
-from tests.support.crawl import run_crawl
-from tests.test_durability import FAST_RETRIES, assert_stored_once
+from tests.support.crawl import FAST_RETRIES, assert_stored_once, run_crawl
 
 
 def _settings(server, path, **extra):

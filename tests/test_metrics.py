@@ -21,9 +21,9 @@ from scrapy_sdi.buffer import SQLiteBuffer
 from scrapy_sdi.metrics import METRICS
 from scrapy_sdi.status import buffer_file_size
 from scrapy_sdi.testing.pytest_plugin import SDIServerProcess
+from tests.support.commands import sdi
 from tests.support.crawl import ROOT, run_crawl
-from tests.test_commands import sdi
-from tests.test_dashboard_browser import Dashboard, fetch
+from tests.support.dashboard import Dashboard, fetch
 
 FILTERS_VERSION = "metrics-1"
 FILTERS = [{"id": 1, "field": "url", "kind": "regex", "pattern": r"/f/\d*3/"}]  # ids ending in 3

@@ -7,8 +7,7 @@ import subprocess
 import sys
 import textwrap
 
-from tests.support.crawl import ROOT, run_crawl
-from tests.test_durability import FAST_RETRIES
+from tests.support.crawl import FAST_RETRIES, ROOT, run_crawl
 
 KEYS = (
     "sdi/items_buffered", "sdi/items_delivered", "sdi/items_duplicate", "sdi/items_rejected",

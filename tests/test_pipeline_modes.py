@@ -5,8 +5,7 @@ from __future__ import annotations
 import sqlite3
 
 from tests.support.backlog import waiting_peak, watch_waiting_rows
-from tests.support.crawl import run_crawl
-from tests.test_durability import FAST_RETRIES, assert_stored_once
+from tests.support.crawl import FAST_RETRIES, assert_stored_once, run_crawl
 
 
 def _settings(server, tmp_path, **extra):

@@ -9,8 +9,7 @@ import pytest
 
 from scrapy_sdi.errors import SDIConfigError
 from scrapy_sdi.transport import AiohttpTransport
-from tests.support.crawl import REACTOR_MODES, ROOT, run_crawl
-from tests.test_durability import FAST_RETRIES, assert_stored_once
+from tests.support.crawl import FAST_RETRIES, REACTOR_MODES, ROOT, assert_stored_once, run_crawl
 
 MODES = REACTOR_MODES
 

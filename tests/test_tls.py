@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 
 from scrapy_sdi.testing.pytest_plugin import SDIServerProcess
-from tests.support.crawl import REACTOR_MODES, run_crawl
+from tests.support.crawl import FAST_RETRIES, REACTOR_MODES, assert_stored_once, run_crawl
 from tests.support.tls import make_private_ca
-from tests.test_durability import FAST_RETRIES, assert_stored_once
 
 
 @pytest.mark.parametrize("mode", ["asyncio", "reactorless"])  # treq, then aiohttp

@@ -12,9 +12,8 @@ import subprocess
 from collections import Counter
 
 from tests.support.backlog import waiting_peak, watch_waiting_rows
-from tests.support.crawl import crawl_command
+from tests.support.crawl import FAST_RETRIES, crawl_command
 from tests.support.scaleout import wait_for
-from tests.test_durability import FAST_RETRIES
 
 LIMIT = 40
 PAGES, PER_PAGE = 6, 100

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from tests.reliability.harness import crawl_settings, result_urls, stored_figures
+from tests.support.commands import sdi
 from tests.support.crawl import run_crawl
 from tests.support.spiders import BAD_ITEMS
-from tests.test_commands import sdi
 
 ROUNDS = 2  # each round: a good result, then each bad kind followed by a good one
 

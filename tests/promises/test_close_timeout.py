@@ -15,8 +15,7 @@ from collections import Counter
 import pytest
 
 from tests.reliability.harness import PIPELINE_OPEN_LINE, Crawl
-from tests.support.crawl import run_crawl
-from tests.test_durability import FAST_RETRIES
+from tests.support.crawl import FAST_RETRIES, run_crawl
 
 CLOSE_TIMEOUT = 2.0
 #: What a close may add to SDI_CLOSE_TIMEOUT: writing what is left, closing connections, Scrapy's own close.

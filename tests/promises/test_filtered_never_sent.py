@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.commands import sdi
 from tests.support.crawl import crawl_command, run_crawl
-from tests.test_commands import sdi
-from tests.test_filtering_e2e import FILTERS as EXCLUDING
-from tests.test_filtering_e2e import (
+from tests.support.filter_crawls import FILTERS as EXCLUDING
+from tests.support.filter_crawls import (
     cases,
     command_settings,
     describe,

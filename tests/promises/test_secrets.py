@@ -17,10 +17,9 @@ from pathlib import Path
 import pytest
 
 from scrapy_sdi.buffer import REJECTED
-from tests.support.crawl import run_crawl
-from tests.test_commands import fill, sdi, settings_for, urls
-from tests.test_dashboard_browser import Dashboard, _run_cli, fetch
-from tests.test_durability import FAST_RETRIES
+from tests.support.commands import fill, sdi, settings_for, urls
+from tests.support.crawl import FAST_RETRIES, run_crawl
+from tests.support.dashboard import Dashboard, fetch, run_dashboard_cli
 
 SHORT_PASSWORDS = ("p", "api", "http", "1", "sdi")
 #: Nothing listens there: the API is unreachable.
@@ -136,7 +135,7 @@ def test_the_dashboard_refuses_a_password_in_its_api_url_without_showing_it(sdi_
     path = tmp_path / "buffer.db"
     fill(path, "alpha", urls(1))
     api_url = _with_userinfo(sdi_server.url, sdi_server.username, sdi_server.password)
-    (proc,) = _run_cli(tmp_path, ("--buffer", str(path), "--api-url", api_url, "--port", "0"))
+    (proc,) = run_dashboard_cli(tmp_path, ("--buffer", str(path), "--api-url", api_url, "--port", "0"))
     assert proc.returncode == 1 and "carries credentials" in proc.stderr, proc.stderr
     _assert_hidden(sdi_server.password, proc.stdout, proc.stderr)
 

@@ -22,9 +22,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from tests.support.crawl import CrawlResult, crawl_command
+from tests.support.crawl import FAST_RETRIES, CrawlResult, crawl_command
 from tests.support.scaleout import wait_for
-from tests.test_durability import FAST_RETRIES
 
 #: The URL of SyntheticSpider's i-th result (tests/support/spiders.py).
 RESULT_URL = "https://files.example.com/f/{i}/file{i}.mp3"

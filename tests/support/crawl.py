@@ -1,4 +1,4 @@
-"""Run real crawls in subprocesses, as users do, and read back their stats."""
+"""Run real crawls in subprocesses, as users do, and read back their stats and what the server stored."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,16 @@ REACTOR_MODES = {
     "asyncio": {},
     "twisted": {"TWISTED_REACTOR": "twisted.internet.epollreactor.EPollReactor"},
     "reactorless": {"TWISTED_REACTOR_ENABLED": "False"},
+}
+
+#: Retries, leases and timeouts short enough that a test's outage or fault ends in seconds.
+FAST_RETRIES = {
+    "SDI_RETRY_BACKOFF_BASE": 0.02,
+    "SDI_RETRY_BACKOFF_MAX": 0.3,
+    "SDI_RETRY_TIMES": 5,
+    "SDI_UNLOCK_DELAY": 0.2,
+    "SDI_TIMEOUT": 5,
+    "SDI_LEASE_TIMEOUT": 6,
 }
 
 
@@ -55,3 +66,13 @@ def run_crawl(tmp_path: Path, settings: dict[str, Any], spider_args: dict[str, A
     if stats_path.exists():
         stats_path.unlink()
     return CrawlResult(proc.returncode, stats, proc.stderr + proc.stdout)
+
+
+def assert_stored_once(server: Any, expected: int) -> list[dict[str, Any]]:
+    """The server stored ``expected`` distinct URLs, none of them twice; returns what it stored."""
+    stored = server.results()
+    by_url = Counter(r["url"] for r in stored)
+    twice = [url for url, n in by_url.items() if n > 1]
+    assert not twice, f"stored more than once: {twice[:5]}"
+    assert len(by_url) == expected
+    return stored
