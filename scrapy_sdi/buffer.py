@@ -16,6 +16,7 @@ import sqlite3
 import time
 from abc import ABC, abstractmethod
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -86,15 +87,48 @@ class Claimed(NamedTuple):
     filters_version: str | None = None
 
 
-class Buffer(ABC):
-    """What the pipeline, the delivery loop and the commands need from a buffer.
+class BufferFault(Exception):
+    """A buffer cannot do what was asked; the subclasses say what the caller does next."""
 
-    Every method is synchronous and short: the callers run them on the reactor thread.
-    ``SDI_BUFFER`` may name any subclass; it is built with ``cls(settings)``.
+
+class BufferFileError(BufferFault):
+    """The buffer's storage cannot be used; the message names it and says what to do."""
+
+
+class BufferWriteError(BufferFault):
+    """Results could not be stored (disk full, I/O error...); the message names the buffer."""
+
+
+class BufferLocked(BufferFault):
+    """Another process holds the buffer longer than the busy timeout: try again later, drop nothing."""
+
+
+class Buffer(ABC):
+    """What the pipeline, the delivery loop, the commands and the metrics need from a buffer.
+
+    ``SDI_BUFFER`` may name any subclass. It is built in one way: ``cls.from_settings(settings)``
+    (``settings`` is the frozen :class:`scrapy_sdi.settings.SDISettings`); the default calls
+    ``cls()``, so a backend that needs settings (a path, a DSN) overrides ``from_settings``.
+
+    Every method is synchronous and short: the callers run them on the reactor thread. A backend
+    raises the typed errors of this module, never its driver's: :class:`BufferLocked` when another
+    process holds it (the caller retries), :class:`BufferWriteError` when results cannot be
+    stored, :class:`BufferFileError` when its storage cannot be used at all.
+    ``scrapy_sdi.testing.buffer_contract`` holds the behaviour every backend must show.
     """
 
     #: Whether rows survive the process (the memory buffer says no).
     durable = True
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> Buffer:
+        """The buffer ``settings`` (SDISettings) describe; raises BufferFileError when it cannot be used."""
+        return cls()
+
+    @property
+    def location(self) -> str:
+        """Where the rows are kept, for messages: a file's path, or by default the class's dotted path."""
+        return f"{type(self).__module__}.{type(self).__qualname__}"
 
     @abstractmethod
     def enqueue(self, rows: Sequence[Row], dedup: bool, lease: Lease | None = None) -> list[bool]:
@@ -186,15 +220,27 @@ class Buffer(ABC):
         self.ack({}, {id_: f"excluded by {reason}" for id_, reason in reasons.items()})
 
     def get_meta(self, key: str) -> str | None:
+        """The value stored under ``key`` (the filters cache), or None; by default nothing is kept."""
         return None
 
     def set_meta(self, key: str, value: str) -> None:
+        """Keep ``value`` under ``key`` across runs, when the buffer can."""
         return None
 
     def oldest_pending_age(self, crawler: str | None = None) -> float | None:
+        """Seconds since the oldest pending or in-flight row was buffered; None: none, or unknown."""
+        return None
+
+    def size_bytes(self) -> int | None:
+        """Bytes the buffer takes on disk; None when it keeps no file (memory) or cannot say."""
+        return None
+
+    def check_integrity(self) -> str | None:
+        """What is wrong with the stored data (``scrapy sdi check``); None when nothing is, or unknown."""
         return None
 
     def close(self) -> None:
+        """Release what the buffer holds; rows of a durable buffer stay stored."""
         return None
 
 
@@ -251,14 +297,6 @@ _MIGRATIONS = {
 _DEDUP_CHUNK = 500  # SQLite's bound-parameter limit is far above this
 
 
-class BufferFileError(Exception):
-    """The buffer file cannot be used; the message names it and says what to do."""
-
-
-class BufferWriteError(Exception):
-    """Results could not be stored (disk full, I/O error...); the message names the buffer."""
-
-
 class SQLiteBuffer(Buffer):
     """Rows in one SQLite file in WAL mode, safe to share between processes on one host."""
 
@@ -304,13 +342,26 @@ class SQLiteBuffer(Buffer):
         try:
             return cls(settings.buffer_path)
         except BufferFileError:
-            if not getattr(settings, "buffer_recover", False) or not _is_not_a_database(settings.buffer_path):
+            if not settings.buffer_recover or not _is_not_a_database(settings.buffer_path):
                 raise
         aside = f"{settings.buffer_path}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}"
         os.replace(settings.buffer_path, aside)  # kept for inspection, never deleted
         logger.warning("SDI buffer %(path)s is not a database; moved aside to %(aside)s, starting a fresh one",
                        {"path": settings.buffer_path, "aside": aside})
         return cls(settings.buffer_path)
+
+    @property
+    def location(self) -> str:
+        return str(self.path)
+
+    def size_bytes(self) -> int | None:
+        """The file and its write-ahead log."""
+        return sum(os.path.getsize(p) for p in (str(self.path), f"{self.path}-wal") if os.path.exists(p))
+
+    def check_integrity(self) -> str | None:
+        with sqlite_errors():
+            (integrity,) = self._conn.execute("PRAGMA integrity_check").fetchone()
+        return None if integrity == "ok" else integrity
 
     def _migrate(self) -> None:
         conn = self.db.conn
@@ -495,23 +546,26 @@ class SQLiteBuffer(Buffer):
     def counts(self, crawler: str | None = None) -> dict[str, int]:
         counts = dict.fromkeys(STATES, 0)
         where, params = ("WHERE crawler = ?", (crawler,)) if crawler is not None else ("", ())
-        for state, n in self._conn.execute(f"SELECT state, count(*) FROM results {where} GROUP BY state", params):
-            counts[state] = n
+        with sqlite_errors():
+            for state, n in self._conn.execute(f"SELECT state, count(*) FROM results {where} GROUP BY state", params):
+                counts[state] = n
         return counts
 
     def counts_by_crawler(self) -> dict[str, dict[str, int]]:
         table: dict[str, dict[str, int]] = {}
-        for crawler, state, n in self._conn.execute("SELECT crawler, state, count(*) FROM results GROUP BY crawler, state"):
-            table.setdefault(crawler, dict.fromkeys(STATES, 0))[state] = n
+        with sqlite_errors():
+            for crawler, state, n in self._conn.execute("SELECT crawler, state, count(*) FROM results GROUP BY crawler, state"):
+                table.setdefault(crawler, dict.fromkeys(STATES, 0))[state] = n
         return table
 
     def oldest_pending_age(self, crawler: str | None = None) -> float | None:
         where, params = ("AND crawler = ?", (crawler,)) if crawler is not None else ("", ())
-        (oldest,) = self._conn.execute(
-            f"SELECT min(t) FROM (SELECT min(created_at) AS t FROM results WHERE state = 'pending' {where} "
-            f"UNION ALL SELECT min(created_at) FROM results INDEXED BY ix_results_lease WHERE state = 'in_flight' {where})",
-            params * 2,
-        ).fetchone()
+        with sqlite_errors():
+            (oldest,) = self._conn.execute(
+                f"SELECT min(t) FROM (SELECT min(created_at) AS t FROM results WHERE state = 'pending' {where} "
+                f"UNION ALL SELECT min(created_at) FROM results INDEXED BY ix_results_lease WHERE state = 'in_flight' {where})",
+                params * 2,
+            ).fetchone()
         return None if oldest is None else max(0.0, time.time() - oldest)
 
     def export(
@@ -522,11 +576,12 @@ class SQLiteBuffer(Buffer):
             where, params = where + " AND created_at >= ?", (*params, since)
         if ids is not None:
             where, params = where + " AND id IN (SELECT value FROM json_each(?))", (*params, orjson.dumps(list(ids)))
-        yield from self.db.query(
-            "SELECT id, crawler, url, state, attempts, reason, last_error, outcome, created_at, delivered_at, "
-            f"payload FROM results JOIN payloads USING (rowid) WHERE state = ? {where} ORDER BY rowid",
-            (state, *params),
-        )
+        with sqlite_errors():
+            yield from self.db.query(
+                "SELECT id, crawler, url, state, attempts, reason, last_error, outcome, created_at, delivered_at, "
+                f"payload FROM results JOIN payloads USING (rowid) WHERE state = ? {where} ORDER BY rowid",
+                (state, *params),
+            )
 
     def requeue(self, state: str, crawler: str | None = None, ids: Sequence[str] | None = None) -> int:
         _refuse_invalid(state)
@@ -571,21 +626,23 @@ class SQLiteBuffer(Buffer):
 
     def outstanding(self, crawler: str, created_before: float) -> int:
         # one count per partial index: a combined IN () would scan the table
-        (n,) = self._conn.execute(
-            "SELECT (SELECT count(*) FROM results WHERE state = 'pending' AND crawler = :c AND created_at <= :t)"
-            " + (SELECT count(*) FROM results INDEXED BY ix_results_lease"
-            "    WHERE state = 'in_flight' AND crawler = :c AND created_at <= :t)",
-            {"c": crawler, "t": created_before},
-        ).fetchone()
+        with sqlite_errors():
+            (n,) = self._conn.execute(
+                "SELECT (SELECT count(*) FROM results WHERE state = 'pending' AND crawler = :c AND created_at <= :t)"
+                " + (SELECT count(*) FROM results INDEXED BY ix_results_lease"
+                "    WHERE state = 'in_flight' AND crawler = :c AND created_at <= :t)",
+                {"c": crawler, "t": created_before},
+            ).fetchone()
         return n
 
     def crawlers_with_pending(self) -> list[str]:
-        return [
-            c
-            for (c,) in self._conn.execute(
-                "SELECT crawler FROM results WHERE state = 'pending' UNION SELECT crawler FROM results WHERE state = 'in_flight'"
-            )
-        ]
+        with sqlite_errors():
+            return [
+                c
+                for (c,) in self._conn.execute(
+                    "SELECT crawler FROM results WHERE state = 'pending' UNION SELECT crawler FROM results WHERE state = 'in_flight'"
+                )
+            ]
 
     def prune(self, older_than_days: float) -> int:
         cutoff = time.time() - older_than_days * 86400
@@ -596,7 +653,8 @@ class SQLiteBuffer(Buffer):
         return cursor.rowcount
 
     def get_meta(self, key: str) -> str | None:
-        row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        with sqlite_errors():
+            row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return None if row is None else row[0]
 
     def set_meta(self, key: str, value: str) -> None:
@@ -650,21 +708,54 @@ def _is_not_a_database(path: str | os.PathLike[str]) -> bool:
     return bool(head) and head != b"SQLite format 3\x00"
 
 
+def _typed(exc: sqlite3.Error, other: type[BufferFault]) -> BufferFault:
+    """The interface's error for a SQLite one: callers never read SQLite's messages.
+
+    SQLITE_BUSY and SQLITE_LOCKED are told by their text, which Python 3.10 (no
+    ``sqlite_errorcode``) also gives; every other error becomes ``other``, with SQLite's message.
+    """
+    text = str(exc)
+    return BufferLocked(text) if "locked" in text or "busy" in text else other(text)
+
+
+@contextmanager
+def sqlite_errors() -> Iterator[None]:
+    """Statements outside a transaction (reads): SQLite's errors become the interface's.
+
+    For the buffer modules only (this one and :mod:`scrapy_sdi.buffer_queries`).
+    """
+    try:
+        yield
+    except sqlite3.Error as exc:
+        raise _typed(exc, BufferFileError) from exc
+
+
 class _transaction:
-    """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception: writers queue on the busy timeout."""
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception: writers queue on the busy timeout.
+
+    SQLite's errors leave it typed: BufferLocked past the busy timeout, else BufferWriteError.
+    """
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
 
     def __enter__(self) -> sqlite3.Connection:
-        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise _typed(exc, BufferWriteError) from exc
         return self.conn
 
-    def __exit__(self, exc_type: Any, *_: Any) -> None:
-        if exc_type is None:
-            self.conn.execute("COMMIT")
-        elif self.conn.in_transaction:  # SQLite has already rolled back after e.g. SQLITE_FULL
-            self.conn.execute("ROLLBACK")
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, _tb: object) -> None:
+        try:
+            if exc_type is None:
+                self.conn.execute("COMMIT")
+            elif self.conn.in_transaction:  # SQLite has already rolled back after e.g. SQLITE_FULL
+                self.conn.execute("ROLLBACK")
+        except sqlite3.Error as error:
+            raise _typed(error, BufferWriteError) from error
+        if isinstance(exc, sqlite3.Error):
+            raise _typed(exc, BufferWriteError) from exc
 
 
 # -- memory ---------------------------------------------------------------------------------
@@ -684,9 +775,9 @@ class MemoryBuffer(Buffer):
         self._seq = itertools.count()  # arrival order, restored when a row comes back
         self._unsorted: set[str] = set()  # crawlers whose queue got a row back out of order
 
-    @classmethod
-    def from_settings(cls, settings: Any) -> MemoryBuffer:
-        return cls()
+    @property
+    def location(self) -> str:
+        return "memory"
 
     def enqueue(self, rows: Sequence[Row], dedup: bool, lease: Lease | None = None) -> list[bool]:
         stored = []
@@ -858,7 +949,4 @@ def buffer_class(name: str) -> type[Buffer]:
 
 def open_buffer(settings: Any) -> Buffer:
     """Build the buffer SDI_BUFFER names (checked when the settings were read)."""
-    cls = buffer_class(settings.buffer)
-    if hasattr(cls, "from_settings"):
-        return cls.from_settings(settings)
-    return cls()
+    return buffer_class(settings.buffer).from_settings(settings)

@@ -8,7 +8,6 @@ reads a buffer directly and needs no reactor at all.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -94,10 +93,7 @@ class BufferStatus:
 
 def buffer_file_size(buffer: Buffer) -> int | None:
     """Bytes on disk of a file-backed buffer, its write-ahead log included; None for memory."""
-    path = getattr(buffer, "path", None)
-    if path is None:
-        return None
-    return sum(os.path.getsize(p) for p in (str(path), f"{path}-wal") if os.path.exists(p))
+    return buffer.size_bytes()
 
 
 def buffer_status(buffer: Buffer) -> BufferStatus:

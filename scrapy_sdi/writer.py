@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -22,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from scrapy.utils.asyncio import CallLaterResult, call_later, is_asyncio_available
 from twisted.internet import defer
 
-from scrapy_sdi.buffer import BufferWriteError
+from scrapy_sdi.buffer import BufferLocked, BufferWriteError
 
 if TYPE_CHECKING:
     from scrapy_sdi.buffer import Buffer, Lease, Row
@@ -93,10 +92,7 @@ class GroupWriter:
         try:
             lease = self._lease(len(rows)) if self._lease is not None else None
             stored = self.buffer.enqueue(rows, self.dedup, lease)
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) and "busy" not in str(exc):
-                self._fail(waiters, exc)
-                return
+        except BufferLocked:
             logger.warning("SDI buffer is locked by another process; %(n)d results wait and will be retried", {"n": len(rows)})
             self._rows[:0], self._waiters[:0] = rows, waiters
             self._call = call_later(LOCKED_RETRY, self.flush)
@@ -110,8 +106,7 @@ class GroupWriter:
             self._on_commit(rows, stored)
 
     def _fail(self, waiters: list[Any], exc: Exception) -> None:
-        where = getattr(self.buffer, "path", type(self.buffer).__name__)
-        error = BufferWriteError(f"SDI buffer {where} cannot store results ({exc}); free disk space or fix the file, then run the crawl again")
+        error = BufferWriteError(f"SDI buffer {self.buffer.location} cannot store results ({exc}); free disk space or fix the file, then run the crawl again")
         logger.log(logging.DEBUG if self.failed else logging.ERROR, "%(error)s", {"error": error})
         self.failed = True
         for waiter in waiters:

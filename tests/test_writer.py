@@ -8,7 +8,7 @@ import sqlite3
 import pytest_twisted
 from twisted.internet import defer
 
-from scrapy_sdi.buffer import Row, SQLiteBuffer
+from scrapy_sdi.buffer import BufferLocked, Row, SQLiteBuffer
 from scrapy_sdi.writer import GroupWriter
 
 
@@ -28,7 +28,7 @@ async def test_a_lock_held_past_the_busy_timeout_is_retried_and_nothing_is_dropp
     def enqueue_then_release(rows, dedup, lease=None):
         try:
             return enqueue(rows, dedup, lease)
-        except sqlite3.OperationalError:
+        except BufferLocked:  # the backend's typed error, not SQLite's text
             failures.append(len(rows))
             other.execute("COMMIT")  # the other writer finishes after our first attempt failed
             raise

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from scrapy.exceptions import UsageError
 
 from scrapy_sdi.blocking import run_blocking
-from scrapy_sdi.buffer import BufferFileError, SQLiteBuffer, open_buffer
+from scrapy_sdi.buffer import BufferFileError, open_buffer
 from scrapy_sdi.commands._common import Action, CommandError, Context, table
 from scrapy_sdi.errors import SDIConfigError, SDIError
 from scrapy_sdi.settings import shown
@@ -84,14 +84,12 @@ def _check_buffer(settings: SDISettings) -> tuple[str, bool, str]:
     except (BufferFileError, SDIConfigError) as exc:
         return "buffer", False, str(exc)
     try:
-        if isinstance(buffer, SQLiteBuffer):
-            (integrity,) = buffer.db.execute("PRAGMA integrity_check").fetchone()
-            if integrity != "ok":
-                return "buffer", False, f"{buffer.path}: integrity check failed: {integrity}"
+        problem = buffer.check_integrity()
+        if problem is not None:
+            return "buffer", False, f"{buffer.location}: integrity check failed: {problem}"
         counts = buffer.counts()
-        where = getattr(buffer, "path", settings.buffer)
         pending = counts["pending"] + counts["in_flight"]
-        return "buffer", True, f"{where}: {pending} pending, {counts['delivered']} delivered"
+        return "buffer", True, f"{buffer.location}: {pending} pending, {counts['delivered']} delivered"
     finally:
         buffer.close()
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from scrapy_sdi.buffer import BufferFileError, MemoryBuffer, open_buffer
+from scrapy_sdi.buffer import BufferFileError, open_buffer
 from scrapy_sdi.errors import SDIConfigError
 from scrapy_sdi.settings import SDISettings
 
@@ -88,7 +88,7 @@ class Context:
             buffer = open_buffer(settings)
         except (BufferFileError, SDIConfigError) as exc:
             raise CommandError(str(exc)) from None
-        if isinstance(buffer, MemoryBuffer) or not buffer.durable:
+        if not buffer.durable:
             buffer.close()
             raise CommandError(f"SDI_BUFFER: {settings.buffer!r} is not durable; there is no buffer to operate on")
         return buffer

@@ -29,7 +29,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
 from scrapy_sdi import metrics
-from scrapy_sdi.buffer import BufferFileError, SQLiteBuffer
+from scrapy_sdi.buffer import BufferFault, SQLiteBuffer
 from scrapy_sdi.dashboard import chart, exports, queries, views
 from scrapy_sdi.errors import SDIConfigError, SDIError
 from scrapy_sdi.settings import check_api_url
@@ -220,7 +220,7 @@ class Dashboard:
 
         try:
             return await deferToThread(work)
-        except (queries.BufferUnavailable, sqlite3.Error) as exc:
+        except (queries.BufferUnavailable, BufferFault, sqlite3.Error) as exc:
             raise HTTPError(503, f"the buffer cannot be read right now: {exc}") from None
 
     # -- overview -------------------------------------------------------------------------
@@ -404,7 +404,7 @@ class Dashboard:
         """The buffer's metrics, read in a worker thread; API health as the health loop last saw it."""
         try:
             body = await deferToThread(metrics.render, self._metrics)
-        except (BufferFileError, sqlite3.Error) as exc:
+        except (BufferFault, sqlite3.Error) as exc:
             raise HTTPError(503, f"the buffer cannot be read right now: {exc}") from None
         return Response(body, content_type=metrics.CONTENT_TYPE_LATEST)
 
@@ -431,7 +431,7 @@ class Dashboard:
             raise HTTPError(400, f"at most {MAX_IDS} rows per requeue")
         try:
             done = await deferToThread(queries.requeue, self.buffer_path, ids, field_map=self.field_map, dedup=self.dedup)
-        except (sqlite3.Error, BufferFileError) as exc:
+        except BufferFault as exc:
             raise HTTPError(503, f"the buffer could not be changed right now: {exc}") from None
         logger.info("Requeued %(n)d rows from the dashboard; %(invalid)d stay invalid",
                     {"n": done.requeued, "invalid": done.still_invalid})
