@@ -1,5 +1,5 @@
-"""The result buffer: one behavioural suite over both built-ins, SQLite specifics, and processes
-sharing one SQLite file.
+"""The result buffer: the backend contract (``scrapy_sdi.testing.buffer_contract``) over both
+built-ins, SQLite specifics, and processes sharing one SQLite file.
 
 Time is moved with the ``clock`` fixture (it replaces ``scrapy_sdi.buffer.time``), so lease
 expiry, release delays and retention are tested without sleeping.
@@ -12,7 +12,6 @@ import sqlite3
 import stat
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -36,27 +35,22 @@ from scrapy_sdi.buffer import (
     Row,
     SQLiteBuffer,
 )
+from scrapy_sdi.testing.buffer_contract import (
+    LEASE,
+    BufferContract,
+    Clock,
+    by_id,
+    ids,
+    nonzero,
+    row,
+)
 from tests.support.buffers import schema_1_buffer, schema_2_buffer
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = ROOT / "tests" / "support" / "buffer_worker.py"
-LEASE = 0.05  # seconds; expiry is reached by moving the clock, never by sleeping
 
 
-# -- fixtures and helpers ---------------------------------------------------------------------
-
-
-class Clock:
-    """Stands in for the ``time`` module inside scrapy_sdi.buffer (only ``time()`` is used)."""
-
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def time(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+# -- the contract, over both built-ins ---------------------------------------------------------
 
 
 @pytest.fixture
@@ -66,11 +60,23 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     return c
 
 
-@pytest.fixture(params=["sqlite", "memory"])
-def buf(request: pytest.FixtureRequest, tmp_path: Path, clock: Clock):
-    b = SQLiteBuffer(tmp_path / "b.db") if request.param == "sqlite" else MemoryBuffer()
-    yield b
-    b.close()
+class TestSQLiteBufferContract(BufferContract):
+    @pytest.fixture
+    def buffer(self, tmp_path: Path):
+        b = SQLiteBuffer(tmp_path / "b.db")
+        yield b
+        b.close()
+
+
+class TestMemoryBufferContract(BufferContract):
+    @pytest.fixture
+    def buffer(self):
+        b = MemoryBuffer()
+        yield b
+        b.close()
+
+
+# -- leases, prune: what each built-in does beyond the contract -------------------------------
 
 
 @pytest.fixture
@@ -80,427 +86,12 @@ def sqlite_buf(tmp_path: Path, clock: Clock):
     b.close()
 
 
-def row(id_: str, url: str | None = None, crawler: str = "c1", state: str = PENDING, reason: str | None = None) -> Row:
-    return Row(id_, crawler, url or f"https://example.com/{id_}", f'{{"id": "{id_}"}}'.encode(), state, reason)
-
-
-def ids(claimed: list[Claimed]) -> list[str]:
-    return [c.id for c in claimed]
-
-
-def by_id(b, state: str, crawler: str | None = None) -> dict[str, dict]:
-    return {r["id"]: r for r in b.export(state, crawler)}
-
-
-def nonzero(counts: dict[str, int]) -> dict[str, int]:
-    return {k: v for k, v in counts.items() if v}
-
-
-# -- enqueue and dedup ------------------------------------------------------------------------
-
-
-def test_enqueue_returns_one_stored_flag_per_row(buf):
-    assert buf.enqueue([row("a"), row("b"), row("c")], dedup=True) == [True, True, True]
-    assert buf.enqueue([], dedup=True) == []
-    assert nonzero(buf.counts()) == {PENDING: 3}
-    assert [r["id"] for r in buf.export(PENDING)] == ["a", "b", "c"]
-
-
-@pytest.mark.parametrize("seen_state", [PENDING, IN_FLIGHT, DELIVERED, REJECTED])
-def test_dedup_skips_url_already_seen_in_state(buf, seen_state):
-    url = "https://example.com/page"
-    assert buf.enqueue([row("first", url)], dedup=True) == [True]
-    if seen_state != PENDING:
-        assert ids(buf.claim("c1", "o", 10, 60)) == ["first"]
-    if seen_state == DELIVERED:
-        buf.ack({"first": "accepted"}, {})
-    elif seen_state == REJECTED:
-        buf.ack({}, {"first": "schema"})
-    assert buf.counts()[seen_state] == 1
-
-    assert buf.enqueue([row("again", url), row("other")], dedup=True) == [False, True]
-    assert "again" not in {r["id"] for s in STATES for r in buf.export(s)}
-    assert sum(buf.counts().values()) == 2
-
-
-def test_dedup_within_one_call(buf):
-    url = "https://example.com/twice"
-    assert buf.enqueue([row("a", url), row("b"), row("c", url)], dedup=True) == [True, True, False]
-    assert sorted(r["id"] for r in buf.export(PENDING)) == ["a", "b"]
-
-
-def test_dedup_is_per_crawler(buf):
-    url = "https://example.com/shared"
-    assert buf.enqueue([row("a", url, crawler="c1"), row("b", url, crawler="c2")], dedup=True) == [True, True]
-    assert buf.enqueue([row("c", url, crawler="c3")], dedup=True) == [True]
-    assert buf.enqueue([row("d", url, crawler="c2")], dedup=True) == [False]
-    assert buf.counts("c1")[PENDING] == buf.counts("c2")[PENDING] == buf.counts("c3")[PENDING] == 1
-
-
-def test_no_dedup_when_disabled(buf):
-    url = "https://example.com/same"
-    assert buf.enqueue([row("a", url)], dedup=False) == [True]
-    assert buf.enqueue([row("b", url), row("c", url)], dedup=False) == [True, True]
-    assert buf.counts()[PENDING] == 3
-
-
-def test_filtered_and_invalid_rows_do_not_count_as_seen(buf):
-    url = "https://example.com/f"
-    flags = buf.enqueue(
-        [row("f1", url, state=FILTERED, reason="f"), row("f2", url, state=FILTERED, reason="f"), row("i1", url, state=INVALID, reason="i")],
-        dedup=True,
-    )
-    assert flags == [True, True, True]
-    assert buf.enqueue([row("p", url)], dedup=True) == [True]
-    assert nonzero(buf.counts()) == {PENDING: 1, FILTERED: 2, INVALID: 1}
-
-
-@pytest.mark.parametrize("seen_state", [PENDING, DELIVERED])
-def test_a_filtered_row_for_a_url_already_buffered_is_skipped_like_a_duplicate(buf, seen_state):
-    """Else a pending row and a filtered row would say opposite things of one URL."""
-    url = "https://example.com/f"
-    buf.enqueue([row("p", url)], dedup=True)
-    if seen_state == DELIVERED:
-        buf.claim("c1", "o", 10, 60)
-        buf.ack({"p": "accepted"}, {})
-    assert buf.enqueue([row("f", url, state=FILTERED, reason="f"), row("g", state=FILTERED, reason="f")], dedup=True) == [False, True]
-    assert buf.enqueue([row("f2", url, state=FILTERED, reason="f")], dedup=False) == [True]  # dedup off: kept
-    assert nonzero(buf.counts()) == {seen_state: 1, FILTERED: 2}
-
-
-def test_filtered_and_invalid_rows_are_kept_counted_and_never_claimed(buf, clock):
-    buf.enqueue(
-        [
-            row("f", state=FILTERED, reason="drop: robots"),
-            row("i", state=INVALID, reason="missing field 'title'"),
-            row("p"),
-        ],
-        dedup=True,
-    )
-    assert nonzero(buf.counts()) == {PENDING: 1, FILTERED: 1, INVALID: 1}
-    assert ids(buf.claim("c1", "o", 10, 60, ignore_ready_at=True)) == ["p"]
-    buf.ack({"p": "accepted"}, {})
-    clock.advance(3600)
-    assert buf.claim("c1", "o", 10, 60, ignore_ready_at=True) == []
-    assert buf.requeue(PENDING) == 0
-    assert by_id(buf, FILTERED)["f"]["reason"] == "drop: robots"
-    assert by_id(buf, INVALID)["i"]["reason"] == "missing field 'title'"
-    assert buf.counts()[FILTERED] == buf.counts()[INVALID] == 1
-
-
-# -- claim ------------------------------------------------------------------------------------
-
-
-def test_claim_returns_oldest_first_at_most_limit(buf):
-    buf.enqueue([row(f"r{i}") for i in range(7)], dedup=True)
-    first = buf.claim("c1", "o", 3, 60)
-    assert ids(first) == ["r0", "r1", "r2"]
-    assert all(isinstance(c, Claimed) and c.attempts == 0 for c in first)
-    assert first[0].payload == b'{"id": "r0"}'
-    assert ids(buf.claim("c1", "o", 3, 60)) == ["r3", "r4", "r5"]
-    assert ids(buf.claim("c1", "o", 3, 60)) == ["r6"]
-    assert buf.claim("c1", "o", 3, 60) == []
-
-
-def test_claim_keeps_enqueue_order_across_calls_and_interleaved_crawlers(buf):
-    buf.enqueue([row("a1"), row("b1", crawler="c2"), row("a2")], dedup=True)
-    buf.enqueue([row("b2", crawler="c2"), row("a3")], dedup=True)
-    assert ids(buf.claim("c1", "o", 10, 60)) == ["a1", "a2", "a3"]
-    assert ids(buf.claim("c2", "o", 10, 60)) == ["b1", "b2"]
-
-
-def test_claim_only_the_given_crawler(buf):
-    buf.enqueue([row("a", crawler="c1"), row("b", crawler="c2")], dedup=True)
-    assert buf.claim("nobody", "o", 10, 60) == []
-    assert ids(buf.claim("c2", "o", 10, 60)) == ["b"]
-    assert buf.counts("c1") == {**dict.fromkeys(STATES, 0), PENDING: 1}
-    assert buf.counts("c2") == {**dict.fromkeys(STATES, 0), IN_FLIGHT: 1}
-
-
-def test_claimed_rows_are_in_flight_and_not_claimed_again_until_lease_expires(buf, clock):
-    buf.enqueue([row("a"), row("b")], dedup=True)
-    assert ids(buf.claim("c1", "o1", 1, LEASE)) == ["a"]
-    assert nonzero(buf.counts()) == {PENDING: 1, IN_FLIGHT: 1}
-    assert [r["id"] for r in buf.export(IN_FLIGHT)] == ["a"]
-    assert ids(buf.claim("c1", "o2", 10, LEASE)) == ["b"]
-    clock.advance(LEASE / 2)
-    assert buf.claim("c1", "o3", 10, LEASE) == []
-    assert buf.claim("c1", "o3", 10, LEASE, ignore_ready_at=True) == []  # a lease is not a ready_at
-    assert buf.counts()[IN_FLIGHT] == 2
-
-
-def test_expired_lease_is_reclaimed_with_same_id_payload_and_attempts(buf, clock):
-    buf.enqueue([row("a")], dedup=True)
-    (first,) = buf.claim("c1", "dead-worker", 10, LEASE)
-    clock.advance(LEASE * 2)
-    (again,) = buf.claim("c1", "next-worker", 10, 60)
-    assert again == first == Claimed("a", b'{"id": "a"}', 0)
-    assert nonzero(buf.counts()) == {IN_FLIGHT: 1}
-    clock.advance(LEASE * 2)
-    assert buf.claim("c1", "third", 10, 60) == []  # the new lease is 60 s
-
-
-def test_expired_leases_come_back_oldest_first(buf, clock):
-    buf.enqueue([row("a"), row("b"), row("c")], dedup=True)
-    assert ids(buf.claim("c1", "dead", 1, LEASE)) == ["a"]
-    clock.advance(1)
-    assert ids(buf.claim("c1", "o", 3, 60)) == ["a", "b", "c"]
-
-
-def test_acked_row_is_not_claimed_again_after_its_lease_had_expired(buf, clock):
-    """A slow request outlives its lease; a claim (any crawler) puts the row back; the ack then
-    arrives. The row is delivered and must not be sent again."""
-    buf.enqueue([row("a"), row("z", crawler="c2")], dedup=True)
-    assert ids(buf.claim("c1", "slow", 10, LEASE)) == ["a"]
-    clock.advance(1)
-    assert ids(buf.claim("c2", "other", 10, 60)) == ["z"]  # expiry pass puts "a" back to pending
-    buf.ack({"a": "accepted"}, {})
-    assert buf.counts("c1") == {**dict.fromkeys(STATES, 0), DELIVERED: 1}
-    assert buf.claim("c1", "o", 10, 60) == []
-    assert buf.counts("c1")[DELIVERED] == 1
-    assert buf.outstanding("c1", clock.now + 1) == 0
-
-
-# -- rows stored already leased (the delivery loop's hand-off) ----------------------------------
-
-
-def test_a_lease_stores_the_first_rows_in_flight_and_marks_them(buf, clock):
-    rows = [row("f", state=FILTERED, reason="filter 1"), row("a"), row("dup", url="https://example.com/a"), row("b"), row("c")]
-    assert buf.enqueue(rows, dedup=True, lease=Lease("me", clock.now + 60, 2)) == [True, True, False, True, True]
-    assert [r.state for r in rows] == [FILTERED, IN_FLIGHT, PENDING, IN_FLIGHT, PENDING]  # filtered, dedup'd: never leased
-    assert nonzero(buf.counts()) == {FILTERED: 1, IN_FLIGHT: 2, PENDING: 1}
-    assert ids(buf.claim("c1", "other", 10, 60)) == ["c"]  # leased rows are not claimed again
-    assert buf.outstanding("c1", clock.now + 1) == 3
-    buf.ack({"a": "accepted"}, {"b": "bad"})
-    assert {r["id"]: r["attempts"] for r in buf.export(DELIVERED)} == {"a": 1}
-    assert nonzero(buf.counts()) == {FILTERED: 1, DELIVERED: 1, REJECTED: 1, IN_FLIGHT: 1}
-
-
-def test_a_leased_row_of_a_dead_process_comes_back_when_its_lease_ends(buf, clock):
-    buf.enqueue([row("a"), row("b")], dedup=True, lease=Lease("dead", clock.now + LEASE, 5))
-    assert buf.claim("c1", "next", 10, 60) == []
-    clock.advance(LEASE * 2)
-    assert buf.claim("c1", "next", 10, 60) == [Claimed("a", b'{"id": "a"}', 0), Claimed("b", b'{"id": "b"}', 0)]
-
-
-def test_a_released_leased_row_is_pending_again_with_one_attempt(buf, clock):
-    buf.enqueue([row("a")], dedup=True, lease=Lease("me", clock.now + 60, 1))
-    buf.release(["a"], "503", delay=0)
-    assert [(c.id, c.attempts) for c in buf.claim("c1", "o", 10, 60)] == [("a", 1)]
-
-
-def test_a_lease_of_no_rows_and_no_lease_store_pending(buf, clock):
-    rows = [row("a"), row("b")]
-    buf.enqueue(rows[:1], dedup=True, lease=Lease("me", clock.now + 60, 0))
-    buf.enqueue(rows[1:], dedup=True)
-    assert [r.state for r in rows] == [PENDING, PENDING]
-    assert ids(buf.claim("c1", "o", 10, 60)) == ["a", "b"]
-
-
 def test_sqlite_leased_rows_follow_earlier_rows_in_order(sqlite_buf, clock):
     """Rowids are given by enqueue: they must keep counting from what the file already holds."""
     sqlite_buf.enqueue([row("a"), row("b")], dedup=True)
     sqlite_buf.enqueue([row("c"), row("d")], dedup=True, lease=Lease("me", clock.now + LEASE, 2))
     clock.advance(LEASE * 2)
     assert ids(sqlite_buf.claim("c1", "o", 10, 60)) == ["a", "b", "c", "d"]
-
-
-# -- ack and release --------------------------------------------------------------------------
-
-
-def test_ack_records_delivered_and_rejected(buf):
-    buf.enqueue([row("a"), row("b"), row("c"), row("d")], dedup=True)
-    assert len(buf.claim("c1", "o", 10, 60)) == 4
-    buf.ack({"a": "accepted", "b": "duplicate"}, {"c": "422: title missing", "d": None})
-    assert nonzero(buf.counts()) == {DELIVERED: 2, REJECTED: 2}
-    delivered = by_id(buf, DELIVERED)
-    assert {k: v["outcome"] for k, v in delivered.items()} == {"a": "accepted", "b": "duplicate"}
-    assert all(v["attempts"] == 1 and v["delivered_at"] is not None for v in delivered.values())
-    rejected = by_id(buf, REJECTED)
-    assert {k: v["reason"] for k, v in rejected.items()} == {"c": "422: title missing", "d": None}
-    assert all(v["attempts"] == 1 for v in rejected.values())
-    assert buf.claim("c1", "o", 10, 60, ignore_ready_at=True) == []
-
-
-def test_release_returns_rows_to_pending_with_one_more_attempt_and_a_delay(buf, clock):
-    buf.enqueue([row("a"), row("b"), row("c")], dedup=True)
-    assert ids(buf.claim("c1", "o", 2, 60)) == ["a", "b"]
-    buf.release(["a", "b"], "503 Service Unavailable", delay=30)
-    assert nonzero(buf.counts()) == {PENDING: 3}
-    pending = by_id(buf, PENDING)
-    assert pending["a"]["attempts"] == pending["b"]["attempts"] == 1
-    assert pending["a"]["last_error"] == "503 Service Unavailable"
-    assert pending["c"]["attempts"] == 0
-
-    assert ids(buf.claim("c1", "o", 10, 60)) == ["c"]  # a and b wait for their delay
-    clock.advance(29)
-    assert buf.claim("c1", "o", 10, 60) == []
-    clock.advance(2)
-    again = buf.claim("c1", "o", 10, 60)
-    assert [(c.id, c.attempts) for c in again] == [("a", 1), ("b", 1)]
-
-
-def test_ignore_ready_at_claims_delayed_rows(buf):
-    buf.enqueue([row("a")], dedup=True)
-    buf.claim("c1", "o", 10, 60)
-    buf.release(["a"], "timeout", delay=3600)
-    assert buf.claim("c1", "o", 10, 60) == []
-    assert [(c.id, c.attempts) for c in buf.claim("c1", "o", 10, 60, ignore_ready_at=True)] == [("a", 1)]
-
-
-def test_release_zero_delay_is_claimable_at_once(buf):
-    buf.enqueue([row("a")], dedup=True)
-    buf.claim("c1", "o", 10, 60)
-    buf.release(["a"], "boom", delay=0)
-    assert ids(buf.claim("c1", "o", 10, 60)) == ["a"]
-
-
-def test_release_ignores_rows_not_in_flight(buf):
-    buf.enqueue([row("a"), row("b")], dedup=True)
-    buf.claim("c1", "o", 1, 60)
-    buf.ack({"a": "accepted"}, {})
-    buf.release(["a", "b"], "late", delay=0)
-    assert nonzero(buf.counts()) == {PENDING: 1, DELIVERED: 1}
-    assert by_id(buf, DELIVERED)["a"]["attempts"] == 1
-    assert by_id(buf, PENDING)["b"]["attempts"] == 0
-
-
-# -- counts, export, requeue ------------------------------------------------------------------
-
-
-def test_counts_has_every_state_key(buf):
-    assert buf.counts() == dict.fromkeys(STATES, 0)
-    assert buf.counts("nobody") == dict.fromkeys(STATES, 0)
-    buf.enqueue([row("a"), row("b", crawler="c2"), row("f", state=FILTERED, reason="x")], dedup=True)
-    assert set(buf.counts()) == set(STATES)
-    assert buf.counts() == {**dict.fromkeys(STATES, 0), PENDING: 2, FILTERED: 1}
-    assert buf.counts("c2") == {**dict.fromkeys(STATES, 0), PENDING: 1}
-
-
-def test_export_yields_rows_of_one_state(buf):
-    buf.enqueue(
-        [row("a"), row("b", crawler="c2"), row("i", state=INVALID, reason="bad price")],
-        dedup=True,
-    )
-    exported = list(buf.export(PENDING))
-    assert [r["id"] for r in exported] == ["a", "b"]
-    first = exported[0]
-    for key in ("id", "crawler", "url", "state", "attempts", "reason", "payload"):
-        assert key in first
-    assert (first["crawler"], first["url"], first["state"], first["attempts"], first["reason"]) == (
-        "c1",
-        "https://example.com/a",
-        PENDING,
-        0,
-        None,
-    )
-    assert bytes(first["payload"]) == b'{"id": "a"}'
-    assert [r["id"] for r in buf.export(PENDING, "c2")] == ["b"]
-    (invalid,) = buf.export(INVALID)
-    assert (invalid["id"], invalid["reason"], invalid["state"]) == ("i", "bad price", INVALID)
-    assert list(buf.export(DELIVERED)) == []
-
-
-def _two_crawlers_rejected(buf):
-    buf.enqueue([row("a1"), row("a2"), row("b1", crawler="c2")], dedup=True)
-    buf.claim("c1", "o", 10, 60)
-    buf.claim("c2", "o", 10, 60)
-    buf.ack({}, {"a1": "r", "a2": "r", "b1": "r"})
-
-
-def test_requeue_rejected_by_crawler(buf):
-    _two_crawlers_rejected(buf)
-    assert buf.requeue(REJECTED, crawler="c1") == 2
-    assert buf.counts("c1") == {**dict.fromkeys(STATES, 0), PENDING: 2}
-    assert buf.counts("c2")[REJECTED] == 1
-    pending = by_id(buf, PENDING)
-    assert pending["a1"]["reason"] is None and pending["a1"]["attempts"] == 1
-    assert ids(buf.claim("c1", "o", 10, 60)) == ["a1", "a2"]
-    assert buf.requeue(REJECTED, crawler="c1") == 0
-
-
-def test_requeue_by_ids(buf):
-    _two_crawlers_rejected(buf)
-    assert buf.requeue(REJECTED, ids=["a2", "b1", "unknown"]) == 2
-    assert sorted(by_id(buf, PENDING)) == ["a2", "b1"]
-    assert list(by_id(buf, REJECTED)) == ["a1"]
-    assert buf.requeue(REJECTED) == 1
-    assert buf.counts()[REJECTED] == 0
-
-
-def test_invalid_rows_are_not_requeued_as_stored(buf):
-    buf.enqueue([row("i", state=INVALID, reason="bad")], dedup=True)
-    with pytest.raises(ValueError, match="mapped again"):
-        buf.requeue(INVALID)
-    assert nonzero(buf.counts()) == {INVALID: 1}
-
-
-def test_replace_invalid_rewrites_only_rows_still_invalid(buf):
-    buf.enqueue([row("i", state=INVALID, reason="bad"), row("j", state=INVALID, reason="bad"),
-                 row("f", state=FILTERED, reason="skip")], dedup=True)
-    fixed = Row("new-i", "c1", "https://example.com/fixed", b'{"id": "new-i"}')
-    still = Row("j", "c1", "https://example.com/j", b"ignored", INVALID, "still bad")
-    assert buf.replace_invalid({"i": fixed, "j": still, "f": fixed, "gone": fixed}, dedup=True) == {PENDING: 1, INVALID: 1}
-    assert nonzero(buf.counts()) == {PENDING: 1, INVALID: 1, FILTERED: 1}
-    assert by_id(buf, INVALID)["j"]["reason"] == "still bad"
-    assert bytes(by_id(buf, INVALID)["j"]["payload"]) == b'{"id": "j"}'  # the item's fields stay
-    (claimed,) = buf.claim("c1", "o", 10, 60)
-    assert claimed == Claimed("new-i", b'{"id": "new-i"}', 0)
-    assert buf.replace_invalid({"i": fixed}, dedup=True) == {}  # no longer invalid
-    assert [r["id"] for r in buf.export(INVALID, ids=["j", "i"])] == ["j"]
-
-
-def test_replaced_row_counts_as_seen_for_dedup(buf):
-    url = "https://example.com/fixed"
-    buf.enqueue([row("i", state=INVALID, reason="bad"), row("k", state=INVALID, reason="bad")], dedup=True)
-    assert buf.replace_invalid({"i": row("new-i", url), "k": row("new-k", url)}, dedup=True) == {PENDING: 1, INVALID: 1}
-    assert "already buffered" in by_id(buf, INVALID)["k"]["reason"]
-    assert buf.enqueue([row("again", url)], dedup=True) == [False]
-    assert buf.counts()[PENDING] == 1
-
-
-# -- outstanding, crawlers, meta, prune -------------------------------------------------------
-
-
-def test_outstanding_counts_pending_and_in_flight_of_one_crawler(buf, clock):
-    buf.enqueue([row("a"), row("b"), row("c"), row("d"), row("x", crawler="c2"), row("f", state=FILTERED, reason="f")], dedup=True)
-    later = clock.now + 1
-    assert buf.outstanding("c1", later) == 4
-    buf.claim("c1", "o", 2, 60)
-    assert buf.outstanding("c1", later) == 4
-    buf.ack({"a": "accepted"}, {"b": "no"})
-    assert buf.outstanding("c1", later) == 2
-    assert buf.outstanding("c2", later) == 1
-    assert buf.outstanding("nobody", later) == 0
-
-
-def test_crawlers_with_pending(buf):
-    assert buf.crawlers_with_pending() == []
-    buf.enqueue([row("a", crawler="c1"), row("b", crawler="c2"), row("f", crawler="c3", state=FILTERED, reason="x")], dedup=True)
-    assert sorted(buf.crawlers_with_pending()) == ["c1", "c2"]
-    buf.claim("c2", "o", 10, 60)
-    assert sorted(buf.crawlers_with_pending()) == ["c1", "c2"]  # in flight still counts
-    buf.ack({"b": "accepted"}, {})
-    assert buf.crawlers_with_pending() == ["c1"]
-
-
-def test_meta_round_trip(buf):
-    assert buf.get_meta("k") is None
-    buf.set_meta("k", "v1")
-    buf.set_meta("other", "x")
-    assert buf.get_meta("k") == "v1"
-    buf.set_meta("k", "v2")
-    assert (buf.get_meta("k"), buf.get_meta("other")) == ("v2", "x")
-
-
-def test_oldest_pending_age(buf, clock):
-    assert buf.oldest_pending_age() is None
-    buf.enqueue([row("a")], dedup=True)
-    clock.advance(10)
-    buf.enqueue([row("b", crawler="c2")], dedup=True)
-    clock.advance(5)
-    assert buf.oldest_pending_age() == pytest.approx(15)
-    assert buf.oldest_pending_age("c2") == pytest.approx(5)
 
 
 def test_prune_forgets_only_delivered_rows_older_than_retention(sqlite_buf, clock):
@@ -621,30 +212,6 @@ def test_sqlite_schema_2_buffer_is_upgraded_and_its_rows_count_as_matched_agains
         b.close()
 
 
-def test_claim_gives_the_key_of_the_filters_each_row_passed(buf):
-    buf.enqueue([Row("a", "c1", "https://e.x/a", b"{}", filters_version="v1"), row("b")], dedup=False)
-    assert [(c.id, c.filters_version) for c in buf.claim("c1", "o", 10, 60)] == [("a", "v1"), ("b", None)]
-
-
-def test_mark_filtered_keeps_waiting_rows_as_filtered_with_the_reason_and_nothing_else(buf, clock):
-    buf.enqueue([row("a"), row("b"), row("c"), row("d")], dedup=True)
-    buf.claim("c1", "o", 2, 60)  # a, b in flight; c, d pending
-    buf.ack({"b": "accepted"}, {})
-    buf.mark_filtered({"a": "filter 1 (url exact 'x')", "b": "filter 1 (url exact 'x')", "c": "filter 2 (url glob '*')"})
-    assert {r["id"]: r["reason"] for r in buf.export(FILTERED)} == {"a": "filter 1 (url exact 'x')", "c": "filter 2 (url glob '*')"}
-    assert nonzero(buf.counts()) == {FILTERED: 2, DELIVERED: 1, PENDING: 1}  # a delivered row stays delivered
-    clock.advance(120)  # a's lease would have run out: a filtered row is never claimed again
-    assert ids(buf.claim("c1", "o", 10, 60)) == ["d"]
-    assert buf.outstanding("c1", clock.now) == 1
-    assert buf.enqueue([row("a2", url="https://example.com/a")], dedup=True) == [True]  # filtered is not seen
-
-
-def test_a_requeued_row_has_passed_no_filters(buf):
-    buf.enqueue([Row("a", "c1", "https://e.x/a", b"{}", filters_version="v1")], dedup=False)
-    buf.claim("c1", "o", 10, 60)
-    buf.mark_filtered({"a": "filter 1 (url exact 'x')"})
-    assert buf.requeue(FILTERED) == 1
-    assert [(c.id, c.filters_version) for c in buf.claim("c1", "o", 10, 60)] == [("a", None)]
 
 
 def test_a_buffer_without_mark_filtered_still_never_sends_an_excluded_row(clock):
