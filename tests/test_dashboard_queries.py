@@ -287,7 +287,7 @@ def test_requeue_sends_an_invalid_row_the_field_map_now_makes_valid(buffer_path,
 
 def test_readonly_connection_cannot_write(conn):
     with pytest.raises(sqlite3.OperationalError, match="readonly|read-only|query_only"):
-        conn.execute("DELETE FROM results")
+        conn._conn.execute("DELETE FROM results")  # the reader's own connection: it has no write
     assert queries.state_totals(conn)["delivered"] == 8
 
 
@@ -295,11 +295,11 @@ def test_reader_does_not_block_a_writer(buffer_path):
     buffer = SQLiteBuffer(buffer_path, busy_timeout=0.5)
     try:
         with queries.open_readonly(buffer_path) as conn:
-            conn.execute("BEGIN")
-            before = queries.state_totals(conn)["pending"]  # a read snapshot stays open
+            conn._conn.execute("BEGIN")  # the reader's own connection: a read snapshot stays open
+            before = queries.state_totals(conn)["pending"]
             assert buffer.enqueue([_row("late")], dedup=True) == [True]  # no "database is locked"
             assert queries.state_totals(conn)["pending"] == before
-            conn.execute("COMMIT")
+            conn._conn.execute("COMMIT")
             assert queries.state_totals(conn)["pending"] == before + 1
     finally:
         buffer.close()

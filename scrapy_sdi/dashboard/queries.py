@@ -1,17 +1,17 @@
-"""The SQL behind every dashboard page, on read-only connections to the buffer file.
+"""What every dashboard page reads from the buffer file, through its named read-only queries.
 
-Each page opens its own short read-only connection (``file:...?mode=ro``): in WAL mode a reader
-never blocks the crawls writing to the same file, and a read-only connection cannot change it.
-Every value reaches SQLite as a bound parameter; sort columns come from allow-lists. The writes,
-:func:`requeue` (through the buffer, as ``scrapy sdi requeue``) and the one-time upgrade of a
-buffer an older scrapy_sdi wrote, use their own short read-write connections with a busy timeout.
+Each page opens its own short reader (:class:`scrapy_sdi.buffer_queries.BufferReader`, a
+read-only connection): in WAL mode a reader never blocks the crawls writing to the same file,
+and cannot change it. The SQL, its allow-lists of sort columns and its bound parameters live
+with the schema in the buffer modules; this module shapes their answers into pages and charts.
+The writes, :func:`requeue` (through the buffer, as ``scrapy sdi requeue``) and the one-time
+upgrade of a buffer an older scrapy_sdi wrote, open the buffer read-write for a moment.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import sqlite3
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -20,7 +20,15 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from scrapy_sdi.buffer import SCHEMA_VERSION, STATES, BufferFileError, SQLiteBuffer, readonly_uri
+from scrapy_sdi.buffer import SCHEMA_VERSION, BufferFault, BufferFileError, SQLiteBuffer
+from scrapy_sdi.buffer_queries import (
+    CRAWLER_SORTS,
+    PROBLEM_STATES,
+    ROW_COLUMNS,
+    ROW_SORTS,
+    BufferReader,
+    Selection,
+)
 from scrapy_sdi.filter_source import CACHE_KEY as FILTERS_CACHE_KEY
 from scrapy_sdi.filter_source import cached_filters_info
 from scrapy_sdi.requeue import Requeued
@@ -29,35 +37,12 @@ from scrapy_sdi.requeue import requeue as requeue_rows
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping, Sequence
 
-#: States a user may look at, export and requeue on the problems page.
-PROBLEM_STATES = ("rejected", "invalid")
-#: Crawler-table columns a user may sort by -> the SQL expression (never user text).
-CRAWLER_SORTS = {
-    "crawler": "crawler",
-    "buffered": "buffered",
-    "delivered": "delivered",
-    "rejected": "rejected",
-    "invalid": "invalid",
-    "filtered": "filtered",
-    "pending": "pending",
-    "last_delivery": "last_delivery",
-}
-#: Problem-row columns a user may sort by -> the SQL expression.
-ROW_SORTS = {
-    "created": "created_at",
-    "rejected_at": "delivered_at",
-    "attempts": "attempts",
-    "crawler": "crawler",
-    "url": "url",
-    "reason": "reason",
-    "state": "state",
-}
-#: Columns of one row in listings and exports, in order.
-ROW_COLUMNS = ("id", "crawler", "url", "state", "attempts", "reason", "last_error", "outcome",
-               "created_at", "delivered_at")
-#: A row's payload, kept in a table of its own (schema 2).
-_PAYLOAD = "(SELECT payload FROM payloads WHERE payloads.rowid = results.rowid)"
-_SEARCHED = ("id", "crawler", "url", "reason", "last_error", f"CAST({_PAYLOAD} AS TEXT)")
+__all__ = [
+    "CRAWLER_SORTS", "PROBLEM_STATES", "ROW_COLUMNS", "ROW_SORTS", "BufferUnavailable", "Page", "Selection",
+    "Throughput", "check_buffer", "crawler_names", "crawler_table", "delivered_page", "file_sizes",
+    "filters_info", "first_outcome_time", "iter_selection", "oldest_pending_age", "open_readonly",
+    "payload_text", "requeue", "row_detail", "rows_page", "state_totals", "throughput",
+]
 
 
 class BufferUnavailable(Exception):
@@ -65,17 +50,16 @@ class BufferUnavailable(Exception):
 
 
 @contextmanager
-def open_readonly(path: str | os.PathLike[str], *, busy_timeout: float = 5.0) -> Iterator[sqlite3.Connection]:
-    """A read-only connection to the buffer file, closed on exit."""
+def open_readonly(path: str | os.PathLike[str], *, busy_timeout: float = 5.0) -> Iterator[BufferReader]:
+    """A reader of the buffer file, closed on exit."""
     try:
-        conn = sqlite3.connect(readonly_uri(path), uri=True, timeout=busy_timeout, check_same_thread=False)
-    except sqlite3.Error as exc:
-        raise BufferUnavailable(f"SDI buffer {path} cannot be opened read-only: {exc}") from None
+        reader = BufferReader.connect(path, busy_timeout=busy_timeout)
+    except BufferFault as exc:
+        raise BufferUnavailable(str(exc)) from None
     try:
-        conn.execute("PRAGMA query_only = 1")
-        yield conn
+        yield reader
     finally:
-        conn.close()
+        reader.close()
 
 
 def check_buffer(path: str | os.PathLike[str]) -> None:
@@ -88,10 +72,9 @@ def check_buffer(path: str | os.PathLike[str]) -> None:
     if not os.access(target, os.R_OK):
         raise BufferUnavailable(f"SDI buffer {target} is not readable by this user")
     try:
-        with open_readonly(target) as conn:
-            (version,) = conn.execute("PRAGMA user_version").fetchone()
-            tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    except sqlite3.DatabaseError as exc:
+        with open_readonly(target) as reader:
+            version, tables = reader.schema()
+    except BufferFault as exc:
         raise BufferUnavailable(f"SDI buffer {target} is not a readable SQLite buffer: {exc}") from None
     if version > SCHEMA_VERSION:
         raise BufferUnavailable(f"SDI buffer {target} has schema {version}, newer than this scrapy_sdi knows: upgrade")
@@ -112,19 +95,14 @@ def _upgrade(path: Path) -> None:
 # -- overview -------------------------------------------------------------------------------
 
 
-def state_totals(conn: sqlite3.Connection) -> dict[str, int]:
+def state_totals(reader: BufferReader) -> dict[str, int]:
     """Rows per state, every state present (zero included)."""
-    totals = dict.fromkeys(STATES, 0)
-    for state, n in conn.execute("SELECT state, count(*) FROM results GROUP BY state"):
-        totals[state] = n
-    return totals
+    return reader.state_totals()
 
 
-def oldest_pending_age(conn: sqlite3.Connection, now: float | None = None) -> float | None:
+def oldest_pending_age(reader: BufferReader, now: float | None = None) -> float | None:
     """Seconds since the oldest pending or in-flight row was buffered; None when there is none."""
-    (oldest,) = conn.execute(
-        "SELECT min(created_at) FROM results WHERE state IN ('pending', 'in_flight')"
-    ).fetchone()
+    oldest = reader.oldest_waiting()
     if oldest is None:
         return None
     return max(0.0, (time.time() if now is None else now) - oldest)
@@ -136,10 +114,9 @@ def file_sizes(path: str | os.PathLike[str]) -> dict[str, int]:
     return {"file": Path(path).stat().st_size, "wal": wal.stat().st_size if wal.exists() else 0}
 
 
-def filters_info(conn: sqlite3.Connection) -> dict[str, Any] | None:
+def filters_info(reader: BufferReader) -> dict[str, Any] | None:
     """Version, count and fetch time of the cached filters; None when none are cached."""
-    row = conn.execute("SELECT value FROM meta WHERE key = ?", (FILTERS_CACHE_KEY,)).fetchone()
-    return cached_filters_info(None if row is None else row[0])
+    return cached_filters_info(reader.meta(FILTERS_CACHE_KEY))
 
 
 @dataclass(frozen=True)
@@ -157,23 +134,12 @@ class Page:
 
 
 def crawler_table(
-    conn: sqlite3.Connection, *, sort: str = "crawler", descending: bool = False, page: int = 1, per_page: int = 25
+    reader: BufferReader, *, sort: str = "crawler", descending: bool = False, page: int = 1, per_page: int = 25
 ) -> Page:
     """Per crawler: buffered (all rows), delivered, rejected, invalid, filtered, pending (with
     in flight) and the time of the last delivery; sorted by an allow-listed column."""
-    column = _allowed(sort, CRAWLER_SORTS, "sort")
-    order = "DESC" if descending else "ASC"
-    (total,) = conn.execute("SELECT count(DISTINCT crawler) FROM results").fetchone()
-    cursor = conn.execute(
-        "SELECT crawler, count(*) AS buffered, "
-        "sum(state = 'delivered') AS delivered, sum(state = 'rejected') AS rejected, "
-        "sum(state = 'invalid') AS invalid, sum(state = 'filtered') AS filtered, "
-        "sum(state IN ('pending', 'in_flight')) AS pending, "
-        "max(CASE WHEN state = 'delivered' THEN delivered_at END) AS last_delivery "
-        f"FROM results GROUP BY crawler ORDER BY {column} {order} NULLS LAST, crawler LIMIT ? OFFSET ?",
-        (per_page, (page - 1) * per_page),
-    )
-    return Page(_dicts(cursor), total, page, per_page)
+    rows = reader.crawler_rows(sort, descending=descending, limit=per_page, offset=(page - 1) * per_page)
+    return Page(rows, reader.crawler_count(), page, per_page)
 
 
 # -- throughput -----------------------------------------------------------------------------
@@ -193,7 +159,7 @@ class Throughput:
         return self.bucket // 60
 
 
-def throughput(conn: sqlite3.Connection, since: float, until: float, *, max_buckets: int = 360) -> Throughput:
+def throughput(reader: BufferReader, since: float, until: float, *, max_buckets: int = 360) -> Throughput:
     """Outcomes per minute between two unix times, from ``delivered_at`` (also set on rejection).
 
     When the span has more than ``max_buckets`` minutes, buckets grow to whole multiples of a
@@ -204,93 +170,37 @@ def throughput(conn: sqlite3.Connection, since: float, until: float, *, max_buck
     start = math.floor(since / bucket) * bucket
     n = max(1, math.ceil((until - start) / bucket))
     delivered, rejected = [0] * n, [0] * n
-    cursor = conn.execute(
-        "SELECT CAST((delivered_at - :start) / :bucket AS INTEGER) AS slot, state, count(*) FROM results "
-        "WHERE state IN ('delivered', 'rejected') AND delivered_at >= :start AND delivered_at < :until "
-        "GROUP BY slot, state",
-        {"start": start, "bucket": bucket, "until": start + n * bucket},
-    )
-    for slot, state, count in cursor:
+    for slot, state, count in reader.outcomes_per_bucket(start, bucket, start + n * bucket):
         if 0 <= slot < n:
             (delivered if state == "delivered" else rejected)[slot] += count
     return Throughput(start, bucket, delivered, rejected)
 
 
-def first_outcome_time(conn: sqlite3.Connection) -> float | None:
-    (first,) = conn.execute(
-        "SELECT min(delivered_at) FROM results WHERE state IN ('delivered', 'rejected')"
-    ).fetchone()
-    return first
+def first_outcome_time(reader: BufferReader) -> float | None:
+    return reader.first_outcome_time()
 
 
 # -- rows -----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Selection:
-    """Which rows a listing or an export covers: states, crawler, search text and order."""
-
-    states: tuple[str, ...] = PROBLEM_STATES
-    crawler: str | None = None
-    search: str = ""
-    sort: str = "created"
-    descending: bool = True
-
-    def where(self) -> tuple[str, list[Any]]:
-        for state in self.states:
-            if state not in STATES:
-                raise ValueError(f"state: {state!r} is not one of {', '.join(STATES)}")
-        clauses = [f"state IN ({','.join('?' * len(self.states))})"]
-        params: list[Any] = list(self.states)
-        if self.crawler:
-            clauses.append("crawler = ?")
-            params.append(self.crawler)
-        if self.search:
-            pattern = "%" + _escape_like(self.search) + "%"
-            clauses.append("(" + " OR ".join(f"{c} LIKE ? ESCAPE '\\'" for c in _SEARCHED) + ")")
-            params.extend([pattern] * len(_SEARCHED))
-        return " AND ".join(clauses), params
-
-    def order(self) -> str:
-        column = _allowed(self.sort, ROW_SORTS, "sort")
-        return f"{column} {'DESC' if self.descending else 'ASC'} NULLS LAST, rowid {'DESC' if self.descending else 'ASC'}"
-
-
-def rows_page(conn: sqlite3.Connection, selection: Selection, *, page: int = 1, per_page: int = 50) -> Page:
+def rows_page(reader: BufferReader, selection: Selection, *, page: int = 1, per_page: int = 50) -> Page:
     """One page of the rows a selection covers (without their payloads)."""
-    where, params = selection.where()
-    order = selection.order()
-    (total,) = conn.execute(f"SELECT count(*) FROM results WHERE {where}", params).fetchone()
-    cursor = conn.execute(
-        f"SELECT {', '.join(ROW_COLUMNS)} FROM results WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?",
-        (*params, per_page, (page - 1) * per_page),
-    )
-    return Page(_dicts(cursor), total, page, per_page)
+    total = reader.count(selection)
+    return Page(reader.rows(selection, limit=per_page, offset=(page - 1) * per_page), total, page, per_page)
 
 
-def iter_selection(conn: sqlite3.Connection, selection: Selection) -> Iterator[dict[str, Any]]:
+def iter_selection(reader: BufferReader, selection: Selection) -> Iterator[dict[str, Any]]:
     """Every row of a selection, payload included (as text), for the downloads."""
-    where, params = selection.where()
-    cursor = conn.execute(
-        f"SELECT {', '.join(ROW_COLUMNS)}, {_PAYLOAD} AS payload FROM results WHERE {where} ORDER BY {selection.order()}",
-        params,
-    )
-    for row in _dicts(cursor):
+    for row in reader.rows_with_payloads(selection):
         row["payload"] = payload_text(row["payload"])
         yield row
 
 
-def row_detail(conn: sqlite3.Connection, row_id: str) -> dict[str, Any] | None:
+def row_detail(reader: BufferReader, row_id: str) -> dict[str, Any] | None:
     """Everything the buffer knows about one row, or None."""
-    cursor = conn.execute(
-        f"SELECT {', '.join(ROW_COLUMNS)}, ready_at, lease_owner, lease_until, {_PAYLOAD} AS payload "
-        "FROM results WHERE id = ?",
-        (row_id,),
-    )
-    rows = _dicts(cursor)
-    if not rows:
+    row = reader.row(row_id)
+    if row is None:
         return None
-    row = rows[0]
     row["payload"] = payload_text(row["payload"], pretty=True)
     return row
 
@@ -309,15 +219,15 @@ def payload_text(payload: bytes | str | None, *, pretty: bool = False) -> str:
 
 
 def delivered_page(
-    conn: sqlite3.Connection, *, crawler: str | None = None, search: str = "", page: int = 1, per_page: int = 50
+    reader: BufferReader, *, crawler: str | None = None, search: str = "", page: int = 1, per_page: int = 50
 ) -> Page:
     """Delivered rows, newest first, for the remote status page."""
     selection = Selection(states=("delivered",), crawler=crawler, search=search, sort="rejected_at")
-    return rows_page(conn, selection, page=page, per_page=per_page)
+    return rows_page(reader, selection, page=page, per_page=per_page)
 
 
-def crawler_names(conn: sqlite3.Connection) -> list[str]:
-    return [name for (name,) in conn.execute("SELECT DISTINCT crawler FROM results ORDER BY crawler")]
+def crawler_names(reader: BufferReader) -> list[str]:
+    return reader.crawler_names()
 
 
 # -- the one write --------------------------------------------------------------------------
@@ -347,21 +257,3 @@ def requeue(
     finally:
         buffer.close()
     return Requeued(rejected.requeued + invalid.requeued, invalid.still_invalid)
-
-
-# -- helpers --------------------------------------------------------------------------------
-
-
-def _allowed(key: str, allowed: dict[str, str], name: str) -> str:
-    if key not in allowed:
-        raise ValueError(f"{name}: {key!r} is not one of {', '.join(allowed)}")
-    return allowed[key]
-
-
-def _escape_like(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
-def _dicts(cursor: sqlite3.Cursor) -> list[dict[str, Any]]:
-    names = [d[0] for d in cursor.description]
-    return [dict(zip(names, row, strict=True)) for row in cursor]

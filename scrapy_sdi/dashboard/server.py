@@ -11,7 +11,6 @@ import hmac
 import ipaddress
 import logging
 import secrets
-import sqlite3
 import sys
 import time
 from collections.abc import Callable
@@ -39,6 +38,7 @@ if TYPE_CHECKING:
 
     from twisted.web.server import Request
 
+    from scrapy_sdi.buffer_queries import BufferReader
     from scrapy_sdi.client import SDIClient
     from scrapy_sdi.settings import SDISettings
 
@@ -212,15 +212,15 @@ class Dashboard:
     # -- reading the buffer ---------------------------------------------------------------
 
     async def _read(self, func: Callable[..., Any], *args: Any) -> Any:
-        """Run ``func(conn, *args)`` on a fresh read-only connection in a worker thread."""
+        """Run ``func(reader, *args)`` on a fresh read-only reader of the file in a worker thread."""
 
         def work() -> Any:
-            with queries.open_readonly(self.buffer_path) as conn:
-                return func(conn, *args)
+            with queries.open_readonly(self.buffer_path) as reader:
+                return func(reader, *args)
 
         try:
             return await deferToThread(work)
-        except (queries.BufferUnavailable, BufferFault, sqlite3.Error) as exc:
+        except (queries.BufferUnavailable, BufferFault) as exc:
             raise HTTPError(503, f"the buffer cannot be read right now: {exc}") from None
 
     # -- overview -------------------------------------------------------------------------
@@ -234,15 +234,15 @@ class Dashboard:
         }
 
     async def _overview_data(self, p: dict[str, Any]) -> dict[str, Any]:
-        def read(conn: sqlite3.Connection) -> dict[str, Any]:
+        def read(reader: BufferReader) -> dict[str, Any]:
             now = time.time()
             return {
                 "now": now,
-                "totals": queries.state_totals(conn),
-                "oldest_pending_age": queries.oldest_pending_age(conn, now),
-                "filters": queries.filters_info(conn),
+                "totals": queries.state_totals(reader),
+                "oldest_pending_age": queries.oldest_pending_age(reader, now),
+                "filters": queries.filters_info(reader),
                 "crawlers": queries.crawler_table(
-                    conn, sort=p["sort"], descending=p["dir"] == "desc", page=p["page"], per_page=p["per_page"]
+                    reader, sort=p["sort"], descending=p["dir"] == "desc", page=p["page"], per_page=p["per_page"]
                 ),
                 "file_size": queries.file_sizes(self.buffer_path),
             }
@@ -281,16 +281,16 @@ class Dashboard:
         window = params.choice("window", "all", (key for key, _ in WINDOWS))
         retention = self.retention_days * 86400
 
-        def read(conn: sqlite3.Connection) -> dict[str, Any]:
+        def read(reader: BufferReader) -> dict[str, Any]:
             now = time.time()
             if window == "all":
-                first = queries.first_outcome_time(conn)
+                first = queries.first_outcome_time(reader)
                 since = max(now - retention, first if first is not None else now - 3600)
             elif window == "retention":
                 since = now - retention
             else:
                 since = now - min(_WINDOW_SECONDS[window], retention)
-            return {"chart": queries.throughput(conn, since, now), "until": now}
+            return {"chart": queries.throughput(reader, since, now), "until": now}
 
         data = await self._read(read)
         result = data["chart"]
@@ -322,9 +322,9 @@ class Dashboard:
         requeued = params.integer("requeued", -1, 0, MAX_IDS)
         still_invalid = params.integer("invalid", 0, 0, MAX_IDS)
 
-        def read(conn: sqlite3.Connection) -> dict[str, Any]:
-            return {"page": queries.rows_page(conn, selection, page=p["page"], per_page=p["per_page"]),
-                    "crawlers": queries.crawler_names(conn)}
+        def read(reader: BufferReader) -> dict[str, Any]:
+            return {"page": queries.rows_page(reader, selection, page=p["page"], per_page=p["per_page"]),
+                    "crawlers": queries.crawler_names(reader)}
 
         data = await self._read(read)
         data["requeued"] = None if requeued < 0 else requeued
@@ -348,8 +348,8 @@ class Dashboard:
         if fmt == "xlsx" and not exports.xlsx_available():
             raise HTTPError(404, "XLSX export needs openpyxl, which is not installed here: pip install openpyxl")
 
-        def read(conn: sqlite3.Connection) -> bytes:
-            return exports.render(fmt, queries.iter_selection(conn, selection))
+        def read(reader: BufferReader) -> bytes:
+            return exports.render(fmt, queries.iter_selection(reader, selection))
 
         body = await self._read(read)
         content_type, ext = exports.FORMATS[fmt]
@@ -364,10 +364,10 @@ class Dashboard:
              "page": params.integer("page", 1, 1, MAX_PAGE),
              "per_page": int(params.choice("per_page", "50", ("25", "50", "100")))}
 
-        def read(conn: sqlite3.Connection) -> dict[str, Any]:
-            return {"page": queries.delivered_page(conn, crawler=p["crawler"] or None, search=p["q"],
+        def read(reader: BufferReader) -> dict[str, Any]:
+            return {"page": queries.delivered_page(reader, crawler=p["crawler"] or None, search=p["q"],
                                                    page=p["page"], per_page=p["per_page"]),
-                    "crawlers": queries.crawler_names(conn)}
+                    "crawlers": queries.crawler_names(reader)}
 
         data = await self._read(read)
         urls = [row["url"] for row in data["page"].rows]
@@ -404,7 +404,7 @@ class Dashboard:
         """The buffer's metrics, read in a worker thread; API health as the health loop last saw it."""
         try:
             body = await deferToThread(metrics.render, self._metrics)
-        except (BufferFault, sqlite3.Error) as exc:
+        except BufferFault as exc:
             raise HTTPError(503, f"the buffer cannot be read right now: {exc}") from None
         return Response(body, content_type=metrics.CONTENT_TYPE_LATEST)
 
