@@ -333,6 +333,9 @@ class SQLiteBuffer(Buffer):
                 else "check that the directory exists and is writable, and that the disk has room"
             )
             raise BufferFileError(f"SDI buffer {self.path} cannot be used ({exc}); {hint}") from None
+        # The hot path (enqueue, claim, ack, release) runs stdlib sqlite3 on this connection:
+        # executemany over tuples, one statement per batch, no layer per call or per row.
+        # sqlite-utils (self.db) serves only reads that want rows as dicts (export).
         self._conn = conn
         self._leased: dict[str, int] = {}  # id -> rowid of the rows this process claimed
         self._owners = OwnerLocks(self.path.with_name(self.path.name + ".owners"))
