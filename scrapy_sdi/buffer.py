@@ -68,13 +68,25 @@ class Lease:
     """Rows stored already claimed: the delivery loop sends them from memory, with no claim query.
 
     ``enqueue`` stores the first ``limit`` rows it stores as pending in flight instead, leased to
-    ``owner`` until ``until``, exactly as ``claim`` would have left them, and marks those rows'
-    ``state`` IN_FLIGHT so the caller knows which they are.
+    ``owner`` until ``until``, exactly as ``claim`` would have left them, and returns them in
+    ``Enqueued.leased`` (the rows themselves are left as they came).
     """
 
     owner: str
     until: float
     limit: int
+
+
+class Enqueued(list[bool]):
+    """What ``enqueue`` did: one flag per row, True when it was stored (False: dedup skipped it),
+    and ``leased``, the rows stored already claimed under the ``Lease``, in order.
+
+    A list of the flags, so a caller that only asks what was stored reads it as before.
+    """
+
+    def __init__(self, stored: Iterable[bool] = (), leased: Sequence[Row] = ()) -> None:
+        super().__init__(stored)
+        self.leased: list[Row] = list(leased)
 
 
 class Claimed(NamedTuple):
@@ -131,10 +143,11 @@ class Buffer(ABC):
         return f"{type(self).__module__}.{type(self).__qualname__}"
 
     @abstractmethod
-    def enqueue(self, rows: Sequence[Row], dedup: bool, lease: Lease | None = None) -> list[bool]:
+    def enqueue(self, rows: Sequence[Row], dedup: bool, lease: Lease | None = None) -> Enqueued:
         """Store rows in one transaction; return for each whether it was stored (False: a seen URL).
 
-        With a ``lease``, its first ``lease.limit`` stored pending rows are stored claimed (see Lease).
+        With a ``lease``, its first ``lease.limit`` stored pending rows are stored claimed (see
+        Lease) and returned in ``Enqueued.leased``; the rows passed in are never changed.
         """
 
     @abstractmethod
@@ -388,7 +401,7 @@ class SQLiteBuffer(Buffer):
                 + ("upgrade scrapy_sdi" if version > SCHEMA_VERSION else "open it once with `scrapy sdi buffer` to upgrade it")
             )
 
-    def enqueue(self, rows: Sequence[Row], dedup: bool, lease: Lease | None = None) -> list[bool]:
+    def enqueue(self, rows: Sequence[Row], dedup: bool, lease: Lease | None = None) -> Enqueued:
         now = time.time()
         to_lease = lease.limit if lease is not None else 0
         owner, until = (lease.owner, lease.until) if lease is not None else (None, None)
@@ -423,9 +436,8 @@ class SQLiteBuffer(Buffer):
             )
             self._conn.executemany("INSERT INTO payloads (rowid, payload) VALUES (?, ?)", payloads)
         for row, rowid in leased:  # only once committed: a retried group must start as it came
-            row.state = IN_FLIGHT
             self._leased[row.id] = rowid
-        return stored
+        return Enqueued(stored, [row for row, _ in leased])
 
     def _seen_urls(self, rows: Sequence[Row]) -> set[tuple[str, str]]:
         seen: set[tuple[str, str]] = set()
@@ -782,8 +794,9 @@ class MemoryBuffer(Buffer):
     def location(self) -> str:
         return "memory"
 
-    def enqueue(self, rows: Sequence[Row], dedup: bool, lease: Lease | None = None) -> list[bool]:
-        stored = []
+    def enqueue(self, rows: Sequence[Row], dedup: bool, lease: Lease | None = None) -> Enqueued:
+        stored: list[bool] = []
+        leased: list[Row] = []
         now = time.time()
         to_lease = lease.limit if lease is not None else 0
         for row in rows:
@@ -803,11 +816,12 @@ class MemoryBuffer(Buffer):
             self._seen.add(key)
             if to_lease and lease is not None:
                 to_lease -= 1
-                row.state = self._rows[row.id]["state"] = IN_FLIGHT
+                self._rows[row.id]["state"] = IN_FLIGHT
                 self._leased[row.id] = lease.until
+                leased.append(row)
             else:
                 self._pending.setdefault(row.crawler, {})[row.id] = None
-        return stored
+        return Enqueued(stored, leased)
 
     def _to_pending(self, row: dict[str, Any]) -> None:
         row["state"] = PENDING

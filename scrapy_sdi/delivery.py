@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from scrapy.utils.asyncio import CallLaterResult, call_later
 from twisted.internet import defer
 
 from scrapy_sdi.backpressure import Backpressure
 from scrapy_sdi.buffer import Lease
+from scrapy_sdi.clock import Timers
 from scrapy_sdi.errors import (
     SDIAuthError,
     SDIBadRequest,
@@ -37,9 +37,11 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from scrapy.statscollectors import StatsCollector
+    from scrapy.utils.asyncio import CallLaterResult
 
     from scrapy_sdi.buffer import Buffer, Claimed, Row
     from scrapy_sdi.client import Outcome, SDIClient
+    from scrapy_sdi.clock import ReactorTime
     from scrapy_sdi.filter_source import FilterSource
     from scrapy_sdi.filters import Filter, FilterSet
     from scrapy_sdi.settings import SDISettings
@@ -101,13 +103,14 @@ class _Throttling:
     """The API asking to wait (429, or 503 with Retry-After) is said once as it starts and once as
     it ends: under steady throttling, a WARNING and an INFO per answer drowned the log."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Timers) -> None:
+        self._clock = clock
         self.since: float | None = None
         self.answers = 0
         self._last = 0.0
 
     def hit(self, wait: float) -> None:
-        now = time.monotonic()
+        now = self._clock.seconds()
         if self.since is None:
             self.since, self.answers = now, 0
             logger.warning(
@@ -120,7 +123,7 @@ class _Throttling:
     def calm(self, *, stopped: bool = False) -> None:
         """A batch was accepted (or delivery ``stopped``): after THROTTLE_QUIET without a request
         to wait, or at the stop, say once that the spell is over."""
-        if self.since is None or not (stopped or time.monotonic() - self._last >= THROTTLE_QUIET):
+        if self.since is None or not (stopped or self._clock.seconds() - self._last >= THROTTLE_QUIET):
             return
         logger.info(
             "SDI: throttling %(how)s: %(n)d answers asked to wait over %(seconds).0fs",
@@ -146,8 +149,11 @@ class Delivery:
         stats: StatsCollector | None = None,
         audit: Callable[[dict[str, Any]], None] | None = None,
         filters: FilterSource | None = None,
+        clock: ReactorTime | None = None,
     ) -> None:
         self.buffer = buffer
+        #: Linger, tick, backoff and the close deadline run on it (``twisted.internet.task.Clock`` in tests).
+        self._clock = Timers(clock)
         #: The filters applied to every row as it is sent (None: filtering is off).
         self.filters = filters
         self.client = client
@@ -170,7 +176,7 @@ class Delivery:
         self._batch_size = settings.batch_size  # lowered when the API answers 413 with max_results
         #: What 413s without max_results taught: requests are cut to stay under it.
         self._limits = RequestLimits(len(encode_batch(self.crawler, [])))
-        self._paused_until = 0.0
+        self._paused_until = 0.0  # on the clock's seconds
         self._draining = False
         self._timer: CallLaterResult | None = None
         self._timer_due = 0.0
@@ -179,7 +185,7 @@ class Delivery:
         #: Since when the API has been failing (None: it answers), for the status line.
         self.failing_since: float | None = None
         self._failure_told = False  # a WARNING said the API fails; an INFO says when it answers again
-        self._throttling = _Throttling()
+        self._throttling = _Throttling(self._clock)
         self.last_error: str | None = None
         self.state = "ok"
 
@@ -199,7 +205,7 @@ class Delivery:
     def _reclaim_dead(self, *, force: bool = False) -> int:
         """Rows leased to dead processes back to pending; at most once a TICK unless ``force``d,
         since it runs when a claim finds nothing, and an idle loop claims every TICK."""
-        now = time.monotonic()
+        now = self._clock.seconds()
         if not force and now < self._next_reclaim:
             return 0
         self._next_reclaim = now + TICK
@@ -215,7 +221,7 @@ class Delivery:
         keeps up (no older row waits in the buffer, no backoff holds), rows skip it, as many as
         fit in flight: the rest are claimed later, oldest first, as usual.
         """
-        if not self._running or self._waiting() > 0 or self._paused_until > time.time():
+        if not self._running or self._waiting() > 0 or self._paused_until > self._clock.seconds():
             return None
         room = self.settings.concurrent_requests * self._batch_size - self._in_flight_rows
         if room <= 0:
@@ -238,18 +244,18 @@ class Delivery:
         if not self._running:  # `scrapy sdi flush` drains without a start
             self._hold_lease_owner()
         self._running = True
-        deadline = time.monotonic() + timeout
+        deadline = self._clock.seconds() + timeout
         cutoff = time.time()
         while True:
             self._pump()
             if not self._active and self.buffer.outstanding(self.crawler, cutoff) == 0:
                 return 0
-            remaining = deadline - time.monotonic()
+            remaining = deadline - self._clock.seconds()
             if remaining <= 0:
                 break
             wait = remaining
             if not self._active:  # a backoff, or rows leased by another process: look again soon
-                pause = self._paused_until - time.time()
+                pause = self._paused_until - self._clock.seconds()
                 wait = min(remaining, pause + 0.05 if pause > 0 else TICK)
             await self._progress(wait)
         self._abandon()
@@ -289,13 +295,13 @@ class Delivery:
         """Pump in ``delay`` seconds, unless a pump is already due sooner."""
         if not self._running:
             return
-        due = time.monotonic() + delay
+        due = self._clock.seconds() + delay
         if self._timer is not None:
             if self._timer_due <= due:
                 return
             self._timer.cancel()
         self._timer_due = due
-        self._timer = call_later(delay, self._tick)
+        self._timer = self._clock.call_later(delay, self._tick)
 
     def _tick(self) -> None:
         self._timer = None
@@ -313,7 +319,7 @@ class Delivery:
         self.backpressure.release()  # rows may have been delivered since
         if not self._running:
             return
-        pause = self._paused_until - time.time()
+        pause = self._paused_until - self._clock.seconds()
         if pause > 0:
             self._schedule(pause)
             return
@@ -420,7 +426,7 @@ class Delivery:
                 self._waiters.remove(d)
                 d.callback(None)
 
-        call = call_later(timeout, expire)
+        call = self._clock.call_later(timeout, expire)
 
         def cancel_timer(result: Any) -> Any:
             call.cancel()
@@ -579,7 +585,7 @@ class Delivery:
         self._backoff(exc.retry_after if isinstance(exc, SDIRateLimited) else None)
         level = logging.ERROR if isinstance(exc, SDIAuthError) else logging.DEBUG
         if throttled:
-            self._throttling.hit(self._paused_until - time.time())
+            self._throttling.hit(self._paused_until - self._clock.seconds())
         elif not self._failure_told:
             level = max(level, logging.WARNING)  # the first failure of a streak is worth a line
             self._failure_told = True
@@ -593,7 +599,7 @@ class Delivery:
         logger.log(
             level,
             "SDI batch of %(n)d not delivered (%(error)s); retrying in %(delay).1fs",
-            {"n": len(batch), "error": exc, "delay": max(0.0, self._paused_until - time.time())},
+            {"n": len(batch), "error": exc, "delay": max(0.0, self._paused_until - self._clock.seconds())},
         )
 
     def _release(self, batch: _Batch, error: str) -> None:
@@ -612,7 +618,7 @@ class Delivery:
         delay = random.uniform(0, cap)
         if retry_after is not None:
             delay = max(delay, retry_after)
-        self._paused_until = time.time() + delay
+        self._paused_until = self._clock.seconds() + delay
         self._give_back_handed("held back while delivery backs off")  # a pause may outlast their lease
 
     def _record(self, batch: _Batch, started: float, *, outcomes: Sequence[Outcome] = (), error: SDIError | None = None) -> None:

@@ -1,6 +1,6 @@
 """SDIStatus: one quiet INFO line per interval about delivery, like Scrapy's LogStats.
 
-It learns of the delivery loop through the ``delivery_opened`` signal and otherwise reads the
+It learns of the outbox through the ``delivery_opened`` signal and otherwise reads the
 crawler's stats, so it adds nothing to the item path.
 """
 
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from scrapy.statscollectors import StatsCollector
     from typing_extensions import Self
 
-    from scrapy_sdi.delivery import Delivery
+    from scrapy_sdi.outbox import Outbox
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ class SDIStatus:
     def __init__(self, stats: StatsCollector, interval: float) -> None:
         self.stats = stats
         self.interval = interval
-        self.delivery: Delivery | None = None
+        self.delivery: Outbox | None = None
         self._task: Any = None
         self._last_delivered = 0
 
@@ -44,7 +44,7 @@ class SDIStatus:
         crawler.signals.connect(ext.spider_closed, signal=signals.spider_closed)
         return ext
 
-    def delivery_opened(self, delivery: Delivery) -> None:
+    def delivery_opened(self, delivery: Outbox) -> None:
         self.delivery = delivery
 
     def spider_opened(self) -> None:

@@ -1,7 +1,7 @@
 """SDIPipeline: every item becomes a buffered result, delivered to the SDI API in batches.
 
-The pipeline only orchestrates: mapping and validation (mapping), exclusion (filters),
-durability (writer, buffer) and sending (delivery, client) each live in their own module.
+The pipeline only orchestrates: map and validate (mapping), exclude (filters), then hand the row
+to the Outbox, which buffers it durably and delivers it (outbox, writer, buffer, delivery, client).
 """
 
 from __future__ import annotations
@@ -11,17 +11,13 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from scrapy.exceptions import CloseSpider, DropItem
-from scrapy.utils.asyncio import call_later, create_looping_call
-from scrapy.utils.defer import deferred_from_coro, maybe_deferred_to_future
+from scrapy.utils.defer import maybe_deferred_to_future
 from twisted.internet import defer
 
 from scrapy_sdi.audit import AuditLog
 from scrapy_sdi.buffer import (
-    DELIVERED,
     FILTERED,
-    IN_FLIGHT,
     INVALID,
-    PENDING,
     BufferFileError,
     BufferWriteError,
     MemoryBuffer,
@@ -29,8 +25,6 @@ from scrapy_sdi.buffer import (
     open_buffer,
 )
 from scrapy_sdi.client import SDIClient
-from scrapy_sdi.delivery import Delivery
-from scrapy_sdi.errors import SDIError
 from scrapy_sdi.filter_source import FilterSource
 from scrapy_sdi.filters import count_filtered
 from scrapy_sdi.mapping import (
@@ -40,10 +34,11 @@ from scrapy_sdi.mapping import (
     new_result_id,
     stable_result_id,
 )
+from scrapy_sdi.outbox import Outbox
 from scrapy_sdi.settings import settings_for
 from scrapy_sdi.signals import delivery_opened
-from scrapy_sdi.status import url_statuses
-from scrapy_sdi.writer import GroupWriter
+from scrapy_sdi.status import record_remote_status
+from scrapy_sdi.stopping import CrawlStop
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
@@ -83,12 +78,11 @@ class SDIPipeline:
         self.mapper = ResultMapper(field_map=settings.field_map)
         self.buffer: Buffer | None = None
         self.client: SDIClient | None = None
-        self.delivery: Delivery | None = None
-        self.writer: GroupWriter | None = None
+        self.outbox: Outbox | None = None
         self.filters: FilterSource | None = None
         self.audit: AuditLog | None = None
         self._opened_at = time.time()
-        self._stopping: Any = None  # the looping call that helps Scrapy close, once the buffer failed
+        self._stop_crawl = CrawlStop(crawler)  # once the buffer failed: results found later would be lost too
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
@@ -116,7 +110,7 @@ class SDIPipeline:
         if settings.audit_log:
             self.audit = AuditLog(settings.audit_log, rotation=settings.audit_rotation, retention=settings.audit_retention)
         self.filters = FilterSource(settings, self.buffer, self.client, stats=self.stats)
-        self.delivery = Delivery(
+        self.outbox = Outbox(
             self.buffer,
             None if settings.dry_run else self.client,
             settings,
@@ -124,17 +118,16 @@ class SDIPipeline:
             audit=self.audit.record if self.audit is not None else None,
             filters=self.filters,
         )
-        self.writer = GroupWriter(self.buffer, dedup=settings.dedup, lease=self.delivery.lease, on_commit=self._committed)
         await maybe_deferred_to_future(defer.Deferred.fromCoroutine(self.filters.load()))
         pruned = self.buffer.prune(settings.retention_days)
         if pruned:
             logger.info("SDI buffer: pruned %(n)d delivered results older than %(days)g days", {"n": pruned, "days": settings.retention_days})
         for key in STARTING_STATS + (DRY_RUN_STATS if settings.dry_run else ()):
             self.stats.set_value(key, 0)
-        self.delivery.start()
+        self.outbox.start()
         self.filters.start()
         if self.crawler is not None:
-            self.crawler.signals.send_catch_log(signal=delivery_opened, delivery=self.delivery)
+            self.crawler.signals.send_catch_log(signal=delivery_opened, delivery=self.outbox)
         if self.filters.required_but_missing:
             logger.error("SDI filters: %(why)s; SDI_FILTERS_REQUIRED closes the spider", {"why": self.filters.unavailable})
             raise CloseSpider("sdi_filters_unavailable")
@@ -144,7 +137,7 @@ class SDIPipeline:
         )
 
     async def process_item(self, item: Any) -> Any:
-        assert self.writer is not None and self.delivery is not None and self.filters is not None
+        assert self.filters is not None
         crawler = self.settings.crawler_name
         try:
             result = self.mapper.to_result(item)
@@ -156,83 +149,34 @@ class SDIPipeline:
             payload = encode_result(result, result_id)
         except InvalidResult as exc:
             url, kept = self.mapper.keep(item)  # what a requeue maps again
-            await self._keep(Row(new_result_id(), crawler, url, kept, INVALID, exc.reason))
+            await self._put(Row(new_result_id(), crawler, url, kept, INVALID, exc.reason))
             self.stats.inc_value("sdi/items_invalid")
             raise DropItem(f"SDI: invalid result: {exc.reason}", log_level="DEBUG") from None
         if matched is not None:
             # a URL already buffered is deduplicated: its row is matched when it is sent, and counted then
-            if await self._keep(Row(result_id, crawler, result["url"], payload, FILTERED, matched.describe())):
+            if await self._put(Row(result_id, crawler, result["url"], payload, FILTERED, matched.describe())):
                 count_filtered(self.stats, [matched])
             raise DropItem(f"SDI: excluded by {matched.describe()}", log_level="DEBUG")
-        await self._admit()
-        try:
-            await self._store(Row(result_id, crawler, result["url"], payload, filters_version=None if passed is None else passed.key))
-        except DropItem:
-            self.delivery.backpressure.counted()  # never buffered: its room is free again
-            raise
+        await self._put(Row(result_id, crawler, result["url"], payload, filters_version=None if passed is None else passed.key))
         return item
 
-    async def _admit(self) -> None:
-        """Back-pressure: wait, in turn, while SDI_BUFFER_MAX_PENDING rows wait for delivery."""
-        assert self.delivery is not None
-        entry = self.delivery.backpressure.enter()
-        if entry is not None:
-            self.stats.inc_value("sdi/backpressure_waits")
-            await maybe_deferred_to_future(entry)
-
-    def _committed(self, rows: list[Row], stored: list[bool]) -> None:
-        """Count a group commit's results (per group: a stats call per item shows in the crawl's
-        speed) and hand them to delivery; filtered and invalid rows are kept, never sent."""
-        assert self.delivery is not None
-        buffered = [row for row, was_stored in zip(rows, stored, strict=True) if was_stored and row.state in (PENDING, IN_FLIGHT)]
-        self.stats.inc_value("sdi/items_buffered", len(buffered))
-        skipped = len(stored) - sum(stored)  # only pending and filtered rows are ever skipped, as seen URLs
-        if skipped:
-            self.stats.inc_value("sdi/items_deduplicated", skipped)
-        self.delivery.wake(len(buffered), [row for row in buffered if row.state == IN_FLIGHT])
-        # every pending row came through back-pressure: stored or skipped, it is counted now
-        self.delivery.backpressure.counted(sum(1 for row in rows if row.state in (PENDING, IN_FLIGHT)))
-
-    async def _keep(self, row: Row) -> bool:
-        """Filtered and invalid results are kept for inspection (never sent) when the buffer is durable.
-
-        False: dedup skipped the row (a row for its URL is buffered already).
-        """
-        assert self.buffer is not None
-        return await self._store(row) if self.buffer.durable else True
-
-    async def _store(self, row: Row) -> bool:
+    async def _put(self, row: Row) -> bool:
         """A buffer that cannot store (disk full) stops the crawl: results found later would be lost too.
 
-        The writer has said why, once; each item is dropped quietly and counted.
+        The outbox has said why, once; each item is dropped quietly and counted.
         """
-        assert self.writer is not None
+        assert self.outbox is not None
         try:
-            return await self.writer.add(row)
+            return await self.outbox.put(row)
         except BufferWriteError:
             self.stats.inc_value("sdi/items_unbuffered")
-            self._stop_crawl()
+            self._stop_crawl("sdi_buffer_failed")
             raise DropItem("SDI: not buffered, the buffer cannot store results", log_level="DEBUG") from None
 
-    def _stop_crawl(self) -> None:
-        engine = self.crawler.engine if self.crawler is not None else None
-        if engine is None or self._stopping is not None:
-            return
-        deferred_from_coro(engine.close_spider_async(reason="sdi_buffer_failed"))
-        # Scrapy 2.19 checks whether the scraper may close only when a response's output is done,
-        # so a close while items from start() are in the pipelines would wait forever
-        # (scrapy/scrapy#7029): look again until it closes (close_spider stops this)
-        self._stopping = create_looping_call(_recheck_scraper_closing, engine.scraper)
-        self._stopping.start(0.05)
-
     async def close_spider(self) -> None:
-        if self.delivery is None or self.writer is None or self.buffer is None:
+        self._stop_crawl.cancel()
+        if self.outbox is None or self.buffer is None:
             return
-        assert self.filters is not None
-        if self._stopping is not None and self._stopping.running:
-            self._stopping.stop()
-        self.filters.stop()
-        self.writer.flush()
         left = await maybe_deferred_to_future(defer.Deferred.fromCoroutine(self._close()))
         self.stats.set_value("sdi/pending_at_close", left)
         unbuffered = self.stats.get_value("sdi/items_unbuffered", 0)
@@ -250,12 +194,17 @@ class SDIPipeline:
         self.buffer.close()
 
     async def _close(self) -> int:
-        assert self.delivery is not None and self.filters is not None
+        """The final flush, then the status lookup: both here, since Scrapy awaits pipelines'
+        close before ``spider_closed``, whose handlers (Spidermon's) read the stats at once."""
+        assert self.outbox is not None and self.filters is not None and self.buffer is not None
+        self.filters.stop()
         try:
-            left = await self.delivery.drain(self.settings.close_timeout)
-            await self.delivery.stop()
+            left = await self.outbox.close(self.settings.close_timeout)
             if self.settings.status_on_close and self.client is not None:
-                await self._record_remote_status()
+                await record_remote_status(
+                    self.client, self.buffer, self.stats, crawler=self.settings.crawler_name, since=self._opened_at,
+                    timeout=max(self.settings.close_timeout, self.settings.timeout),
+                )
             return left
         finally:
             await self.filters.close()
@@ -263,31 +212,6 @@ class SDIPipeline:
                 await self.client.close()
             if self.audit is not None:
                 self.audit.close()
-
-    async def _record_remote_status(self) -> None:
-        """sdi/remote_status/<name> counts for this run's delivered URLs; bounded by SDI_CLOSE_TIMEOUT."""
-        assert self.buffer is not None and self.client is not None
-        urls = [row["url"] for row in self.buffer.export(DELIVERED, self.settings.crawler_name, since=self._opened_at)]
-        if not urls:
-            return
-        lookup = defer.Deferred.fromCoroutine(url_statuses(self.client, urls))
-        timer = call_later(max(self.settings.close_timeout, self.settings.timeout), lookup.cancel)
-        try:
-            statuses = await lookup
-        except (SDIError, defer.CancelledError) as exc:
-            logger.warning("SDI: status lookup at close failed: %(error)s", {"error": str(exc) or "timed out"})
-            return
-        finally:
-            timer.cancel()
-        for status in statuses:
-            self.stats.inc_value(f"sdi/remote_status/{status.status}")
-
-
-def _recheck_scraper_closing(scraper: Any) -> None:
-    slot = getattr(scraper, "slot", None)
-    check = getattr(scraper, "_check_if_closing", None)
-    if slot is not None and check is not None and slot.closing is not None and not slot.closing.called:
-        check()
 
 
 def _describe_buffer(settings: SDISettings) -> str:

@@ -8,16 +8,26 @@ reads a buffer directly and needs no reactor at all.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from scrapy.utils.asyncio import call_later
+from twisted.internet import defer
+
 from scrapy_sdi.blocking import run_blocking
+from scrapy_sdi.buffer import DELIVERED
 from scrapy_sdi.client import SDIClient
+from scrapy_sdi.errors import SDIError
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
 
+    from scrapy.statscollectors import StatsCollector
+
     from scrapy_sdi.buffer import Buffer
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -99,3 +109,24 @@ def buffer_file_size(buffer: Buffer) -> int | None:
 def buffer_status(buffer: Buffer) -> BufferStatus:
     """Counts by state and crawler, the oldest pending age and the file size of a buffer."""
     return BufferStatus(buffer.counts(), buffer.counts_by_crawler(), buffer.oldest_pending_age(), buffer_file_size(buffer))
+
+
+async def record_remote_status(
+    client: SDIClient, buffer: Buffer, stats: StatsCollector, *, crawler: str, since: float, timeout: float
+) -> None:
+    """``sdi/remote_status/<name>``: what the API says of the results this run delivered, looked
+    up within ``timeout``; a failure is one WARNING, never an error of the crawl."""
+    urls = [row["url"] for row in buffer.export(DELIVERED, crawler, since=since)]
+    if not urls:
+        return
+    lookup = defer.Deferred.fromCoroutine(url_statuses(client, urls))
+    timer = call_later(timeout, lookup.cancel)
+    try:
+        statuses = await lookup
+    except (SDIError, defer.CancelledError) as exc:
+        logger.warning("SDI: status lookup at close failed: %(error)s", {"error": str(exc) or "timed out"})
+        return
+    finally:
+        timer.cancel()
+    for status in statuses:
+        stats.inc_value(f"sdi/remote_status/{status.status}")

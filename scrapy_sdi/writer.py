@@ -14,17 +14,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from scrapy.utils.asyncio import CallLaterResult, call_later, is_asyncio_available
+from scrapy.utils.asyncio import is_asyncio_available
 from twisted.internet import defer
 
 from scrapy_sdi.buffer import BufferLocked, BufferWriteError
+from scrapy_sdi.clock import Timers
 
 if TYPE_CHECKING:
-    from scrapy_sdi.buffer import Buffer, Lease, Row
+    from scrapy.utils.asyncio import CallLaterResult
+
+    from scrapy_sdi.buffer import Enqueued, Row
+    from scrapy_sdi.clock import ReactorTime
 
 logger = logging.getLogger(__name__)
 
@@ -34,20 +37,24 @@ LOCKED_RETRY = 0.5  # seconds before a locked commit is tried again
 
 
 class GroupWriter:
-    """Collects rows and commits them together; each ``add`` fires once its row is durable."""
+    """Collects rows and commits them together; each ``add`` fires once its row is durable.
+
+    ``commit`` stores a group in one transaction (the outbox's: lease, then ``Buffer.enqueue``);
+    ``on_commit`` is told of each commit once its items are free to go on.
+    """
 
     def __init__(
         self,
-        buffer: Buffer,
+        commit: Callable[[list[Row]], Enqueued],
         *,
-        dedup: bool,
-        lease: Callable[[int], Lease | None] | None = None,
-        on_commit: Callable[[list[Row], list[bool]], None] | None = None,
+        where: str,
+        on_commit: Callable[[list[Row], Enqueued], None] | None = None,
+        clock: ReactorTime | None = None,
     ) -> None:
-        self.buffer = buffer
-        self.dedup = dedup
-        self._lease = lease  # asked before each commit how many of its rows delivery takes at once
-        self._on_commit = on_commit  # told of each commit: the rows and which of them were stored
+        self._commit = commit
+        self._where = where  # how the error names the buffer
+        self._on_commit = on_commit
+        self._clock = Timers(clock)
         self._rows: list[Row] = []
         self._waiters: list[Any] = []  # asyncio futures, or Deferreds on a non-asyncio reactor
         # what Scrapy's coroutines can await here, without a Deferred-to-future hop per item
@@ -61,21 +68,21 @@ class GroupWriter:
         """Queue a row; the awaitable gives False when dedup skipped it, True when it is stored."""
         d = self._loop.create_future() if self._loop is not None else defer.Deferred()
         if not self._rows:
-            self._opened = time.monotonic()
+            self._opened = self._clock.seconds()
         self._rows.append(row)
         self._waiters.append(d)
         if len(self._rows) >= MAX_GROUP:
             self.flush()
         elif self._call is None:
-            self._call = call_later(0, self._turn)
+            self._call = self._clock.call_later(0, self._turn)
         return d
 
     def _turn(self) -> None:
         """Once per loop turn while a group is open: commit, or let a trickle keep joining."""
         self._call = None
         arrived, self._seen = len(self._rows) - self._seen, len(self._rows)
-        if arrived == 1 and time.monotonic() - self._opened < GROUP_WINDOW:
-            self._call = call_later(0, self._turn)
+        if arrived == 1 and self._clock.seconds() - self._opened < GROUP_WINDOW:
+            self._call = self._clock.call_later(0, self._turn)
         else:
             self.flush()
 
@@ -90,12 +97,11 @@ class GroupWriter:
         rows, waiters = self._rows, self._waiters
         self._rows, self._waiters = [], []
         try:
-            lease = self._lease(len(rows)) if self._lease is not None else None
-            stored = self.buffer.enqueue(rows, self.dedup, lease)
+            stored = self._commit(rows)
         except BufferLocked:
             logger.warning("SDI buffer is locked by another process; %(n)d results wait and will be retried", {"n": len(rows)})
             self._rows[:0], self._waiters[:0] = rows, waiters
-            self._call = call_later(LOCKED_RETRY, self.flush)
+            self._call = self._clock.call_later(LOCKED_RETRY, self.flush)
             return
         except Exception as exc:  # disk full, corrupt file...: the items fail loudly
             self._fail(waiters, exc)
@@ -106,7 +112,7 @@ class GroupWriter:
             self._on_commit(rows, stored)
 
     def _fail(self, waiters: list[Any], exc: Exception) -> None:
-        error = BufferWriteError(f"SDI buffer {self.buffer.location} cannot store results ({exc}); free disk space or fix the file, then run the crawl again")
+        error = BufferWriteError(f"SDI buffer {self._where} cannot store results ({exc}); free disk space or fix the file, then run the crawl again")
         logger.log(logging.DEBUG if self.failed else logging.ERROR, "%(error)s", {"error": error})
         self.failed = True
         for waiter in waiters:

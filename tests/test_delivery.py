@@ -1,7 +1,8 @@
-"""The delivery loop's hand-off: rows stored already leased to this run skip the claim.
+"""The delivery loop over rows already buffered: the filters in force when a row is sent.
 
 Pure loop logic over the SQLite buffer, in dry-run mode (no client: every batch is answered
-accepted at once); delivery over real HTTP is proven in test_delivery_e2e.py and tests/reliability/.
+accepted at once); the hand-off of rows stored already leased is tested through the Outbox
+(test_outbox.py); delivery over real HTTP is proven in test_delivery_e2e.py and tests/reliability/.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from scrapy.settings import Settings
 from scrapy.statscollectors import StatsCollector
 from scrapy.utils.test import get_crawler
 
-from scrapy_sdi.buffer import DELIVERED, FILTERED, IN_FLIGHT, PENDING, STATES, Row, SQLiteBuffer
+from scrapy_sdi.buffer import DELIVERED, FILTERED, STATES, Row, SQLiteBuffer
 from scrapy_sdi.delivery import Delivery
 from scrapy_sdi.filters import FilterSet, compile_filters
 from scrapy_sdi.mapping import encode_result
@@ -36,41 +37,6 @@ def delivery(buffer, **kwargs) -> Delivery:
 
 def rows(n: int, start: int = 0) -> list[Row]:
     return [Row(f"id{i}", "c", f"https://e.x/{i}", b'{"id": "id%d"}' % i) for i in range(start, start + n)]
-
-
-def commit(d: Delivery, buffer: SQLiteBuffer, group: list[Row]) -> list[Row]:
-    """What the group writer does: ask for a lease, store, tell delivery what it was handed."""
-    buffer.enqueue(group, True, d.lease(len(group)))
-    d.wake(len(group), [r for r in group if r.state == IN_FLIGHT])
-    return [r for r in group if r.state == IN_FLIGHT]
-
-
-@pytest_twisted.ensureDeferred
-async def test_while_delivery_keeps_up_rows_are_sent_from_memory_as_many_as_fit_in_flight(buffer):
-    d = delivery(buffer)
-    d.start()
-    handed = commit(d, buffer, rows(25))
-    assert len(handed) == 20  # SDI_CONCURRENT_REQUESTS x SDI_BATCH_SIZE
-    # two full batches went at once (answered at once in a dry run); five rows wait, pending
-    assert buffer.counts("c")[DELIVERED] == 20 and buffer.counts("c")[PENDING] == 5
-    # older rows wait in the buffer: new ones queue behind them instead of skipping the claim
-    assert d.lease(10) is None
-    assert await d.drain(5) == 0
-    assert buffer.counts("c")[DELIVERED] == 25
-    assert d.lease(10) is not None  # caught up: the next rows may skip the claim again
-    await d.stop()
-
-
-@pytest_twisted.ensureDeferred
-async def test_rows_held_in_memory_go_back_to_the_buffer_when_delivery_stops(buffer):
-    d = delivery(buffer)
-    d.start()
-    assert len(commit(d, buffer, rows(4))) == 4  # fewer than a batch: held for LINGER
-    assert buffer.counts("c")[IN_FLIGHT] == 4
-    await d.stop()
-    assert buffer.counts("c")[PENDING] == 4  # the next run claims them at once, not after the lease
-    assert d.lease(1) is None  # a stopped loop hands nothing over
-    assert [(c.id, c.attempts) for c in buffer.claim("c", "next", 10, 60)] == [(f"id{i}", 1) for i in range(4)]
 
 
 # -- the filters in force when a row is sent ------------------------------------------------------
@@ -134,21 +100,6 @@ async def test_a_row_that_passed_the_filters_in_force_is_not_matched_again(buffe
     d.start()
     assert await d.drain(5) == 0
     assert buffer.counts("c")[DELIVERED] == 1 and not stats.get_value("sdi/items_filtered")
-
-
-@pytest_twisted.ensureDeferred
-async def test_rows_held_in_memory_are_matched_again_when_other_filters_come_into_force(buffer):
-    filters = InForce([], "v0")
-    d, stats = filtering_delivery(buffer, filters)
-    d.start()
-    group = result_rows(["ok.x", "bad.x", "ok.x"], version="v0")  # fewer than a batch: held for LINGER
-    buffer.enqueue(group, True, d.lease(len(group)))
-    d.wake(len(group), [r for r in group if r.state == IN_FLIGHT])
-    assert buffer.counts("c")[IN_FLIGHT] == 3
-    filters.set(EXCLUDE_BAD, "v1")  # a refresh before they are sent
-    assert await d.drain(5) == 0
-    assert states_by_url(buffer)["https://bad.x/1"] == (FILTERED, "filter 7 (url domain 'bad.x')")
-    assert buffer.counts("c")[DELIVERED] == 2 and stats.get_value("sdi/items_filtered") == 1
 
 
 @pytest_twisted.ensureDeferred

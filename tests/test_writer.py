@@ -33,8 +33,7 @@ async def test_a_lock_held_past_the_busy_timeout_is_retried_and_nothing_is_dropp
             other.execute("COMMIT")  # the other writer finishes after our first attempt failed
             raise
 
-    buffer.enqueue = enqueue_then_release
-    writer = GroupWriter(buffer, dedup=True)
+    writer = GroupWriter(lambda rows: enqueue_then_release(rows, True), where=str(path))
     with caplog.at_level(logging.WARNING, logger="scrapy_sdi.writer"):
         waiting = [_awaitable(writer.add(Row(f"id{i}", "c", f"https://e.x/{i}", b"{}"))) for i in range(5)]
         stored = await defer.gatherResults(waiting)

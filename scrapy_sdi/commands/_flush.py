@@ -25,8 +25,8 @@ from twisted.internet import defer
 
 from scrapy_sdi.blocking import run_blocking
 from scrapy_sdi.commands._common import Action, CommandError, Context
-from scrapy_sdi.delivery import Delivery
 from scrapy_sdi.filter_source import FilterSource
+from scrapy_sdi.outbox import Outbox
 
 if TYPE_CHECKING:
     import argparse
@@ -97,7 +97,8 @@ class _LogHandler(logging.Handler):
 
 
 class Flusher:
-    """Drains crawler after crawler on the reactor thread; ``interrupt`` stops it cleanly."""
+    """Drains crawler after crawler through an Outbox each, as a crawl's close does, on the
+    reactor thread; ``interrupt`` stops it cleanly."""
 
     def __init__(
         self, buffer: Buffer, client: SDIClient, settings: SDISettings, crawlers: list[str], progress: Progress, filters: FilterSource
@@ -107,7 +108,7 @@ class Flusher:
         self.interrupted = False
         #: The API's last failure, for the summary when rows are left.
         self.last_error: str | None = None
-        self._delivery: Delivery | None = None
+        self._outbox: Outbox | None = None
         self._drain: defer.Deferred[int] | None = None
 
     async def run(self, timeout: float) -> None:
@@ -116,22 +117,22 @@ class Flusher:
             remaining = deadline - time.monotonic()
             if self.interrupted or remaining <= 0:
                 return
-            self._delivery = Delivery(
+            self._outbox = Outbox(
                 self.buffer, self.client, self.settings, crawler_name=crawler, stats=self.progress, filters=self.filters
             )
-            self._drain = defer.Deferred.fromCoroutine(self._delivery.drain(remaining))
+            self._drain = defer.Deferred.fromCoroutine(self._outbox.close(remaining))
             try:
                 await self._drain
             except defer.CancelledError:
                 return
             finally:
-                self.last_error = self._delivery.last_error or self.last_error
+                self.last_error = self._outbox.last_error or self.last_error
 
     async def interrupt(self) -> None:
         """Stop claiming, let the batches in flight finish, then end the drain."""
         self.interrupted = True
-        if self._delivery is not None:
-            await self._delivery.stop()
+        if self._outbox is not None:
+            await self._outbox.stop()
         # Nothing is in flight now, so the drain can only be waiting for its next look: end it.
         if self._drain is not None and not self._drain.called:
             self._drain.cancel()

@@ -251,10 +251,13 @@ class BufferContract:
 
     # -- rows stored already leased (the delivery loop's hand-off) ----------------------------------
 
-    def test_a_lease_stores_the_first_rows_in_flight_and_marks_them(self, buffer: Buffer, clock: Clock) -> None:
+    def test_a_lease_stores_the_first_rows_in_flight_and_returns_them(self, buffer: Buffer, clock: Clock) -> None:
         rows = [row("f", state=FILTERED, reason="filter 1"), row("a"), row("dup", url="https://example.com/a"), row("b"), row("c")]
-        assert buffer.enqueue(rows, dedup=True, lease=Lease("me", clock.now + 60, 2)) == [True, True, False, True, True]
-        assert sorted(by_id(buffer, IN_FLIGHT)) == ["a", "b"]  # filtered, dedup'd: never leased
+        enqueued = buffer.enqueue(rows, dedup=True, lease=Lease("me", clock.now + 60, 2))
+        assert enqueued == [True, True, False, True, True]
+        assert [r.id for r in enqueued.leased] == ["a", "b"]  # filtered, dedup'd: never leased
+        assert sorted(by_id(buffer, IN_FLIGHT)) == ["a", "b"]
+        assert [r.state for r in rows] == [FILTERED, PENDING, PENDING, PENDING, PENDING]  # the rows passed in are left as they came
         assert nonzero(buffer.counts()) == {FILTERED: 1, IN_FLIGHT: 2, PENDING: 1}
         assert ids(buffer.claim("c1", "other", 10, 60)) == ["c"]  # leased rows are not claimed again
         assert buffer.outstanding("c1", clock.now + 1) == 3
@@ -275,8 +278,8 @@ class BufferContract:
 
     def test_a_lease_of_no_rows_and_no_lease_store_pending(self, buffer: Buffer, clock: Clock) -> None:
         rows = [row("a"), row("b")]
-        buffer.enqueue(rows[:1], dedup=True, lease=Lease("me", clock.now + 60, 0))
-        buffer.enqueue(rows[1:], dedup=True)
+        assert buffer.enqueue(rows[:1], dedup=True, lease=Lease("me", clock.now + 60, 0)).leased == []
+        assert buffer.enqueue(rows[1:], dedup=True).leased == []
         assert buffer.counts()[IN_FLIGHT] == 0
         assert ids(buffer.claim("c1", "o", 10, 60)) == ["a", "b"]
 

@@ -78,10 +78,10 @@ async def _serve(pipeline: SDIPipeline) -> None:
             await maybe_deferred_to_future(task.deferLater(reactor, command["seconds"], lambda: None))
             _answer({"ran": command["seconds"]})
         elif op == "refresh":
-            assert pipeline.delivery is not None and pipeline.filters is not None
-            await _twisted(pipeline.delivery.stop())
+            assert pipeline.outbox is not None and pipeline.filters is not None
+            await _twisted(pipeline.outbox.stop())
             await _twisted(pipeline.filters.load())
-            pipeline.delivery.start()
+            pipeline.outbox.start()
             _answer({"refreshed": True})
         elif op == "requeue":
             assert pipeline.buffer is not None

@@ -1,0 +1,126 @@
+"""The Outbox: the one way a result goes from the crawl to the API, and what the status line reads.
+
+It owns the sequence the pipeline used to spread over callbacks: back-pressure lets a row in, the
+group writer commits it with others, and each commit asks delivery how many rows it can take at
+once, stores those already leased (``Buffer.enqueue`` returns them) and hands them over, so they
+are sent from memory without a claim. ``scrapy sdi flush`` drives the same object, with nothing
+to put. The timing (linger, tick, backoff, the group window) runs on an injected clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from scrapy.utils.defer import maybe_deferred_to_future
+
+from scrapy_sdi.buffer import PENDING, BufferWriteError
+from scrapy_sdi.delivery import Delivery
+from scrapy_sdi.writer import GroupWriter
+
+if TYPE_CHECKING:
+    from scrapy.statscollectors import StatsCollector
+
+    from scrapy_sdi.buffer import Buffer, Enqueued, Row
+    from scrapy_sdi.client import SDIClient
+    from scrapy_sdi.clock import ReactorTime
+    from scrapy_sdi.filter_source import FilterSource
+    from scrapy_sdi.settings import SDISettings
+
+
+class Outbox:
+    """Rows in (``put``), batches out to the API; ``close`` delivers what it can in a deadline."""
+
+    def __init__(
+        self,
+        buffer: Buffer,
+        client: SDIClient | None,
+        settings: SDISettings,
+        *,
+        crawler_name: str | None = None,
+        stats: StatsCollector | None = None,
+        audit: Callable[[dict[str, Any]], None] | None = None,
+        filters: FilterSource | None = None,
+        clock: ReactorTime | None = None,
+    ) -> None:
+        self.buffer = buffer
+        self._dedup = settings.dedup
+        self._stats = stats
+        self._delivery = Delivery(
+            buffer, client, settings, crawler_name=crawler_name, stats=stats, audit=audit, filters=filters, clock=clock
+        )
+        self._writer = GroupWriter(self._commit, where=buffer.location, on_commit=self._committed, clock=clock)
+
+    @property
+    def backlog(self) -> int:
+        """Rows of this crawler waiting for delivery (an estimate kept without queries)."""
+        return self._delivery.backlog
+
+    @property
+    def state(self) -> str:
+        """The API as the status line shows it: ok, retrying since ..., auth failing."""
+        return self._delivery.state
+
+    @property
+    def last_error(self) -> str | None:
+        """The API's last failure, for a summary when rows are left."""
+        return self._delivery.last_error
+
+    def start(self) -> None:
+        """Take this run's place among the buffer's users and start sending what waits."""
+        self._delivery.start()
+
+    async def put(self, row: Row) -> bool:
+        """Store ``row``; True once it is durable, False when dedup skipped it (its URL is buffered).
+
+        A pending row waits its turn while SDI_BUFFER_MAX_PENDING rows wait for delivery. Filtered
+        and invalid rows are kept for inspection by a durable buffer only (never sent).
+        Raises BufferWriteError when the buffer cannot store it (said once in the log).
+        """
+        if row.state != PENDING:
+            return await self._writer.add(row) if self.buffer.durable else True
+        await self._admit()
+        try:
+            return await self._writer.add(row)
+        except BufferWriteError:
+            self._delivery.backpressure.counted()  # never buffered: its room is free again
+            raise
+
+    async def _admit(self) -> None:
+        """Back-pressure: wait, in turn, while SDI_BUFFER_MAX_PENDING rows wait for delivery."""
+        entry = self._delivery.backpressure.enter()
+        if entry is not None:
+            self._inc("sdi/backpressure_waits", 1)
+            await maybe_deferred_to_future(entry)
+
+    def _commit(self, rows: list[Row]) -> Enqueued:
+        """One group's transaction: as many rows as delivery can send at once are stored leased."""
+        return self.buffer.enqueue(rows, self._dedup, self._delivery.lease(len(rows)))
+
+    def _committed(self, rows: list[Row], enqueued: Enqueued) -> None:
+        """Count a group commit's results (per group: a stats call per item shows in the crawl's
+        speed) and hand them to delivery; filtered and invalid rows are kept, never sent."""
+        pending = [row.state == PENDING for row in rows]
+        buffered = sum(1 for was_pending, stored in zip(pending, enqueued, strict=True) if was_pending and stored)
+        self._inc("sdi/items_buffered", buffered, always=True)
+        self._inc("sdi/items_deduplicated", len(enqueued) - sum(enqueued))  # only pending and filtered rows are skipped
+        self._delivery.wake(buffered, enqueued.leased)
+        # every pending row came through back-pressure: stored or skipped, it is counted now
+        self._delivery.backpressure.counted(sum(pending))
+
+    async def close(self, timeout: float) -> int:
+        """Commit what waits, deliver until no row buffered before now is left or ``timeout``
+        passes, and stop; return how many rows are left (the next run or flush sends them)."""
+        self._writer.flush()
+        left = await self._delivery.drain(timeout)
+        await self._delivery.stop()
+        return left
+
+    async def stop(self) -> None:
+        """Stop claiming and wait for the batches in flight (a flush's Ctrl-C)."""
+        await self._delivery.stop()
+
+    def _inc(self, key: str, count: int, *, always: bool = False) -> None:
+        if self._stats is not None and (count or always):
+            self._stats.inc_value(key, count)
+
