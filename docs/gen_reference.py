@@ -27,7 +27,7 @@ if str(ROOT) not in sys.path:  # run as a script or a hook from a checkout
     sys.path.insert(0, str(ROOT))
 
 from scrapy_sdi.errors import SDIConfigError
-from scrapy_sdi.pipeline import DRY_RUN_STATS, STARTING_STATS
+from scrapy_sdi.session import DRY_RUN_STATS, STARTING_STATS
 from scrapy_sdi.settings import ENV_SETTINGS, SPEC, value_range
 from scrapy_sdi.stats import STATS
 

@@ -22,7 +22,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "scrapy_sdi"
 
 #: Highest first. A name is a module or a package (every module under it), relative to scrapy_sdi.
 LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
-    ("entry points", frozenset({"", "addon", "pipeline", "stopping", "extension", "monitors", "commands", "dashboard", "testing"})),
+    ("entry points", frozenset({"", "addon", "pipeline", "session", "stopping", "extension", "monitors", "commands", "dashboard", "testing"})),
     ("outbox", frozenset({"outbox", "delivery", "writer", "filter_source", "requeue", "status", "metrics"})),
     ("buffer and client", frozenset({"buffer", "buffer_queries", "owners", "client"})),
     ("transport", frozenset({"transport"})),

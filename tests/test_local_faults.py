@@ -60,9 +60,9 @@ def test_buffer_file_is_owner_only_and_no_secret_leaks_anywhere(sdi_server, tmp_
 
 def test_plain_http_to_another_host_warns(caplog):
     # checked without a connection: the tests send traffic to loopback only
-    from scrapy_sdi.pipeline import _warn_plain_http
+    from scrapy_sdi.session import _warn_plain_http
 
-    with caplog.at_level("WARNING", logger="scrapy_sdi.pipeline"):
+    with caplog.at_level("WARNING", logger="scrapy_sdi.session"):
         _warn_plain_http("http://sdi.example.com/api/v1")
         _warn_plain_http("http://127.0.0.1:8750/api/v1")
         _warn_plain_http("https://sdi.example.com/api/v1")

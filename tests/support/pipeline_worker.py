@@ -84,8 +84,8 @@ async def _serve(pipeline: SDIPipeline) -> None:
             pipeline.outbox.start()
             _answer({"refreshed": True})
         elif op == "requeue":
-            assert pipeline.buffer is not None
-            _answer({"requeued": pipeline.buffer.requeue("rejected", pipeline.settings.crawler_name)})
+            assert pipeline.session.buffer is not None
+            _answer({"requeued": pipeline.session.buffer.requeue("rejected", pipeline.settings.crawler_name)})
         elif op == "close":
             await pipeline.close_spider()
             _answer({key: value for key, value in pipeline.stats.get_stats().items() if key.startswith("sdi/")})
