@@ -152,7 +152,9 @@ class Delivery:
         clock: ReactorTime | None = None,
     ) -> None:
         self.buffer = buffer
-        #: Linger, tick, backoff and the close deadline run on it (``twisted.internet.task.Clock`` in tests).
+        #: Linger, tick, backoff and the close deadline run on it (``twisted.internet.task.Clock``
+        #: in tests; None: Scrapy's loop); the Outbox's group commit runs on the same one.
+        self.clock = clock
         self._clock = Timers(clock)
         #: The filters applied to every row as it is sent (None: filtering is off).
         self.filters = filters

@@ -4,52 +4,35 @@ It owns the sequence the pipeline used to spread over callbacks: back-pressure l
 group writer commits it with others, and each commit asks delivery how many rows it can take at
 once, stores those already leased (``Buffer.enqueue`` returns them) and hands them over, so they
 are sent from memory without a claim. ``scrapy sdi flush`` drives the same object, with nothing
-to put. The timing (linger, tick, backoff, the group window) runs on an injected clock.
+to put. The timing (linger, tick, backoff, the group window) runs on the clock injected in
+the Delivery it is given (``Delivery(..., clock=task.Clock())`` in tests).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from scrapy.utils.defer import maybe_deferred_to_future
 
 from scrapy_sdi.buffer import PENDING, BufferWriteError
-from scrapy_sdi.delivery import Delivery
 from scrapy_sdi.writer import GroupWriter
 
 if TYPE_CHECKING:
     from scrapy.statscollectors import StatsCollector
 
-    from scrapy_sdi.buffer import Buffer, Enqueued, Row
-    from scrapy_sdi.client import SDIClient
-    from scrapy_sdi.clock import ReactorTime
-    from scrapy_sdi.filter_source import FilterSource
-    from scrapy_sdi.settings import SDISettings
+    from scrapy_sdi.buffer import Enqueued, Row
+    from scrapy_sdi.delivery import Delivery
 
 
 class Outbox:
     """Rows in (``put``), batches out to the API; ``close`` delivers what it can in a deadline."""
 
-    def __init__(
-        self,
-        buffer: Buffer,
-        client: SDIClient | None,
-        settings: SDISettings,
-        *,
-        crawler_name: str | None = None,
-        stats: StatsCollector | None = None,
-        audit: Callable[[dict[str, Any]], None] | None = None,
-        filters: FilterSource | None = None,
-        clock: ReactorTime | None = None,
-    ) -> None:
-        self.buffer = buffer
-        self._dedup = settings.dedup
+    def __init__(self, delivery: Delivery, *, dedup: bool, stats: StatsCollector | None = None) -> None:
+        self.buffer = delivery.buffer
+        self._delivery = delivery
+        self._dedup = dedup
         self._stats = stats
-        self._delivery = Delivery(
-            buffer, client, settings, crawler_name=crawler_name, stats=stats, audit=audit, filters=filters, clock=clock
-        )
-        self._writer = GroupWriter(self._commit, where=buffer.location, on_commit=self._committed, clock=clock)
+        self._writer = GroupWriter(self._commit, where=self.buffer.location, on_commit=self._committed, clock=delivery.clock)
 
     @property
     def backlog(self) -> int:

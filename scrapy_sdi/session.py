@@ -17,6 +17,7 @@ from twisted.internet import defer
 from scrapy_sdi.audit import AuditLog
 from scrapy_sdi.buffer import MemoryBuffer, open_buffer
 from scrapy_sdi.client import SDIClient
+from scrapy_sdi.delivery import Delivery
 from scrapy_sdi.filter_source import FilterSource
 from scrapy_sdi.outbox import Outbox
 from scrapy_sdi.status import record_remote_status
@@ -79,7 +80,7 @@ class DeliverySession:
         if settings.audit_log:
             self.audit = AuditLog(settings.audit_log, rotation=settings.audit_rotation, retention=settings.audit_retention)
         self.filters = FilterSource(settings, buffer, self.client, stats=self.stats)
-        self.outbox = Outbox(
+        delivery = Delivery(
             buffer,
             None if settings.dry_run else self.client,
             settings,
@@ -87,6 +88,7 @@ class DeliverySession:
             audit=self.audit.record if self.audit is not None else None,
             filters=self.filters,
         )
+        self.outbox = Outbox(delivery, dedup=settings.dedup, stats=self.stats)
         await maybe_deferred_to_future(defer.Deferred.fromCoroutine(self.filters.load()))
         pruned = buffer.prune(settings.retention_days)
         if pruned:

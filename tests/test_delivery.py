@@ -15,9 +15,9 @@ from scrapy.utils.test import get_crawler
 
 from scrapy_sdi.buffer import DELIVERED, FILTERED, STATES, Row, SQLiteBuffer
 from scrapy_sdi.delivery import Delivery
-from scrapy_sdi.filters import FilterSet, compile_filters
 from scrapy_sdi.mapping import encode_result
 from scrapy_sdi.settings import SDISettings
+from tests.support.filters import InForce
 
 
 @pytest.fixture
@@ -40,19 +40,6 @@ def rows(n: int, start: int = 0) -> list[Row]:
 
 
 # -- the filters in force when a row is sent ------------------------------------------------------
-
-
-class InForce:
-    """The filters delivery applies (a FilterSource's ``in_force``), changed by the test."""
-
-    def __init__(self, raw: list[dict], version: str) -> None:
-        self.set(raw, version)
-
-    def set(self, raw: list[dict], version: str) -> None:
-        self.current = compile_filters(raw, version)
-
-    def in_force(self) -> FilterSet:
-        return self.current
 
 
 EXCLUDE_BAD = [{"id": 7, "field": "url", "kind": "domain", "pattern": "bad.x"}]

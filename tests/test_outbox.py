@@ -27,13 +27,13 @@ from scrapy_sdi.buffer import (
     SQLiteBuffer,
 )
 from scrapy_sdi.client import Outcome
-from scrapy_sdi.delivery import LINGER
+from scrapy_sdi.delivery import LINGER, TICK, Delivery
 from scrapy_sdi.errors import SDIRateLimited
-from scrapy_sdi.filters import FilterSet, compile_filters
 from scrapy_sdi.mapping import encode_result
 from scrapy_sdi.outbox import Outbox
 from scrapy_sdi.settings import SDISettings
 from scrapy_sdi.writer import GROUP_WINDOW, GroupWriter
+from tests.support.filters import InForce
 from tests.support.outbox import put_all, turns
 
 
@@ -61,7 +61,7 @@ def rows(n: int, start: int = 0) -> list[Row]:
 def outbox(buffer, clock, client=None, **kwargs) -> Outbox:
     settings = kwargs.pop("settings", None) or sdi_settings()
     stats = kwargs.pop("stats", None) or StatsCollector(get_crawler())
-    box = Outbox(buffer, client, settings, stats=stats, clock=clock, **kwargs)
+    box = Outbox(Delivery(buffer, client, settings, stats=stats, clock=clock, **kwargs), dedup=settings.dedup, stats=stats)
     box.start()
     return box
 
@@ -101,19 +101,6 @@ async def test_rows_held_in_memory_go_back_to_the_buffer_when_the_outbox_stops(b
     await box.stop()
     assert buffer.counts("c")[PENDING] == 4  # the next run claims them at once, not after the lease
     assert [(c.id, c.attempts) for c in buffer.claim("c", "next", 10, 60)] == [(f"id{i}", 1) for i in range(4)]
-
-
-class InForce:
-    """The filters delivery applies (a FilterSource's ``in_force``), changed by the test."""
-
-    def __init__(self, raw: list[dict], version: str) -> None:
-        self.set(raw, version)
-
-    def set(self, raw: list[dict], version: str) -> None:
-        self.current = compile_filters(raw, version)
-
-    def in_force(self) -> FilterSet:
-        return self.current
 
 
 @pytest_twisted.ensureDeferred
@@ -191,6 +178,18 @@ async def test_a_row_the_buffer_cannot_store_fails_its_put_and_frees_its_room(cl
 
 
 # -- timing, on the injected clock ------------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_rows_another_process_buffers_for_this_crawler_are_sent_at_the_next_tick(buffer, clock):
+    box = outbox(buffer, clock)
+    clock.advance(0)  # the first look found nothing
+    buffer.enqueue(rows(3), dedup=True)  # a scrapy-redis sibling, or a requeue
+    clock.advance(TICK - 0.01)
+    assert buffer.counts("c")[DELIVERED] == 0
+    clock.advance(0.01)
+    assert buffer.counts("c")[DELIVERED] == 3
+    await box.stop()
 
 
 def test_rows_arriving_one_per_turn_join_a_group_until_the_window_closes(clock):

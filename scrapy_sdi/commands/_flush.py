@@ -25,6 +25,7 @@ from twisted.internet import defer
 
 from scrapy_sdi.blocking import run_blocking
 from scrapy_sdi.commands._common import Action, CommandError, Context
+from scrapy_sdi.delivery import Delivery
 from scrapy_sdi.filter_source import FilterSource
 from scrapy_sdi.outbox import Outbox
 
@@ -117,9 +118,10 @@ class Flusher:
             remaining = deadline - time.monotonic()
             if self.interrupted or remaining <= 0:
                 return
-            self._outbox = Outbox(
+            delivery = Delivery(
                 self.buffer, self.client, self.settings, crawler_name=crawler, stats=self.progress, filters=self.filters
             )
+            self._outbox = Outbox(delivery, dedup=self.settings.dedup, stats=self.progress)
             self._drain = defer.Deferred.fromCoroutine(self._outbox.close(remaining))
             try:
                 await self._drain
