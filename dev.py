@@ -125,8 +125,9 @@ def write_stamp(digest: str, extras: frozenset[str]) -> None:
     STAMP.write_text(json.dumps({"digest": digest, "extras": sorted(extras)}) + "\n")
 
 
-def extras_to_install(stamp: tuple[str, frozenset[str]] | None, digest: str,
-                      wanted: frozenset[str]) -> frozenset[str] | None:
+def extras_to_install(
+    stamp: tuple[str, frozenset[str]] | None, digest: str, wanted: frozenset[str]
+) -> frozenset[str] | None:
     """The extras to install now (with the project), or None when .venv has what is wanted.
 
     What was installed for the current metadata is kept: ``test`` after ``demo`` installs
@@ -155,9 +156,21 @@ def ensure_env(extras: frozenset[str] = frozenset()) -> Path:
         target = f".[{','.join(sorted(install))}]" if install else "."
         what = f"and its {', '.join(sorted(install))} extra" if install else "and its dependencies"
         shown = f'"{target}"' if install else target
-        print(f"dev.py: installing scrapy_sdi {what} into .venv (pip install -e {shown})...", flush=True)
+        print(
+            f"dev.py: installing scrapy_sdi {what} into .venv (pip install -e {shown})...",
+            flush=True,
+        )
         started = time.monotonic()
-        cmd = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-e", target]
+        cmd = [
+            str(python),
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "-e",
+            target,
+        ]
         if subprocess.call(cmd, cwd=ROOT) != 0:
             raise DevError("pip install failed; see its output above")
         write_stamp(digest, install)
@@ -225,12 +238,16 @@ def _start_server(
         try:
             text = lines.get(timeout=max(0.0, deadline - time.monotonic()))
         except queue.Empty:
-            raise DevError(f"the {name} did not say it was listening within {STARTUP_TIMEOUT:.0f}s;"
-                           f" its log:\n{_tail(log)}") from None
+            raise DevError(
+                f"the {name} did not say it was listening within {STARTUP_TIMEOUT:.0f}s;"
+                f" its log:\n{_tail(log)}"
+            ) from None
         if text is None:
             proc.wait()
-            raise DevError(f"the {name} exited with code {proc.returncode} before listening;"
-                           f" its log:\n{_tail(log)}")
+            raise DevError(
+                f"the {name} exited with code {proc.returncode} before listening;"
+                f" its log:\n{_tail(log)}"
+            )
         match = line.search(text)
         if match:
             return match.group(1)
@@ -239,8 +256,13 @@ def _start_server(
 def _run_crawl(cmd: list[str], env: dict[str, str]) -> tuple[int, str]:
     """Run the crawl, echoing its log as it comes (it shows no secret); return its exit code and log."""
     proc = subprocess.Popen(
-        cmd, cwd=EXAMPLE_PROJECT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True, errors="replace",
+        cmd,
+        cwd=EXAMPLE_PROJECT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        errors="replace",
     )
     captured: list[str] = []
     interrupted = False
@@ -255,8 +277,10 @@ def _run_crawl(cmd: list[str], env: dict[str, str]) -> tuple[int, str]:
                 if interrupted:
                     raise
                 interrupted = True
-                print("\ndev.py: letting the crawl shut down cleanly (Ctrl-C again to force)",
-                      flush=True)
+                print(
+                    "\ndev.py: letting the crawl shut down cleanly (Ctrl-C again to force)",
+                    flush=True,
+                )
         code = _wait(proc)
     finally:
         proc.stdout.close()
@@ -339,8 +363,10 @@ def parse_stats(log: str) -> dict[str, object]:
 
 def print_stats(stats: dict[str, object]) -> None:
     sdi = {key: value for key, value in stats.items() if key.startswith("sdi/")}
-    print(f"\nItems scraped by the crawl: {stats.get('item_scraped_count', 0)}, "
-          f"dropped: {stats.get('item_dropped_count', 0)}")
+    print(
+        f"\nItems scraped by the crawl: {stats.get('item_scraped_count', 0)}, "
+        f"dropped: {stats.get('item_dropped_count', 0)}"
+    )
     if not sdi:
         print("No sdi/ stats in the crawl's stats dump (is scrapy_sdi.SDIPipeline enabled?)")
         return
@@ -372,25 +398,53 @@ def cmd_demo(args: list[str]) -> int:
     try:
         (tmp / "filters.json").write_text(json.dumps(DEMO_FILTERS))
         api_url = _start_server(
-            procs, "reference server",
-            [python, "-m", "scrapy_sdi.testing.server", "--port", "0",
-             "--db", str(tmp / "api.db"), "--user", f"{DEMO_USER}:{password}",
-             "--filters", str(tmp / "filters.json")],
-            SERVER_LINE, tmp / "server.log",
+            procs,
+            "reference server",
+            [
+                python,
+                "-m",
+                "scrapy_sdi.testing.server",
+                "--port",
+                "0",
+                "--db",
+                str(tmp / "api.db"),
+                "--user",
+                f"{DEMO_USER}:{password}",
+                "--filters",
+                str(tmp / "filters.json"),
+            ],
+            SERVER_LINE,
+            tmp / "server.log",
         )
         site_url = _start_server(
-            procs, "demo site", [python, "-m", "scrapy_sdi.testing.demo_site", "--port", "0"],
-            SITE_LINE, tmp / "demo_site.log",
+            procs,
+            "demo site",
+            [python, "-m", "scrapy_sdi.testing.demo_site", "--port", "0"],
+            SITE_LINE,
+            tmp / "demo_site.log",
         )
         print(f"dev.py: SDI API at {api_url} (user {DEMO_USER!r}), demo site at {site_url}")
-        patterns = ", ".join(f"{f['field']} {f['kind']} {f['pattern']!r}"
-                             for f in DEMO_FILTERS["filters"])
+        patterns = ", ".join(
+            f"{f['field']} {f['kind']} {f['pattern']!r}" for f in DEMO_FILTERS["filters"]
+        )
         print(f"dev.py: the API's filters drop results matching: {patterns}", flush=True)
         env = dict(os.environ, SDI_API_URL=api_url, SDI_USERNAME=DEMO_USER, SDI_PASSWORD=password)
         code, log = _run_crawl(
-            [python, "-m", "scrapy", "crawl", "files",
-             "-s", f"SDI_BUFFER_PATH={tmp / 'buffer.db'}", "-s", f"DEMO_SITE_URL={site_url}",
-             "-s", "STATS_DUMP=True", "-s", "LOG_LEVEL=INFO"],
+            [
+                python,
+                "-m",
+                "scrapy",
+                "crawl",
+                "files",
+                "-s",
+                f"SDI_BUFFER_PATH={tmp / 'buffer.db'}",
+                "-s",
+                f"DEMO_SITE_URL={site_url}",
+                "-s",
+                "STATS_DUMP=True",
+                "-s",
+                "LOG_LEVEL=INFO",
+            ],
             env,
         )
         try:
@@ -439,11 +493,23 @@ def ensure_matrix_env(name: str, python: Path, scrapy: str) -> Path:
     digest = hashlib.sha256((_inputs_digest() + "\0" + scrapy).encode()).hexdigest()
     stamp = venv / ".dev-install-stamp"
     if not stamp.exists() or stamp.read_text().strip() != digest:
-        print(f'dev.py: {name}: installing scrapy_sdi with its smoke extra and {scrapy}'
-              f' (pip install -e ".[smoke]" "{scrapy}")...', flush=True)
+        print(
+            f"dev.py: {name}: installing scrapy_sdi with its smoke extra and {scrapy}"
+            f' (pip install -e ".[smoke]" "{scrapy}")...',
+            flush=True,
+        )
         started = time.monotonic()
-        cmd = [str(target), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-               "-e", ".[smoke]", scrapy]
+        cmd = [
+            str(target),
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "-e",
+            ".[smoke]",
+            scrapy,
+        ]
         if subprocess.call(cmd, cwd=ROOT) != 0:
             raise DevError(f"{name}: pip install failed; see its output above")
         stamp.write_text(digest + "\n")
@@ -455,13 +521,17 @@ def smoke_files() -> list[str]:
     """The test files that mark tests smoke: only they are collected, since the others may import
     what the smoke extra leaves out (selenium, hypothesis, scrapyd...)."""
     tests = sorted((ROOT / "tests").rglob("test_*.py"))
-    return [str(path.relative_to(ROOT)) for path in tests if "pytest.mark.smoke" in path.read_text()]
+    return [
+        str(path.relative_to(ROOT)) for path in tests if "pytest.mark.smoke" in path.read_text()
+    ]
 
 
 def cmd_matrix(args: list[str]) -> int:
     unknown = [arg for arg in args if arg not in MATRIX]
     if unknown:
-        raise DevError(f"unknown matrix entry(ies): {' '.join(unknown)} (known: {', '.join(MATRIX)})")
+        raise DevError(
+            f"unknown matrix entry(ies): {' '.join(unknown)} (known: {', '.join(MATRIX)})"
+        )
     failed = []
     for name in args or list(MATRIX):
         version, scrapy = MATRIX[name]
@@ -477,8 +547,11 @@ def cmd_matrix(args: list[str]) -> int:
         print(f"dev.py: {name}: pytest -m smoke", flush=True)
         pytest = [str(target), "-m", "pytest", "-m", "smoke", "-q", *smoke_files()]
         code = _wait(subprocess.Popen(pytest, cwd=ROOT))
-        print(f"dev.py: {name}: {'passed' if code == 0 else f'failed (pytest exit code {code})'}"
-              f" in {time.monotonic() - started:.0f} s", flush=True)
+        print(
+            f"dev.py: {name}: {'passed' if code == 0 else f'failed (pytest exit code {code})'}"
+            f" in {time.monotonic() - started:.0f} s",
+            flush=True,
+        )
         if code != 0:
             failed.append(name)
     if failed:
@@ -490,8 +563,12 @@ COMMANDS = {"test": cmd_test, "matrix": cmd_matrix, "demo": cmd_demo}
 
 
 def _usage() -> str:
-    return USAGE.format(matrix="\n".join(f"           {name:<20} Python {version}, {scrapy}"
-                                          for name, (version, scrapy) in MATRIX.items()))
+    return USAGE.format(
+        matrix="\n".join(
+            f"           {name:<20} Python {version}, {scrapy}"
+            for name, (version, scrapy) in MATRIX.items()
+        )
+    )
 
 
 def main(argv: list[str]) -> int:

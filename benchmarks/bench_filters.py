@@ -72,7 +72,12 @@ def make_results(rng: random.Random, count: int) -> list[tuple[str, str]]:
     for _ in range(count):
         path = "/".join(_word(rng, rng.randint(3, 9)) for _ in range(rng.randint(1, 4)))
         filename = f"{_word(rng, rng.randint(4, 12))}.{rng.choice(['mp3', 'zip', 'pdf', 'tmp'])}"
-        results.append((f"https://www.{rng.choice(hosts)}/{path}/{filename}?id={rng.randint(1, 9999)}", filename))
+        results.append(
+            (
+                f"https://www.{rng.choice(hosts)}/{path}/{filename}?id={rng.randint(1, 9999)}",
+                filename,
+            )
+        )
     return results
 
 
@@ -103,7 +108,9 @@ def run(args: argparse.Namespace) -> None:
         f"filters: {fs.count} usable, {len(fs.skipped)} skipped "
         f"({args.domains} domain, {args.regex} regex, {args.glob} glob, {args.prefix} prefix)"
     )
-    print(f"compile: {compile_s:.3f} s CPU (target < {TARGET_COMPILE_S:g} s) {_verdict(compile_s < TARGET_COMPILE_S)}")
+    print(
+        f"compile: {compile_s:.3f} s CPU (target < {TARGET_COMPILE_S:g} s) {_verdict(compile_s < TARGET_COMPILE_S)}"
+    )
     print(
         f"match: {per_s:,.0f} results/s, {1e6 / per_s:.2f} us each (target >= {TARGET_RESULTS_PER_S:,}/s) "
         f"{_verdict(per_s >= TARGET_RESULTS_PER_S)}; {matched} of {len(results)} matched"

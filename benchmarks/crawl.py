@@ -81,10 +81,16 @@ class NaivePostPipeline:
         return cls(get("SDI_API_URL"), get("SDI_USERNAME"), get("SDI_PASSWORD"))
 
     def open_spider(self) -> None:
-        self.token = self._post("/auth/token", {"username": self.username, "password": self.password})["access_token"]
+        self.token = self._post(
+            "/auth/token", {"username": self.username, "password": self.password}
+        )["access_token"]
 
     def process_item(self, item: Any) -> Any:
-        result = {"id": uuid.uuid4().hex, "url": item["url"], "filename": item["url"].rpartition("/")[2]}
+        result = {
+            "id": uuid.uuid4().hex,
+            "url": item["url"],
+            "filename": item["url"].rpartition("/")[2],
+        }
         result.update((k, v) for k, v in item.items() if k != "url")
         self._post("/crawler-results", {"crawler": "bench", "results": [result]})
         return item
@@ -93,7 +99,9 @@ class NaivePostPipeline:
         headers = {"Content-Type": "application/json"}
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
-        request = urllib.request.Request(self.url + path, data=json.dumps(body).encode(), headers=headers)
+        request = urllib.request.Request(
+            self.url + path, data=json.dumps(body).encode(), headers=headers
+        )
         with urllib.request.urlopen(request, timeout=30) as response:
             return json.load(response)
 
@@ -143,7 +151,9 @@ def build_settings(variant: str, overrides: list[str]) -> Settings:
     elif variant == "sdi":
         settings.set("ITEM_PIPELINES", {"scrapy_sdi.SDIPipeline": 800})
     elif variant == "feed":
-        settings.set("FEEDS", {settings["BENCH_FEED_PATH"]: {"format": "jsonlines", "overwrite": True}})
+        settings.set(
+            "FEEDS", {settings["BENCH_FEED_PATH"]: {"format": "jsonlines", "overwrite": True}}
+        )
     elif variant == "naive":
         settings.set("ITEM_PIPELINES", {NaivePostPipeline: 800})
     return settings

@@ -28,5 +28,7 @@ class Addon:
         from scrapy_sdi.extension import SDIStatus
         from scrapy_sdi.pipeline import SDIPipeline
 
-        settings.setdefault_in_component_priority_dict("ITEM_PIPELINES", SDIPipeline, PIPELINE_PRIORITY)
+        settings.setdefault_in_component_priority_dict(
+            "ITEM_PIPELINES", SDIPipeline, PIPELINE_PRIORITY
+        )
         settings.setdefault_in_component_priority_dict("EXTENSIONS", SDIStatus, STATUS_PRIORITY)

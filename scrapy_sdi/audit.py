@@ -55,30 +55,43 @@ def check_policy(*, rotation: str | None = None, retention: str | None = None) -
 
     The probe sink is never opened (``delay``) and takes no record, so nothing is created.
     """
-    probe = logger.add(os.devnull, rotation=rotation, retention=_retention(retention), delay=True,
-                       filter=_nothing)
+    probe = logger.add(
+        os.devnull, rotation=rotation, retention=_retention(retention), delay=True, filter=_nothing
+    )
     logger.remove(probe)
 
 
 class AuditLog:
     """Appends audit records to ``path``; never given credentials, so it cannot leak them."""
 
-    def __init__(self, path: str, *, rotation: str | None = None, retention: str | int | None = None) -> None:
+    def __init__(
+        self, path: str, *, rotation: str | None = None, retention: str | int | None = None
+    ) -> None:
         self.path = path
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         _ensure_level()
         self._serial = next(_serials)
         self._logger = logger.bind(**{_KEY: self._serial})
         self._sink: int | None = logger.add(
-            path, format="{message}", level=LEVEL, filter=self._is_mine, rotation=rotation,
-            retention=_retention(retention), enqueue=False, catch=True, opener=_owner_only,
+            path,
+            format="{message}",
+            level=LEVEL,
+            filter=self._is_mine,
+            rotation=rotation,
+            retention=_retention(retention),
+            enqueue=False,
+            catch=True,
+            opener=_owner_only,
         )
 
     def _is_mine(self, record: Record) -> bool:
         return record["extra"].get(_KEY) == self._serial
 
     def record(self, entry: dict[str, Any]) -> None:
-        line = {"time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds"), **entry}
+        line = {
+            "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds"),
+            **entry,
+        }
         # braces in the JSON must not be read as loguru format fields
         self._logger.opt(raw=True).log(LEVEL, orjson.dumps(line).decode() + "\n")
 

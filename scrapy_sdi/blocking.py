@@ -25,7 +25,10 @@ def _reactor() -> Any:
     with _lock:
         if _thread is None and not reactor.running:
             _thread = threading.Thread(
-                target=reactor.run, kwargs={"installSignalHandlers": False}, name="scrapy_sdi-reactor", daemon=True
+                target=reactor.run,
+                kwargs={"installSignalHandlers": False},
+                name="scrapy_sdi-reactor",
+                daemon=True,
             )
             _thread.start()
     return reactor

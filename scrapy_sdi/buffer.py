@@ -151,7 +151,15 @@ class Buffer(ABC):
         """
 
     @abstractmethod
-    def claim(self, crawler: str, owner: str, limit: int, lease_seconds: float, *, ignore_ready_at: bool = False) -> list[Claimed]:
+    def claim(
+        self,
+        crawler: str,
+        owner: str,
+        limit: int,
+        lease_seconds: float,
+        *,
+        ignore_ready_at: bool = False,
+    ) -> list[Claimed]:
         """Lease up to ``limit`` ready pending rows of ``crawler`` to ``owner``, oldest first."""
 
     @abstractmethod
@@ -168,12 +176,19 @@ class Buffer(ABC):
 
     @abstractmethod
     def export(
-        self, state: str, crawler: str | None = None, since: float | None = None, *, ids: Sequence[str] | None = None
+        self,
+        state: str,
+        crawler: str | None = None,
+        since: float | None = None,
+        *,
+        ids: Sequence[str] | None = None,
     ) -> Iterator[dict[str, Any]]:
         """Rows in ``state`` (buffered at or after ``since``, among ``ids``) as dicts (id, crawler, url, state, attempts, reason, payload...)."""
 
     @abstractmethod
-    def requeue(self, state: str, crawler: str | None = None, ids: Sequence[str] | None = None) -> int:
+    def requeue(
+        self, state: str, crawler: str | None = None, ids: Sequence[str] | None = None
+    ) -> int:
         """Put rows of ``state`` back to pending as they are; return how many.
 
         Invalid rows hold an item's fields, not a result: they go through :meth:`replace_invalid`
@@ -313,7 +328,9 @@ _DEDUP_CHUNK = 500  # SQLite's bound-parameter limit is far above this
 class SQLiteBuffer(Buffer):
     """Rows in one SQLite file in WAL mode, safe to share between processes on one host."""
 
-    def __init__(self, path: str | os.PathLike[str], *, busy_timeout: float = 30.0, readonly: bool = False) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], *, busy_timeout: float = 30.0, readonly: bool = False
+    ) -> None:
         """Open (create, upgrade) the file; ``readonly`` opens an existing one for reading only.
 
         A read-only buffer (metrics, dashboards) never takes the write lock, not even for the
@@ -322,7 +339,9 @@ class SQLiteBuffer(Buffer):
         self.path = Path(path)
         try:
             if readonly:
-                conn = sqlite3.connect(readonly_uri(self.path), uri=True, timeout=busy_timeout, check_same_thread=False)
+                conn = sqlite3.connect(
+                    readonly_uri(self.path), uri=True, timeout=busy_timeout, check_same_thread=False
+                )
                 conn.execute("PRAGMA query_only = 1")
                 self.db = sqlite_utils.Database(conn)
                 try:
@@ -334,7 +353,12 @@ class SQLiteBuffer(Buffer):
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 if not self.path.exists():
                     self.path.touch(mode=0o600)
-                conn = sqlite3.connect(str(self.path), isolation_level=None, timeout=busy_timeout, check_same_thread=False)
+                conn = sqlite3.connect(
+                    str(self.path),
+                    isolation_level=None,
+                    timeout=busy_timeout,
+                    check_same_thread=False,
+                )
                 self.db = sqlite_utils.Database(conn)
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=NORMAL")
@@ -345,7 +369,9 @@ class SQLiteBuffer(Buffer):
                 if _is_not_a_database(self.path)
                 else "check that the directory exists and is writable, and that the disk has room"
             )
-            raise BufferFileError(f"SDI buffer {self.path} cannot be used ({exc}); {hint}") from None
+            raise BufferFileError(
+                f"SDI buffer {self.path} cannot be used ({exc}); {hint}"
+            ) from None
         # The hot path (enqueue, claim, ack, release) runs stdlib sqlite3 on this connection:
         # executemany over tuples, one statement per batch, no layer per call or per row.
         # sqlite-utils (self.db) serves only reads that want rows as dicts (export).
@@ -362,8 +388,10 @@ class SQLiteBuffer(Buffer):
                 raise
         aside = f"{settings.buffer_path}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}"
         os.replace(settings.buffer_path, aside)  # kept for inspection, never deleted
-        logger.warning("SDI buffer %(path)s is not a database; moved aside to %(aside)s, starting a fresh one",
-                       {"path": settings.buffer_path, "aside": aside})
+        logger.warning(
+            "SDI buffer %(path)s is not a database; moved aside to %(aside)s, starting a fresh one",
+            {"path": settings.buffer_path, "aside": aside},
+        )
         return cls(settings.buffer_path)
 
     @property
@@ -372,7 +400,9 @@ class SQLiteBuffer(Buffer):
 
     def size_bytes(self) -> int | None:
         """The file and its write-ahead log."""
-        return sum(os.path.getsize(p) for p in (str(self.path), f"{self.path}-wal") if os.path.exists(p))
+        return sum(
+            os.path.getsize(p) for p in (str(self.path), f"{self.path}-wal") if os.path.exists(p)
+        )
 
     def check_integrity(self) -> str | None:
         with sqlite_errors():
@@ -398,7 +428,11 @@ class SQLiteBuffer(Buffer):
         if version != SCHEMA_VERSION:
             raise BufferFileError(
                 f"SDI buffer {self.path} has schema {version}, this scrapy_sdi reads {SCHEMA_VERSION}: "
-                + ("upgrade scrapy_sdi" if version > SCHEMA_VERSION else "open it once with `scrapy sdi buffer` to upgrade it")
+                + (
+                    "upgrade scrapy_sdi"
+                    if version > SCHEMA_VERSION
+                    else "open it once with `scrapy sdi buffer` to upgrade it"
+                )
             )
 
     def enqueue(self, rows: Sequence[Row], dedup: bool, lease: Lease | None = None) -> Enqueued:
@@ -425,9 +459,35 @@ class SQLiteBuffer(Buffer):
                 if to_lease and row.state == PENDING:
                     to_lease -= 1
                     leased.append((row, rowid))
-                    fresh.append((rowid, row.id, row.crawler, row.url, IN_FLIGHT, None, now, owner, until, row.filters_version))
+                    fresh.append(
+                        (
+                            rowid,
+                            row.id,
+                            row.crawler,
+                            row.url,
+                            IN_FLIGHT,
+                            None,
+                            now,
+                            owner,
+                            until,
+                            row.filters_version,
+                        )
+                    )
                 else:
-                    fresh.append((rowid, row.id, row.crawler, row.url, row.state, row.reason, now, None, None, row.filters_version))
+                    fresh.append(
+                        (
+                            rowid,
+                            row.id,
+                            row.crawler,
+                            row.url,
+                            row.state,
+                            row.reason,
+                            now,
+                            None,
+                            None,
+                            row.filters_version,
+                        )
+                    )
                 payloads.append((rowid, row.payload))
             self._conn.executemany(
                 "INSERT INTO results (rowid, id, crawler, url, state, reason, created_at, lease_owner, lease_until, filters_version) "
@@ -457,7 +517,15 @@ class SQLiteBuffer(Buffer):
                 seen.update((crawler, url) for (url,) in cursor)
         return seen
 
-    def claim(self, crawler: str, owner: str, limit: int, lease_seconds: float, *, ignore_ready_at: bool = False) -> list[Claimed]:
+    def claim(
+        self,
+        crawler: str,
+        owner: str,
+        limit: int,
+        lease_seconds: float,
+        *,
+        ignore_ready_at: bool = False,
+    ) -> list[Claimed]:
         now = time.time()
         ready = float("inf") if ignore_ready_at else now
         with _transaction(self._conn):
@@ -562,14 +630,18 @@ class SQLiteBuffer(Buffer):
         counts = dict.fromkeys(STATES, 0)
         where, params = ("WHERE crawler = ?", (crawler,)) if crawler is not None else ("", ())
         with sqlite_errors():
-            for state, n in self._conn.execute(f"SELECT state, count(*) FROM results {where} GROUP BY state", params):
+            for state, n in self._conn.execute(
+                f"SELECT state, count(*) FROM results {where} GROUP BY state", params
+            ):
                 counts[state] = n
         return counts
 
     def counts_by_crawler(self) -> dict[str, dict[str, int]]:
         table: dict[str, dict[str, int]] = {}
         with sqlite_errors():
-            for crawler, state, n in self._conn.execute("SELECT crawler, state, count(*) FROM results GROUP BY crawler, state"):
+            for crawler, state, n in self._conn.execute(
+                "SELECT crawler, state, count(*) FROM results GROUP BY crawler, state"
+            ):
                 table.setdefault(crawler, dict.fromkeys(STATES, 0))[state] = n
         return table
 
@@ -584,13 +656,21 @@ class SQLiteBuffer(Buffer):
         return None if oldest is None else max(0.0, time.time() - oldest)
 
     def export(
-        self, state: str, crawler: str | None = None, since: float | None = None, *, ids: Sequence[str] | None = None
+        self,
+        state: str,
+        crawler: str | None = None,
+        since: float | None = None,
+        *,
+        ids: Sequence[str] | None = None,
     ) -> Iterator[dict[str, Any]]:
         where, params = ("AND crawler = ?", (crawler,)) if crawler is not None else ("", ())
         if since is not None:
             where, params = where + " AND created_at >= ?", (*params, since)
         if ids is not None:
-            where, params = where + " AND id IN (SELECT value FROM json_each(?))", (*params, orjson.dumps(list(ids)))
+            where, params = (
+                where + " AND id IN (SELECT value FROM json_each(?))",
+                (*params, orjson.dumps(list(ids))),
+            )
         with sqlite_errors():
             yield from self.db.query(
                 "SELECT id, crawler, url, state, attempts, reason, last_error, outcome, created_at, delivered_at, "
@@ -598,7 +678,9 @@ class SQLiteBuffer(Buffer):
                 (state, *params),
             )
 
-    def requeue(self, state: str, crawler: str | None = None, ids: Sequence[str] | None = None) -> int:
+    def requeue(
+        self, state: str, crawler: str | None = None, ids: Sequence[str] | None = None
+    ) -> int:
         _refuse_invalid(state)
         clauses, params = ["state = ?"], [state]
         if crawler is not None:
@@ -686,7 +768,9 @@ class SQLiteBuffer(Buffer):
 
 def _refuse_invalid(state: str) -> None:
     if state == INVALID:
-        raise ValueError("invalid rows are mapped again before they are requeued: use scrapy_sdi.requeue.requeue")
+        raise ValueError(
+            "invalid rows are mapped again before they are requeued: use scrapy_sdi.requeue.requeue"
+        )
 
 
 def _unless_seen(old_id: str, row: Row, seen: set[tuple[str, str]], dedup: bool) -> Row:
@@ -761,7 +845,9 @@ class _transaction:
             raise _typed(exc, BufferWriteError) from exc
         return self.conn
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, _tb: object) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, _tb: object
+    ) -> None:
         try:
             if exc_type is None:
                 self.conn.execute("COMMIT")
@@ -806,10 +892,20 @@ class MemoryBuffer(Buffer):
             if not is_new:
                 continue
             self._rows[row.id] = {
-                "id": row.id, "crawler": row.crawler, "url": row.url, "payload": row.payload,
-                "state": row.state, "attempts": 0, "ready_at": 0.0, "reason": row.reason,
-                "last_error": None, "outcome": None, "created_at": now, "delivered_at": None,
-                "seq": next(self._seq), "filters_version": row.filters_version,
+                "id": row.id,
+                "crawler": row.crawler,
+                "url": row.url,
+                "payload": row.payload,
+                "state": row.state,
+                "attempts": 0,
+                "ready_at": 0.0,
+                "reason": row.reason,
+                "last_error": None,
+                "outcome": None,
+                "created_at": now,
+                "delivered_at": None,
+                "seq": next(self._seq),
+                "filters_version": row.filters_version,
             }
             if row.state != PENDING:
                 continue
@@ -830,7 +926,15 @@ class MemoryBuffer(Buffer):
         self._unsorted.add(row["crawler"])
         self._seen.add((row["crawler"], row["url"]))
 
-    def claim(self, crawler: str, owner: str, limit: int, lease_seconds: float, *, ignore_ready_at: bool = False) -> list[Claimed]:
+    def claim(
+        self,
+        crawler: str,
+        owner: str,
+        limit: int,
+        lease_seconds: float,
+        *,
+        ignore_ready_at: bool = False,
+    ) -> list[Claimed]:
         now = time.time()
         for id_ in [i for i, until in self._leased.items() if until < now]:
             self._to_pending(self._rows[id_])
@@ -848,7 +952,9 @@ class MemoryBuffer(Buffer):
                 del queue[id_]
                 row["state"] = IN_FLIGHT
                 self._leased[id_] = now + lease_seconds
-                claimed.append(Claimed(id_, row["payload"], row["attempts"], row["filters_version"]))
+                claimed.append(
+                    Claimed(id_, row["payload"], row["attempts"], row["filters_version"])
+                )
         return claimed
 
     def ack(self, delivered: dict[str, str], rejected: dict[str, str | None]) -> None:
@@ -857,12 +963,16 @@ class MemoryBuffer(Buffer):
             self._leased.pop(id_, None)
             row = self._rows[id_]
             self._pending.get(row["crawler"], {}).pop(id_, None)  # acked after its lease ran out
-            row.update(state=DELIVERED, outcome=outcome, delivered_at=now, attempts=row["attempts"] + 1)
+            row.update(
+                state=DELIVERED, outcome=outcome, delivered_at=now, attempts=row["attempts"] + 1
+            )
         for id_, reason in rejected.items():
             self._leased.pop(id_, None)
             row = self._rows[id_]
             self._pending.get(row["crawler"], {}).pop(id_, None)
-            row.update(state=REJECTED, reason=reason, delivered_at=now, attempts=row["attempts"] + 1)
+            row.update(
+                state=REJECTED, reason=reason, delivered_at=now, attempts=row["attempts"] + 1
+            )
 
     def mark_filtered(self, reasons: dict[str, str]) -> None:
         for id_, reason in reasons.items():
@@ -870,7 +980,9 @@ class MemoryBuffer(Buffer):
             if row["state"] in (PENDING, IN_FLIGHT):
                 self._leased.pop(id_, None)
                 self._pending.get(row["crawler"], {}).pop(id_, None)
-                self._seen.discard((row["crawler"], row["url"]))  # as in SQLite: filtered is not seen
+                self._seen.discard(
+                    (row["crawler"], row["url"])
+                )  # as in SQLite: filtered is not seen
                 row.update(state=FILTERED, reason=reason)
 
     def release(self, ids: Iterable[str], error: str, delay: float) -> None:
@@ -882,25 +994,45 @@ class MemoryBuffer(Buffer):
                 self._to_pending(row)
 
     def counts(self, crawler: str | None = None) -> dict[str, int]:
-        counts = Counter(r["state"] for r in self._rows.values() if crawler is None or r["crawler"] == crawler)
+        counts = Counter(
+            r["state"] for r in self._rows.values() if crawler is None or r["crawler"] == crawler
+        )
         return {state: counts.get(state, 0) for state in STATES}
 
     def export(
-        self, state: str, crawler: str | None = None, since: float | None = None, *, ids: Sequence[str] | None = None
+        self,
+        state: str,
+        crawler: str | None = None,
+        since: float | None = None,
+        *,
+        ids: Sequence[str] | None = None,
     ) -> Iterator[dict[str, Any]]:
         wanted = set(ids) if ids is not None else None
         for row in list(self._rows.values()):
-            if row["state"] == state and (crawler is None or row["crawler"] == crawler) and (since is None or row["created_at"] >= since) and (wanted is None or row["id"] in wanted):
-                yield {k: v for k, v in row.items() if k not in ("ready_at", "seq", "filters_version")}
+            if (
+                row["state"] == state
+                and (crawler is None or row["crawler"] == crawler)
+                and (since is None or row["created_at"] >= since)
+                and (wanted is None or row["id"] in wanted)
+            ):
+                yield {
+                    k: v for k, v in row.items() if k not in ("ready_at", "seq", "filters_version")
+                }
 
-    def requeue(self, state: str, crawler: str | None = None, ids: Sequence[str] | None = None) -> int:
+    def requeue(
+        self, state: str, crawler: str | None = None, ids: Sequence[str] | None = None
+    ) -> int:
         _refuse_invalid(state)
         if ids is not None and not ids:
             return 0
         wanted = set(ids) if ids is not None else None
         n = 0
         for row in self._rows.values():
-            if row["state"] == state and (crawler is None or row["crawler"] == crawler) and (wanted is None or row["id"] in wanted):
+            if (
+                row["state"] == state
+                and (crawler is None or row["crawler"] == crawler)
+                and (wanted is None or row["id"] in wanted)
+            ):
                 row.update(ready_at=0.0, reason=None, filters_version=None)
                 self._to_pending(row)
                 n += 1
@@ -928,10 +1060,16 @@ class MemoryBuffer(Buffer):
         return queued + leased  # a memory buffer holds this process's rows only
 
     def crawlers_with_pending(self) -> list[str]:
-        return sorted({r["crawler"] for r in self._rows.values() if r["state"] in (PENDING, IN_FLIGHT)})
+        return sorted(
+            {r["crawler"] for r in self._rows.values() if r["state"] in (PENDING, IN_FLIGHT)}
+        )
 
     def oldest_pending_age(self, crawler: str | None = None) -> float | None:
-        ages = [r["created_at"] for r in self._rows.values() if r["state"] in (PENDING, IN_FLIGHT) and (crawler is None or r["crawler"] == crawler)]
+        ages = [
+            r["created_at"]
+            for r in self._rows.values()
+            if r["state"] in (PENDING, IN_FLIGHT) and (crawler is None or r["crawler"] == crawler)
+        ]
         return max(0.0, time.time() - min(ages)) if ages else None
 
     def get_meta(self, key: str) -> str | None:
@@ -958,7 +1096,9 @@ def buffer_class(name: str) -> type[Buffer]:
     try:
         cls = load_object(name)
     except (ImportError, NameError, ValueError, AttributeError) as exc:
-        raise SDIConfigError(f"SDI_BUFFER: {name!r} is neither 'sqlite', 'memory' nor an importable class: {exc}") from None
+        raise SDIConfigError(
+            f"SDI_BUFFER: {name!r} is neither 'sqlite', 'memory' nor an importable class: {exc}"
+        ) from None
     if not (isinstance(cls, type) and issubclass(cls, Buffer)):
         raise SDIConfigError(f"SDI_BUFFER: {name!r} is not a subclass of scrapy_sdi.buffer.Buffer")
     return cls

@@ -44,8 +44,18 @@ ROW_SORTS = {
     "state": "state",
 }
 #: Columns of one row in listings and exports, in order.
-ROW_COLUMNS = ("id", "crawler", "url", "state", "attempts", "reason", "last_error", "outcome",
-               "created_at", "delivered_at")
+ROW_COLUMNS = (
+    "id",
+    "crawler",
+    "url",
+    "state",
+    "attempts",
+    "reason",
+    "last_error",
+    "outcome",
+    "created_at",
+    "delivered_at",
+)
 #: A row's payload, kept in a table of its own (schema 2).
 _PAYLOAD = "(SELECT payload FROM payloads WHERE payloads.rowid = results.rowid)"
 _SEARCHED = ("id", "crawler", "url", "reason", "last_error", f"CAST({_PAYLOAD} AS TEXT)")
@@ -91,7 +101,9 @@ class BufferReader:
     def connect(cls, path: str | os.PathLike[str], *, busy_timeout: float = 5.0) -> BufferReader:
         """A reader of the file at ``path``; BufferFileError when it cannot be opened. Close it after."""
         try:
-            conn = sqlite3.connect(readonly_uri(path), uri=True, timeout=busy_timeout, check_same_thread=False)
+            conn = sqlite3.connect(
+                readonly_uri(path), uri=True, timeout=busy_timeout, check_same_thread=False
+            )
         except sqlite3.Error as exc:
             raise BufferFileError(f"SDI buffer {path} cannot be opened read-only: {exc}") from None
         try:
@@ -124,7 +136,9 @@ class BufferReader:
     def schema(self) -> tuple[int, set[str]]:
         """The file's schema version and its tables (an SDI buffer has ``results`` and ``meta``)."""
         version = self._one("PRAGMA user_version")
-        return version, {name for (name,) in self._rows("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        return version, {
+            name for (name,) in self._rows("SELECT name FROM sqlite_master WHERE type = 'table'")
+        }
 
     def meta(self, key: str) -> str | None:
         rows = self._rows("SELECT value FROM meta WHERE key = ?", (key,))
@@ -140,12 +154,16 @@ class BufferReader:
 
     def oldest_waiting(self) -> float | None:
         """When the oldest pending or in-flight row was buffered; None when there is none."""
-        return self._one("SELECT min(created_at) FROM results WHERE state IN ('pending', 'in_flight')")
+        return self._one(
+            "SELECT min(created_at) FROM results WHERE state IN ('pending', 'in_flight')"
+        )
 
     def crawler_count(self) -> int:
         return self._one("SELECT count(DISTINCT crawler) FROM results")
 
-    def crawler_rows(self, sort: str, *, descending: bool, limit: int, offset: int) -> list[dict[str, Any]]:
+    def crawler_rows(
+        self, sort: str, *, descending: bool, limit: int, offset: int
+    ) -> list[dict[str, Any]]:
         """Per crawler: buffered (all rows), delivered, rejected, invalid, filtered, pending (with
         in flight) and the time of the last delivery; sorted by an allow-listed column."""
         column = allowed(sort, CRAWLER_SORTS, "sort")
@@ -161,11 +179,15 @@ class BufferReader:
         )
 
     def crawler_names(self) -> list[str]:
-        return [name for (name,) in self._rows("SELECT DISTINCT crawler FROM results ORDER BY crawler")]
+        return [
+            name for (name,) in self._rows("SELECT DISTINCT crawler FROM results ORDER BY crawler")
+        ]
 
     # -- throughput -------------------------------------------------------------------------
 
-    def outcomes_per_bucket(self, start: float, bucket: int, until: float) -> list[tuple[int, str, int]]:
+    def outcomes_per_bucket(
+        self, start: float, bucket: int, until: float
+    ) -> list[tuple[int, str, int]]:
         """(bucket number, state, rows) of delivered and rejected rows from ``start`` to ``until``,
         by ``delivered_at`` (also set on rejection)."""
         return self._rows(
@@ -176,7 +198,9 @@ class BufferReader:
         )
 
     def first_outcome_time(self) -> float | None:
-        return self._one("SELECT min(delivered_at) FROM results WHERE state IN ('delivered', 'rejected')")
+        return self._one(
+            "SELECT min(delivered_at) FROM results WHERE state IN ('delivered', 'rejected')"
+        )
 
     # -- rows -------------------------------------------------------------------------------
 

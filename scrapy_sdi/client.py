@@ -111,7 +111,9 @@ class SDIClient:
                 id_, status = entry.get("id"), entry.get("status")
                 if isinstance(id_, str) and status in _OUTCOMES:
                     reason = entry.get("reason")
-                    outcomes.append(Outcome(id_, status, reason if isinstance(reason, str) else None))
+                    outcomes.append(
+                        Outcome(id_, status, reason if isinstance(reason, str) else None)
+                    )
         return outcomes
 
     async def status_by_urls(self, urls: Iterable[str]) -> list[dict[str, Any]]:
@@ -120,13 +122,17 @@ class SDIClient:
         found: list[dict[str, Any]] = []
         for start in range(0, len(urls), STATUS_CHUNK):
             chunk = urls[start : start + STATUS_CHUNK]
-            reply = await self._call("POST", "/crawler-results/status", body=orjson.dumps({"urls": chunk}))
+            reply = await self._call(
+                "POST", "/crawler-results/status", body=orjson.dumps({"urls": chunk})
+            )
             found.extend(_json_list(reply, "results"))
         return found
 
     async def status_by_crawlers(self, crawlers: Sequence[str]) -> list[dict[str, Any]]:
         body = orjson.dumps({"crawlers": list(crawlers)})
-        return _json_list(await self._call("POST", "/crawler-results/status", body=body), "crawlers")
+        return _json_list(
+            await self._call("POST", "/crawler-results/status", body=body), "crawlers"
+        )
 
     async def status_codes(self) -> list[dict[str, Any]]:
         return _json_list(await self._call("GET", "/status-codes"), "codes")
@@ -140,7 +146,9 @@ class SDIClient:
         creds = orjson.dumps({"username": self._username, "password": self._password})
         reply = await self._send("POST", "/auth/token", creds, None)
         if reply.code == 401:
-            raise SDIAuthError(f"login refused for user {self._username!r}: invalid credentials", status=401)
+            raise SDIAuthError(
+                f"login refused for user {self._username!r}: invalid credentials", status=401
+            )
         self._take_tokens(reply)
         self._inc("sdi/auth/logins")
 
@@ -148,7 +156,9 @@ class SDIClient:
         """Trade the refresh token for new tokens; False when the API refuses it."""
         if not self._refresh_token:
             return False
-        reply = await self._send("POST", "/auth/refresh", orjson.dumps({"refresh_token": self._refresh_token}), None)
+        reply = await self._send(
+            "POST", "/auth/refresh", orjson.dumps({"refresh_token": self._refresh_token}), None
+        )
         if reply.code == 401:
             return False
         self._take_tokens(reply)
@@ -157,7 +167,11 @@ class SDIClient:
 
     async def _token(self, stale: str | None = None) -> str:
         """A usable access token; with ``stale``, one newer than it (single flight)."""
-        if self._access_token and self._access_token != stale and time.monotonic() < self._expires_at:
+        if (
+            self._access_token
+            and self._access_token != stale
+            and time.monotonic() < self._expires_at
+        ):
             return self._access_token
         await self._auth_lock.acquire()
         try:
@@ -200,7 +214,9 @@ class SDIClient:
             token = await self._token(stale=token)
             reply = await self._send(method, path, body, token, headers)
             if reply.code == 401:
-                raise SDIAuthError(f"{method} {path}: still unauthorized after renewing the token", status=401)
+                raise SDIAuthError(
+                    f"{method} {path}: still unauthorized after renewing the token", status=401
+                )
         if reply.code not in ok:
             raise _error_for(method, path, reply)
         return reply
@@ -234,7 +250,9 @@ class SDIClient:
             reply = await d
         except (SDINetworkError, defer.CancelledError) as exc:
             if timed_out:
-                raise SDINetworkError(f"{method} {path}: no answer within {self._timeout:g}s") from None
+                raise SDINetworkError(
+                    f"{method} {path}: no answer within {self._timeout:g}s"
+                ) from None
             if isinstance(exc, defer.CancelledError):
                 raise
             raise SDINetworkError(f"{method} {path}: {exc}") from None
@@ -252,7 +270,9 @@ def _json_object(reply: Reply) -> dict[str, Any]:
     try:
         body = orjson.loads(reply.body)
     except orjson.JSONDecodeError:
-        raise SDIServiceError(f"answer {reply.code} is not JSON: {reply.body[:80]!r}", status=reply.code) from None
+        raise SDIServiceError(
+            f"answer {reply.code} is not JSON: {reply.body[:80]!r}", status=reply.code
+        ) from None
     if not isinstance(body, dict):
         raise SDIServiceError(f"answer {reply.code} is not a JSON object", status=reply.code)
     return body
@@ -278,7 +298,9 @@ def _error_for(method: str, path: str, reply: Reply) -> SDIError:
         return SDIBadRequest(message, status=code)
     if code == 413:
         max_results = detail.get("max_results")
-        return SDIBatchTooLarge(message, max_results=max_results if isinstance(max_results, int) else None)
+        return SDIBatchTooLarge(
+            message, max_results=max_results if isinstance(max_results, int) else None
+        )
     if code in (429, 503):
         retry_after = _retry_after(reply.headers)
         if code == 429 or retry_after is not None:

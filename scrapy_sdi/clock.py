@@ -22,7 +22,9 @@ class ReactorTime(Protocol):
 
     def seconds(self) -> float: ...
 
-    def callLater(self, delay: float, callable: Callable[..., Any], /, *args: Any, **kw: Any) -> IDelayedCall: ...
+    def callLater(
+        self, delay: float, callable: Callable[..., Any], /, *args: Any, **kw: Any
+    ) -> IDelayedCall: ...
 
 
 class Timers:

@@ -90,7 +90,13 @@ class _Batch:
 
     def pick(self, keep: Callable[[str], bool]) -> _Batch:
         """The rows whose id ``keep`` accepts, in order."""
-        return _Batch.of([row for row in zip(self.ids, self.payloads, self.attempts, strict=True) if keep(row[0])])
+        return _Batch.of(
+            [
+                row
+                for row in zip(self.ids, self.payloads, self.attempts, strict=True)
+                if keep(row[0])
+            ]
+        )
 
 
 def _unsent(batch: _Batch, part: _Batch, todo: list[_Batch]) -> _Batch:
@@ -123,7 +129,9 @@ class _Throttling:
     def calm(self, *, stopped: bool = False) -> None:
         """A batch was accepted (or delivery ``stopped``): after THROTTLE_QUIET without a request
         to wait, or at the stop, say once that the spell is over."""
-        if self.since is None or not (stopped or self._clock.seconds() - self._last >= THROTTLE_QUIET):
+        if self.since is None or not (
+            stopped or self._clock.seconds() - self._last >= THROTTLE_QUIET
+        ):
             return
         logger.info(
             "SDI: throttling %(how)s: %(n)d answers asked to wait over %(seconds).0fs",
@@ -186,7 +194,9 @@ class Delivery:
         self._next_reclaim = 0.0  # monotonic time of the next look for dead processes' leases
         #: Since when the API has been failing (None: it answers), for the status line.
         self.failing_since: float | None = None
-        self._failure_told = False  # a WARNING said the API fails; an INFO says when it answers again
+        self._failure_told = (
+            False  # a WARNING said the API fails; an INFO says when it answers again
+        )
         self._throttling = _Throttling(self._clock)
         self.last_error: str | None = None
         self.state = "ok"
@@ -213,7 +223,10 @@ class Delivery:
         self._next_reclaim = now + TICK
         n = self.buffer.reclaim_dead()
         if n:
-            logger.info("SDI: took back %(n)d results a process that died had in flight; they are sent again", {"n": n})
+            logger.info(
+                "SDI: took back %(n)d results a process that died had in flight; they are sent again",
+                {"n": n},
+            )
         return n
 
     def lease(self, n: int) -> Lease | None:
@@ -397,11 +410,18 @@ class Delivery:
         self._in_flight_rows -= len(excluded)
         if self.stats is not None:
             count_filtered(self.stats, excluded.values())
-        logger.debug("SDI: %(n)d buffered results excluded by the filters in force; never sent", {"n": len(excluded)})
+        logger.debug(
+            "SDI: %(n)d buffered results excluded by the filters in force; never sent",
+            {"n": len(excluded)},
+        )
 
     def _claim_rows(self) -> list[Claimed]:
         return self.buffer.claim(
-            self.crawler, self.owner, self._batch_size, self.settings.lease_timeout, ignore_ready_at=self._draining
+            self.crawler,
+            self.owner,
+            self._batch_size,
+            self.settings.lease_timeout,
+            ignore_ready_at=self._draining,
         )
 
     def _finished(self, _: Any, d: defer.Deferred[None], size: int) -> None:
@@ -414,7 +434,11 @@ class Delivery:
 
     def _crashed(self, failure: Any, batch: _Batch) -> None:
         """A bug, not an API failure: keep the rows, say so once, and back off."""
-        logger.error("SDI delivery failed unexpectedly; %(n)d rows stay pending", {"n": len(batch)}, exc_info=failure.value)
+        logger.error(
+            "SDI delivery failed unexpectedly; %(n)d rows stay pending",
+            {"n": len(batch)},
+            exc_info=failure.value,
+        )
         self.buffer.release(batch.ids, f"internal error: {failure.value!r}"[:200], 0)
         self._backoff(None)
 
@@ -503,7 +527,10 @@ class Delivery:
         """A dry run (no client): count what would be sent, never as sent or delivered, and let the
         rows go so they are not left pending in the memory buffer."""
         size = len(encode_batch(self.crawler, batch.payloads))
-        logger.debug("SDI dry run: would send %(n)d results (%(bytes)d bytes)", {"n": len(batch), "bytes": size})
+        logger.debug(
+            "SDI dry run: would send %(n)d results (%(bytes)d bytes)",
+            {"n": len(batch), "bytes": size},
+        )
         self._inc("sdi/dry_run/batches")
         self._inc("sdi/dry_run/items", len(batch))
         self.buffer.ack(dict.fromkeys(batch.ids, "accepted"), {})
@@ -526,7 +553,10 @@ class Delivery:
         if isinstance(exc, SDIBatchTooLarge) and exc.max_results and exc.max_results < len(batch):
             size = max(1, exc.max_results)
             if size < self._batch_size:
-                logger.info("SDI: the API takes at most %(n)d results per batch; sending batches of %(n)d", {"n": size})
+                logger.info(
+                    "SDI: the API takes at most %(n)d results per batch; sending batches of %(n)d",
+                    {"n": size},
+                )
                 self._batch_size = size
         return [batch.part(start, start + size) for start in range(0, len(batch), size)]
 
@@ -597,18 +627,32 @@ class Delivery:
         if isinstance(exc, SDIAuthError):
             self._set_state("auth failing")
         else:
-            self._set_state("retrying since " + time.strftime("%H:%M:%S", time.localtime(self.failing_since)))
+            self._set_state(
+                "retrying since " + time.strftime("%H:%M:%S", time.localtime(self.failing_since))
+            )
         logger.log(
             level,
             "SDI batch of %(n)d not delivered (%(error)s); retrying in %(delay).1fs",
-            {"n": len(batch), "error": exc, "delay": max(0.0, self._paused_until - self._clock.seconds())},
+            {
+                "n": len(batch),
+                "error": exc,
+                "delay": max(0.0, self._paused_until - self._clock.seconds()),
+            },
         )
 
     def _release(self, batch: _Batch, error: str) -> None:
         """Back to pending; rows that used up SDI_RETRY_TIMES tries rest for SDI_UNLOCK_DELAY."""
         tries = self.settings.retry_times + 1
-        resting = [id_ for id_, attempts in zip(batch.ids, batch.attempts, strict=True) if (attempts + 1) % tries == 0]
-        at_once = [id_ for id_, attempts in zip(batch.ids, batch.attempts, strict=True) if (attempts + 1) % tries != 0]
+        resting = [
+            id_
+            for id_, attempts in zip(batch.ids, batch.attempts, strict=True)
+            if (attempts + 1) % tries == 0
+        ]
+        at_once = [
+            id_
+            for id_, attempts in zip(batch.ids, batch.attempts, strict=True)
+            if (attempts + 1) % tries != 0
+        ]
         if at_once:
             self.buffer.release(at_once, error, 0)
         if resting:
@@ -616,14 +660,26 @@ class Delivery:
 
     def _backoff(self, retry_after: float | None) -> None:
         self._failures += 1
-        cap = min(self.settings.retry_backoff_max, self.settings.retry_backoff_base * 2 ** (self._failures - 1))
+        cap = min(
+            self.settings.retry_backoff_max,
+            self.settings.retry_backoff_base * 2 ** (self._failures - 1),
+        )
         delay = random.uniform(0, cap)
         if retry_after is not None:
             delay = max(delay, retry_after)
         self._paused_until = self._clock.seconds() + delay
-        self._give_back_handed("held back while delivery backs off")  # a pause may outlast their lease
+        self._give_back_handed(
+            "held back while delivery backs off"
+        )  # a pause may outlast their lease
 
-    def _record(self, batch: _Batch, started: float, *, outcomes: Sequence[Outcome] = (), error: SDIError | None = None) -> None:
+    def _record(
+        self,
+        batch: _Batch,
+        started: float,
+        *,
+        outcomes: Sequence[Outcome] = (),
+        error: SDIError | None = None,
+    ) -> None:
         if self._audit is None:
             return
         counts: dict[str, int] = {}
@@ -660,4 +716,6 @@ def _match(filters: FilterSet, payload: bytes) -> Filter | None:
     if not isinstance(result, dict):
         return None
     url, filename = result.get("url"), result.get("filename")
-    return filters.match(url if isinstance(url, str) else "", filename if isinstance(filename, str) else "")
+    return filters.match(
+        url if isinstance(url, str) else "", filename if isinstance(filename, str) else ""
+    )

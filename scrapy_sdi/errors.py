@@ -33,7 +33,9 @@ class SDIServiceError(SDIError):
 class SDIRateLimited(SDIServiceError):
     """429 or 503 with Retry-After: wait at least ``retry_after`` seconds before resending."""
 
-    def __init__(self, message: str, *, status: int | None = None, retry_after: float = 0.0) -> None:
+    def __init__(
+        self, message: str, *, status: int | None = None, retry_after: float = 0.0
+    ) -> None:
         super().__init__(message, status=status)
         self.retry_after = retry_after
 
@@ -41,7 +43,9 @@ class SDIRateLimited(SDIServiceError):
 class SDIBatchTooLarge(SDIError):
     """413: the batch has too many results or bytes; resend in batches of ``max_results``."""
 
-    def __init__(self, message: str, *, status: int | None = 413, max_results: int | None = None) -> None:
+    def __init__(
+        self, message: str, *, status: int | None = 413, max_results: int | None = None
+    ) -> None:
         super().__init__(message, status=status)
         self.max_results = max_results
 

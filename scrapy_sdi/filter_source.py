@@ -34,7 +34,14 @@ CACHE_KEY = "filters"
 class FilterSource:
     """Holds the current compiled filters and keeps them fresh."""
 
-    def __init__(self, settings: SDISettings, buffer: Buffer, client: SDIClient | None, *, stats: StatsCollector | None = None) -> None:
+    def __init__(
+        self,
+        settings: SDISettings,
+        buffer: Buffer,
+        client: SDIClient | None,
+        *,
+        stats: StatsCollector | None = None,
+    ) -> None:
         self.settings = settings
         self.buffer = buffer
         self.client = client
@@ -50,7 +57,11 @@ class FilterSource:
 
     @property
     def required_but_missing(self) -> bool:
-        return self.settings.filters_enabled and self.settings.filters_required and self.source == "none"
+        return (
+            self.settings.filters_enabled
+            and self.settings.filters_required
+            and self.source == "none"
+        )
 
     def match(self, url: str, filename: str) -> Filter | None:
         return self.current.match(url, filename)
@@ -80,7 +91,11 @@ class FilterSource:
             fetched_at = data.get("fetched_at")
             fetched_at = float(fetched_at) if isinstance(fetched_at, (int, float)) else None
             self._use(data["filters"], data.get("version"), fetched_at, "cache")
-            age = "of unknown age" if fetched_at is None else formatting.age(time.time() - fetched_at) + " old"
+            age = (
+                "of unknown age"
+                if fetched_at is None
+                else formatting.age(time.time() - fetched_at) + " old"
+            )
             logger.warning(
                 "SDI filters: API unavailable (%(error)s); using %(n)d cached filters, %(age)s",
                 {"error": error, "n": self.current.count, "age": age},
@@ -93,7 +108,10 @@ class FilterSource:
         """Keep why for the caller that refuses to go on (SDI_FILTERS_REQUIRED); else warn once."""
         self.unavailable = why
         if not self.settings.filters_required:
-            logger.warning("SDI filters: %(why)s; results pass unfiltered until filters can be loaded", {"why": why})
+            logger.warning(
+                "SDI filters: %(why)s; results pass unfiltered until filters can be loaded",
+                {"why": why},
+            )
 
     def start(self) -> None:
         interval = self.settings.filters_refresh_interval
@@ -121,10 +139,16 @@ class FilterSource:
             await self._fetch(self.current.version)
         except SDIError as exc:
             self._inc("sdi/filters_refresh_failures")
-            logger.warning("SDI filters: refresh failed (%(error)s); keeping %(n)d current filters", {"error": exc, "n": self.current.count})
+            logger.warning(
+                "SDI filters: refresh failed (%(error)s); keeping %(n)d current filters",
+                {"error": exc, "n": self.current.count},
+            )
         except Exception:
             self._inc("sdi/filters_refresh_failures")
-            logger.exception("SDI filters: refresh failed unexpectedly; keeping %(n)d current filters", {"n": self.current.count})
+            logger.exception(
+                "SDI filters: refresh failed unexpectedly; keeping %(n)d current filters",
+                {"n": self.current.count},
+            )
         finally:
             self._refreshing = None
 
@@ -138,11 +162,17 @@ class FilterSource:
                 self.fetched_at = now
                 self._set_source("api")
                 self._write_cache(self._cached_raw, self.current.version, now)
-                logger.info("SDI filters: the API confirms the %(n)d filters in use (version %(version)s)", {"n": self.current.count, "version": self.current.version})
+                logger.info(
+                    "SDI filters: the API confirms the %(n)d filters in use (version %(version)s)",
+                    {"n": self.current.count, "version": self.current.version},
+                )
             return
         self._use(data["filters"], data.get("version"), now, "api")
         self._write_cache(data["filters"], data.get("version"), now)
-        logger.info("SDI filters: %(n)d loaded from the API (version %(version)s)", {"n": self.current.count, "version": self.current.version})
+        logger.info(
+            "SDI filters: %(n)d loaded from the API (version %(version)s)",
+            {"n": self.current.count, "version": self.current.version},
+        )
 
     def _read_cache(self) -> dict[str, Any] | None:
         """The cached API answer, or None when there is none or it cannot be used."""
@@ -154,10 +184,15 @@ class FilterSource:
         except orjson.JSONDecodeError:
             data = None
         if not isinstance(data, dict) or not isinstance(data.get("filters"), list):
-            logger.warning("SDI filters: the cached filters in the buffer are unreadable; ignoring them")
+            logger.warning(
+                "SDI filters: the cached filters in the buffer are unreadable; ignoring them"
+            )
             return None
         if data.get("api_url", self.settings.api_url) != self.settings.api_url:
-            logger.warning("SDI filters: the cached filters came from another API (%(url)s); ignoring them", {"url": data.get("api_url")})
+            logger.warning(
+                "SDI filters: the cached filters came from another API (%(url)s); ignoring them",
+                {"url": data.get("api_url")},
+            )
             return None
         return data
 
@@ -165,13 +200,25 @@ class FilterSource:
         """Keep the API's answer for runs that start while the API is down; a failure only costs that."""
         self._cached_raw = raw
         try:
-            self.buffer.set_meta(CACHE_KEY, orjson.dumps(
-                {"filters": raw, "version": version, "fetched_at": fetched_at, "api_url": self.settings.api_url}
-            ).decode())
+            self.buffer.set_meta(
+                CACHE_KEY,
+                orjson.dumps(
+                    {
+                        "filters": raw,
+                        "version": version,
+                        "fetched_at": fetched_at,
+                        "api_url": self.settings.api_url,
+                    }
+                ).decode(),
+            )
         except Exception as exc:
-            logger.warning("SDI filters: could not cache the filters in the buffer (%(error)s)", {"error": exc})
+            logger.warning(
+                "SDI filters: could not cache the filters in the buffer (%(error)s)", {"error": exc}
+            )
 
-    def _use(self, raw: list[dict[str, Any]], version: Any, fetched_at: float | None, source: str) -> None:
+    def _use(
+        self, raw: list[dict[str, Any]], version: Any, fetched_at: float | None, source: str
+    ) -> None:
         self.current = compile_filters(raw, version=None if version is None else str(version))
         self._cached_raw = raw
         self.fetched_at = fetched_at
@@ -201,9 +248,19 @@ def cached_filters_info(cached: str | None) -> dict[str, Any] | None:
     try:
         data = orjson.loads(cached)
     except orjson.JSONDecodeError:
-        return {"version": None, "count": None, "fetched_at": None, "error": "the cached filters are not JSON"}
+        return {
+            "version": None,
+            "count": None,
+            "fetched_at": None,
+            "error": "the cached filters are not JSON",
+        }
     if not isinstance(data, dict):
-        return {"version": None, "count": None, "fetched_at": None, "error": "the cached filters are not an object"}
+        return {
+            "version": None,
+            "count": None,
+            "fetched_at": None,
+            "error": "the cached filters are not an object",
+        }
     filters = data.get("filters")
     fetched_at = data.get("fetched_at")
     return {

@@ -118,7 +118,9 @@ class FilterSet:
         return None if pos is None else self.filters[pos]
 
     def __repr__(self) -> str:
-        return f"<FilterSet version={self.version!r} count={self.count} skipped={len(self.skipped)}>"
+        return (
+            f"<FilterSet version={self.version!r} count={self.count} skipped={len(self.skipped)}>"
+        )
 
 
 def count_filtered(stats: StatsCollector, excluded: Iterable[Filter]) -> None:
@@ -155,7 +157,9 @@ def compile_filters(
 
 def _digest(filters: tuple[Filter, ...]) -> str:
     """A key for a list the API sent without a version: equal lists, equal keys."""
-    text = repr([(f.id, f.field, f.kind, f.pattern) for f in filters]).encode("utf-8", "surrogatepass")
+    text = repr([(f.id, f.field, f.kind, f.pattern) for f in filters]).encode(
+        "utf-8", "surrogatepass"
+    )
     return "sha256:" + hashlib.sha256(text).hexdigest()[:16]
 
 
@@ -349,7 +353,9 @@ def _python_banks(entries: list[tuple[int, re.Pattern, bool]]) -> tuple[_PythonB
     )
 
 
-def _first_of(banks: tuple[_PythonBank, _PythonBank], value: str, lowered: str, best: int | None) -> int | None:
+def _first_of(
+    banks: tuple[_PythonBank, _PythonBank], value: str, lowered: str, best: int | None
+) -> int | None:
     """The lowest position found by Python's re below ``best``, or ``best``."""
     as_is, folded = banks
     if as_is.entries:

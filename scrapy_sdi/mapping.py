@@ -469,7 +469,11 @@ def _bounded(kept: dict[str, Any], limit: int) -> bytes:
             break
         kept[name] = _not_kept(kept[name], f"field {name!r} is too large to keep with the item")
         encoded = orjson.dumps(kept)
-    return encoded if len(encoded) <= limit else orjson.dumps(_not_kept(kept, "the item is too large to keep"))
+    return (
+        encoded
+        if len(encoded) <= limit
+        else orjson.dumps(_not_kept(kept, "the item is too large to keep"))
+    )
 
 
 def kept_fields(payload: bytes) -> dict[str, Any]:
@@ -484,7 +488,13 @@ def kept_fields(payload: bytes) -> dict[str, Any]:
     if isinstance(fields, dict):
         return fields
     reason = "an older scrapy_sdi kept only a description of this item"
-    return {NOT_KEPT: {"type": "item", "reason": reason, "repr": bytes(payload).decode("utf-8", "replace")}}
+    return {
+        NOT_KEPT: {
+            "type": "item",
+            "reason": reason,
+            "repr": bytes(payload).decode("utf-8", "replace"),
+        }
+    }
 
 
 _SHOW_KEPT = 2_000

@@ -33,7 +33,15 @@ if TYPE_CHECKING:
 
     from scrapy_sdi.buffer import Buffer
 
-__all__ = ["CONTENT_TYPE_LATEST", "METRICS", "BufferCollector", "help_text", "new_registry", "render", "write_file"]
+__all__ = [
+    "CONTENT_TYPE_LATEST",
+    "METRICS",
+    "BufferCollector",
+    "help_text",
+    "new_registry",
+    "render",
+    "write_file",
+]
 
 
 @dataclass(frozen=True)
@@ -51,24 +59,52 @@ class MetricDoc:
 
 
 ROWS, OLDEST, SIZE, FILTERS_AGE, FILTERS_INFO, FILTERS_COUNT, API_UP = METRICS = (
-    MetricDoc("sdi_buffer_rows", "gauge", ("crawler", "state"),
-              "rows in the buffer, per crawler and state (every state, zeros included)"),
-    MetricDoc("sdi_buffer_oldest_pending_age_seconds", "gauge", ("crawler",),
-              "seconds since the crawler's oldest pending or in-flight row was buffered; 0 when none waits"),
-    MetricDoc("sdi_buffer_size_bytes", "gauge", (), "bytes on disk of the buffer file and its write-ahead log"),
-    MetricDoc("sdi_filters_age_seconds", "gauge", (),
-              "seconds since the filters cached in the buffer were fetched from the API; absent when none are cached"),
-    MetricDoc("sdi_filters_info", "info", ("version",), "always 1; its label is the version of the cached filters"),
+    MetricDoc(
+        "sdi_buffer_rows",
+        "gauge",
+        ("crawler", "state"),
+        "rows in the buffer, per crawler and state (every state, zeros included)",
+    ),
+    MetricDoc(
+        "sdi_buffer_oldest_pending_age_seconds",
+        "gauge",
+        ("crawler",),
+        "seconds since the crawler's oldest pending or in-flight row was buffered; 0 when none waits",
+    ),
+    MetricDoc(
+        "sdi_buffer_size_bytes",
+        "gauge",
+        (),
+        "bytes on disk of the buffer file and its write-ahead log",
+    ),
+    MetricDoc(
+        "sdi_filters_age_seconds",
+        "gauge",
+        (),
+        "seconds since the filters cached in the buffer were fetched from the API; absent when none are cached",
+    ),
+    MetricDoc(
+        "sdi_filters_info",
+        "info",
+        ("version",),
+        "always 1; its label is the version of the cached filters",
+    ),
     MetricDoc("sdi_filters_count", "gauge", (), "number of cached filters"),
-    MetricDoc("sdi_api_up", "gauge", (),
-              "1 when the API answered GET /health, else 0; absent when no SDI_API_URL is set (or with --no-api)"),
+    MetricDoc(
+        "sdi_api_up",
+        "gauge",
+        (),
+        "1 when the API answered GET /health, else 0; absent when no SDI_API_URL is set (or with --no-api)",
+    ),
 )
 
 
 class BufferCollector(Collector):
     """Reads the buffer at each collection; ``api_up`` says whether the API answers (None: unknown)."""
 
-    def __init__(self, open_buffer: Callable[[], Buffer], api_up: Callable[[], bool | None] = lambda: None) -> None:
+    def __init__(
+        self, open_buffer: Callable[[], Buffer], api_up: Callable[[], bool | None] = lambda: None
+    ) -> None:
         self._open_buffer = open_buffer
         self._api_up = api_up
 
@@ -105,9 +141,14 @@ def _buffer_families(buffer: Buffer, now: float) -> Iterator[Metric]:
     if filters is None:
         return
     if filters["fetched_at"] is not None:
-        yield GaugeMetricFamily(FILTERS_AGE.name, FILTERS_AGE.meaning, value=max(0.0, now - filters["fetched_at"]))
-    yield InfoMetricFamily(FILTERS_INFO.name.removesuffix("_info"), FILTERS_INFO.meaning,
-                           value={"version": filters["version"] or ""})
+        yield GaugeMetricFamily(
+            FILTERS_AGE.name, FILTERS_AGE.meaning, value=max(0.0, now - filters["fetched_at"])
+        )
+    yield InfoMetricFamily(
+        FILTERS_INFO.name.removesuffix("_info"),
+        FILTERS_INFO.meaning,
+        value={"version": filters["version"] or ""},
+    )
     if filters["count"] is not None:
         yield GaugeMetricFamily(FILTERS_COUNT.name, FILTERS_COUNT.meaning, value=filters["count"])
 

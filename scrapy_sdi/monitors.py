@@ -13,7 +13,9 @@ from typing import TYPE_CHECKING, Any
 try:
     from spidermon import Monitor, MonitorSuite, monitors
 except ImportError as exc:  # pragma: no cover - exercised in a subprocess without spidermon
-    raise ImportError("scrapy_sdi.monitors needs spidermon: pip install scrapy_sdi[monitoring]") from exc
+    raise ImportError(
+        "scrapy_sdi.monitors needs spidermon: pip install scrapy_sdi[monitoring]"
+    ) from exc
 
 from scrapy_sdi.errors import SDIConfigError
 from scrapy_sdi.settings import SDISettings
@@ -127,7 +129,12 @@ class SDIDeliveryMonitor(_SDIMonitor):
 class SDIMonitorSuite(MonitorSuite):
     """Every SDI monitor; built by Spidermon at start, where a bad setting stops the crawl in one line."""
 
-    monitors = [SDIPendingAtCloseMonitor, SDIRejectedRatioMonitor, SDIFiltersMonitor, SDIDeliveryMonitor]
+    monitors = [
+        SDIPendingAtCloseMonitor,
+        SDIRejectedRatioMonitor,
+        SDIFiltersMonitor,
+        SDIDeliveryMonitor,
+    ]
 
     def __init__(self, *args: Any, crawler: Crawler | None = None, **kwargs: Any) -> None:
         if crawler is not None:

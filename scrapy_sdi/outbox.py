@@ -27,12 +27,19 @@ if TYPE_CHECKING:
 class Outbox:
     """Rows in (``put``), batches out to the API; ``close`` delivers what it can in a deadline."""
 
-    def __init__(self, delivery: Delivery, *, dedup: bool, stats: StatsCollector | None = None) -> None:
+    def __init__(
+        self, delivery: Delivery, *, dedup: bool, stats: StatsCollector | None = None
+    ) -> None:
         self.buffer = delivery.buffer
         self._delivery = delivery
         self._dedup = dedup
         self._stats = stats
-        self._writer = GroupWriter(self._commit, where=self.buffer.location, on_commit=self._committed, clock=delivery.clock)
+        self._writer = GroupWriter(
+            self._commit,
+            where=self.buffer.location,
+            on_commit=self._committed,
+            clock=delivery.clock,
+        )
 
     @property
     def backlog(self) -> int:
@@ -84,9 +91,15 @@ class Outbox:
         """Count a group commit's results (per group: a stats call per item shows in the crawl's
         speed) and hand them to delivery; filtered and invalid rows are kept, never sent."""
         pending = [row.state == PENDING for row in rows]
-        buffered = sum(1 for was_pending, stored in zip(pending, enqueued, strict=True) if was_pending and stored)
+        buffered = sum(
+            1
+            for was_pending, stored in zip(pending, enqueued, strict=True)
+            if was_pending and stored
+        )
         self._inc("sdi/items_buffered", buffered, always=True)
-        self._inc("sdi/items_deduplicated", len(enqueued) - sum(enqueued))  # only pending and filtered rows are skipped
+        self._inc(
+            "sdi/items_deduplicated", len(enqueued) - sum(enqueued)
+        )  # only pending and filtered rows are skipped
         self._delivery.wake(buffered, enqueued.leased)
         # every pending row came through back-pressure: stored or skipped, it is counted now
         self._delivery.backpressure.counted(sum(pending))
@@ -106,4 +119,3 @@ class Outbox:
     def _inc(self, key: str, count: int, *, always: bool = False) -> None:
         if self._stats is not None and (count or always):
             self._stats.inc_value(key, count)
-

@@ -50,7 +50,8 @@ class OwnerLocks:
         except OSError as exc:
             logger.warning(
                 "SDI: cannot hold a liveness lock in %(dir)s (%(error)s); if this run dies, its batches in "
-                "flight come back only after SDI_LEASE_TIMEOUT", {"dir": self.directory, "error": exc},
+                "flight come back only after SDI_LEASE_TIMEOUT",
+                {"dir": self.directory, "error": exc},
             )
             return False
         return True
@@ -91,7 +92,11 @@ class OwnerLocks:
             names = os.listdir(self.directory)
         except OSError:  # no directory yet: no owner to check
             return []
-        return [name[: -len(SUFFIX)] for name in names if name.endswith(SUFFIX) and name[: -len(SUFFIX)] not in self._held]
+        return [
+            name[: -len(SUFFIX)]
+            for name in names
+            if name.endswith(SUFFIX) and name[: -len(SUFFIX)] not in self._held
+        ]
 
     def close(self) -> None:
         """Give up every lock held; the files go first, so no checker mistakes this run for a dead one."""

@@ -41,7 +41,9 @@ logger = logging.getLogger(__name__)
 class SDIPipeline:
     """``ITEM_PIPELINES = {"scrapy_sdi.SDIPipeline": 800}``."""
 
-    def __init__(self, settings: SDISettings, *, stats: StatsCollector, crawler: Crawler | None = None) -> None:
+    def __init__(
+        self, settings: SDISettings, *, stats: StatsCollector, crawler: Crawler | None = None
+    ) -> None:
         self.settings = settings
         self.stats = stats
         self.crawler = crawler
@@ -50,7 +52,9 @@ class SDIPipeline:
         #: Where rows go, and the filters they are matched against (set by ``open_spider``).
         self.outbox: Outbox | None = None
         self.filters: FilterSource | None = None
-        self._stop_crawl = CrawlStop(crawler)  # once the buffer failed: results found later would be lost too
+        self._stop_crawl = CrawlStop(
+            crawler
+        )  # once the buffer failed: results found later would be lost too
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
@@ -67,11 +71,18 @@ class SDIPipeline:
         if self.crawler is not None:
             self.crawler.signals.send_catch_log(signal=delivery_opened, delivery=self.outbox)
         if self.filters.required_but_missing:
-            logger.error("SDI filters: %(why)s; SDI_FILTERS_REQUIRED closes the spider", {"why": self.filters.unavailable})
+            logger.error(
+                "SDI filters: %(why)s; SDI_FILTERS_REQUIRED closes the spider",
+                {"why": self.filters.unavailable},
+            )
             raise CloseSpider("sdi_filters_unavailable")
         logger.info(
             "SDI delivery to %(url)s as crawler %(crawler)r, %(buffer)s",
-            {"url": self.settings.api_url, "crawler": self.settings.crawler_name, "buffer": describe_buffer(self.settings)},
+            {
+                "url": self.settings.api_url,
+                "crawler": self.settings.crawler_name,
+                "buffer": describe_buffer(self.settings),
+            },
         )
 
     async def process_item(self, item: Any) -> Any:
@@ -79,7 +90,9 @@ class SDIPipeline:
         crawler = self.settings.crawler_name
         try:
             result = self.mapper.to_result(item)
-            passed = self.filters.in_force()  # what the row passes is remembered, so delivery need not match it again
+            passed = (
+                self.filters.in_force()
+            )  # what the row passes is remembered, so delivery need not match it again
             matched = self.filters.match(result["url"], result["filename"])
             # filtered rows get a random id: if the filters change, the URL may still be sent later
             dedup_id = self.settings.dedup and matched is None
@@ -92,10 +105,20 @@ class SDIPipeline:
             raise DropItem(f"SDI: invalid result: {exc.reason}", log_level="DEBUG") from None
         if matched is not None:
             # a URL already buffered is deduplicated: its row is matched when it is sent, and counted then
-            if await self._put(Row(result_id, crawler, result["url"], payload, FILTERED, matched.describe())):
+            if await self._put(
+                Row(result_id, crawler, result["url"], payload, FILTERED, matched.describe())
+            ):
                 count_filtered(self.stats, [matched])
             raise DropItem(f"SDI: excluded by {matched.describe()}", log_level="DEBUG")
-        await self._put(Row(result_id, crawler, result["url"], payload, filters_version=None if passed is None else passed.key))
+        await self._put(
+            Row(
+                result_id,
+                crawler,
+                result["url"],
+                payload,
+                filters_version=None if passed is None else passed.key,
+            )
+        )
         return item
 
     async def _put(self, row: Row) -> bool:
@@ -109,7 +132,9 @@ class SDIPipeline:
         except BufferWriteError:
             self.stats.inc_value("sdi/items_unbuffered")
             self._stop_crawl("sdi_buffer_failed")
-            raise DropItem("SDI: not buffered, the buffer cannot store results", log_level="DEBUG") from None
+            raise DropItem(
+                "SDI: not buffered, the buffer cannot store results", log_level="DEBUG"
+            ) from None
 
     async def close_spider(self) -> None:
         """The final flush and the status lookup happen here, not in an extension's spider_closed:

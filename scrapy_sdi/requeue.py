@@ -50,7 +50,9 @@ def requeue(
     if state != INVALID:
         return Requeued(buffer.requeue(state, crawler, ids))
     mapper = ResultMapper(field_map=field_map)
-    rows = {row["id"]: _remapped(mapper, row, dedup) for row in buffer.export(INVALID, crawler, ids=ids)}
+    rows = {
+        row["id"]: _remapped(mapper, row, dedup) for row in buffer.export(INVALID, crawler, ids=ids)
+    }
     states: Counter[str] = buffer.replace_invalid(rows, dedup)
     return Requeued(states[PENDING], states[INVALID])
 

@@ -78,7 +78,11 @@ class DeliverySession:
         if settings.dry_run:
             logger.info("SDI dry run: results are buffered and counted but never submitted")
         if settings.audit_log:
-            self.audit = AuditLog(settings.audit_log, rotation=settings.audit_rotation, retention=settings.audit_retention)
+            self.audit = AuditLog(
+                settings.audit_log,
+                rotation=settings.audit_rotation,
+                retention=settings.audit_retention,
+            )
         self.filters = FilterSource(settings, buffer, self.client, stats=self.stats)
         delivery = Delivery(
             buffer,
@@ -92,7 +96,10 @@ class DeliverySession:
         await maybe_deferred_to_future(defer.Deferred.fromCoroutine(self.filters.load()))
         pruned = buffer.prune(settings.retention_days)
         if pruned:
-            logger.info("SDI buffer: pruned %(n)d delivered results older than %(days)g days", {"n": pruned, "days": settings.retention_days})
+            logger.info(
+                "SDI buffer: pruned %(n)d delivered results older than %(days)g days",
+                {"n": pruned, "days": settings.retention_days},
+            )
         for key in STARTING_STATS + (DRY_RUN_STATS if settings.dry_run else ()):
             self.stats.set_value(key, 0)
         self.outbox.start()
@@ -107,7 +114,10 @@ class DeliverySession:
         self.stats.set_value("sdi/pending_at_close", left)
         unbuffered = self.stats.get_value("sdi/items_unbuffered", 0)
         if unbuffered:
-            logger.warning("SDI: %(n)d results were not buffered after the buffer failed; run the crawl again to find them", {"n": unbuffered})
+            logger.warning(
+                "SDI: %(n)d results were not buffered after the buffer failed; run the crawl again to find them",
+                {"n": unbuffered},
+            )
         if left and self.buffer.durable:
             logger.warning(
                 "SDI: %(n)d results are still pending in %(path)s; the next run delivers them, "
@@ -116,7 +126,10 @@ class DeliverySession:
             )
         elif left:
             self.stats.set_value("sdi/items_lost", left)
-            logger.error("SDI: %(n)d results were not delivered and are lost (SDI_BUFFER = 'memory')", {"n": left})
+            logger.error(
+                "SDI: %(n)d results were not delivered and are lost (SDI_BUFFER = 'memory')",
+                {"n": left},
+            )
         self.buffer.close()
 
     async def _close(self) -> int:
@@ -126,7 +139,11 @@ class DeliverySession:
             left = await self.outbox.close(self.settings.close_timeout)
             if self.settings.status_on_close and self.client is not None:
                 await record_remote_status(
-                    self.client, self.buffer, self.stats, crawler=self.settings.crawler_name, since=self._opened_at,
+                    self.client,
+                    self.buffer,
+                    self.stats,
+                    crawler=self.settings.crawler_name,
+                    since=self._opened_at,
                     timeout=max(self.settings.close_timeout, self.settings.timeout),
                 )
             return left
@@ -142,7 +159,9 @@ def describe_buffer(settings: SDISettings) -> str:
     """How the start line names the buffer; a dry run creates none."""
     if settings.dry_run:
         return "dry run (results kept in memory, never sent)"
-    return "buffer " + (settings.buffer_path if settings.buffer == "sqlite" else repr(settings.buffer))
+    return "buffer " + (
+        settings.buffer_path if settings.buffer == "sqlite" else repr(settings.buffer)
+    )
 
 
 def _warn_plain_http(api_url: str) -> None:
@@ -152,4 +171,7 @@ def _warn_plain_http(api_url: str) -> None:
     parts = urlsplit(api_url)
     host = (parts.hostname or "").lower()
     if parts.scheme == "http" and host not in ("localhost", "::1") and not host.startswith("127."):
-        logger.warning("SDI_API_URL uses plain http to %(host)s: credentials and results travel unencrypted; use https", {"host": host})
+        logger.warning(
+            "SDI_API_URL uses plain http to %(host)s: credentials and results travel unencrypted; use https",
+            {"host": host},
+        )

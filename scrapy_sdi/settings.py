@@ -59,7 +59,9 @@ def _bool(name: str, value: Any) -> bool:
 
 def _number(kind: type, name: str, value: Any, low: float, high: float | None) -> Any:
     label = "a whole number" if kind is int else "a number"
-    expected = f"expected {label} from {low:g}" + (f" to {high:g}" if high is not None else " or more")
+    expected = f"expected {label} from {low:g}" + (
+        f" to {high:g}" if high is not None else " or more"
+    )
     try:
         if isinstance(value, bool):
             raise ValueError
@@ -96,9 +98,15 @@ def _field_map(name: str, value: Any) -> dict[str, str]:
         try:
             value = json.loads(value) if value.strip() else {}
         except ValueError:
-            raise SDIConfigError(f"{name}: {value!r} is not a JSON object of item field -> result field") from None
-    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
-        raise SDIConfigError(f"{name}: {value!r} is not a dict of item field name -> result field name")
+            raise SDIConfigError(
+                f"{name}: {value!r} is not a JSON object of item field -> result field"
+            ) from None
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise SDIConfigError(
+            f"{name}: {value!r} is not a dict of item field name -> result field name"
+        )
     from scrapy_sdi.mapping import ResultMapper
 
     try:
@@ -118,7 +126,9 @@ def _audit(kind: str) -> Callable[[str, Any], str]:
         try:
             check_policy(**{kind: text})
         except (TypeError, ValueError) as exc:
-            raise SDIConfigError(f"{name}: {text!r} is not a {kind} loguru understands ({exc})") from None
+            raise SDIConfigError(
+                f"{name}: {text!r} is not a {kind} loguru understands ({exc})"
+            ) from None
         return text
 
     return parse
@@ -150,7 +160,9 @@ def check_api_url(name: str, url: str) -> str:
         )
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise SDIConfigError(f"{name}: {url!r} is not an http(s) URL; expected e.g. http://127.0.0.1:8750/api/v1")
+        raise SDIConfigError(
+            f"{name}: {url!r} is not an http(s) URL; expected e.g. http://127.0.0.1:8750/api/v1"
+        )
     return url
 
 
@@ -159,38 +171,114 @@ def check_api_url(name: str, url: str) -> str:
 # built from it.
 SPEC: dict[str, tuple[Any, Callable[[str, Any], Any], str]] = {
     "SDI_ENABLED": (True, _bool, "switch scrapy_sdi off without removing it from the settings"),
-    "SDI_API_URL": ("", _text, "base URL of the API, e.g. http://127.0.0.1:8750/api/v1; a URL carrying credentials is refused"),
+    "SDI_API_URL": (
+        "",
+        _text,
+        "base URL of the API, e.g. http://127.0.0.1:8750/api/v1; a URL carrying credentials is refused",
+    ),
     "SDI_USERNAME": ("", _text, "API user name"),
     "SDI_PASSWORD": ("", _text, "API password (never logged or shown)"),
-    "SDI_CRAWLER_NAME": ("", _text, "crawler name sent with every batch; default: the spider's name"),
+    "SDI_CRAWLER_NAME": (
+        "",
+        _text,
+        "crawler name sent with every batch; default: the spider's name",
+    ),
     "SDI_BATCH_SIZE": (100, _int(1, MAX_BATCH), "results per request"),
     "SDI_CONCURRENT_REQUESTS": (2, _int(1, 64), "batches in flight at once"),
-    "SDI_RETRY_TIMES": (3, _int(0, 100), "tries of one batch before its rows rest for SDI_UNLOCK_DELAY"),
-    "SDI_RETRY_BACKOFF_BASE": (0.5, _float(0.0), "first backoff in seconds (full jitter, doubling)"),
+    "SDI_RETRY_TIMES": (
+        3,
+        _int(0, 100),
+        "tries of one batch before its rows rest for SDI_UNLOCK_DELAY",
+    ),
+    "SDI_RETRY_BACKOFF_BASE": (
+        0.5,
+        _float(0.0),
+        "first backoff in seconds (full jitter, doubling)",
+    ),
     "SDI_RETRY_BACKOFF_MAX": (30.0, _float(0.0), "longest backoff in seconds"),
     "SDI_UNLOCK_DELAY": (60.0, _float(0.0), "seconds rows rest after SDI_RETRY_TIMES failed tries"),
-    "SDI_LEASE_TIMEOUT": (120.0, _float(1.0), "seconds after which a claimed batch is reclaimed, even when its owner cannot be proven dead"),
+    "SDI_LEASE_TIMEOUT": (
+        120.0,
+        _float(1.0),
+        "seconds after which a claimed batch is reclaimed, even when its owner cannot be proven dead",
+    ),
     "SDI_TIMEOUT": (30.0, _float(0.1), "seconds per API request"),
-    "SDI_BUFFER": ("sqlite", _buffer, "'sqlite', 'memory' or the dotted path of a scrapy_sdi.buffer.Buffer subclass"),
-    "SDI_BUFFER_PATH": ("", _text, f"SQLite buffer file; default ${BUFFER_PATH_ENV}, then .scrapy/{DEFAULT_BUFFER_PATH}"),
-    "SDI_BUFFER_RECOVER": (False, _bool, "move a buffer file that is not a database aside (<path>.corrupt-<time>, never deleted) and start a fresh one"),
-    "SDI_BUFFER_MAX_PENDING": (1_000_000, _int(1), "most rows of the crawl waiting for delivery (pending or in flight); at the limit process_item waits"),
-    "SDI_RETENTION_DAYS": (30.0, _float(0.0), "days delivered rows are kept for dedup and local status"),
-    "SDI_DEDUP": (True, _bool, "skip a URL this crawler already buffered or delivered; derive ids from (crawler, url)"),
+    "SDI_BUFFER": (
+        "sqlite",
+        _buffer,
+        "'sqlite', 'memory' or the dotted path of a scrapy_sdi.buffer.Buffer subclass",
+    ),
+    "SDI_BUFFER_PATH": (
+        "",
+        _text,
+        f"SQLite buffer file; default ${BUFFER_PATH_ENV}, then .scrapy/{DEFAULT_BUFFER_PATH}",
+    ),
+    "SDI_BUFFER_RECOVER": (
+        False,
+        _bool,
+        "move a buffer file that is not a database aside (<path>.corrupt-<time>, never deleted) and start a fresh one",
+    ),
+    "SDI_BUFFER_MAX_PENDING": (
+        1_000_000,
+        _int(1),
+        "most rows of the crawl waiting for delivery (pending or in flight); at the limit process_item waits",
+    ),
+    "SDI_RETENTION_DAYS": (
+        30.0,
+        _float(0.0),
+        "days delivered rows are kept for dedup and local status",
+    ),
+    "SDI_DEDUP": (
+        True,
+        _bool,
+        "skip a URL this crawler already buffered or delivered; derive ids from (crawler, url)",
+    ),
     "SDI_FIELD_MAP": ({}, _field_map, "item field name -> result field name"),
     "SDI_FILTERS_ENABLED": (True, _bool, "drop results the API's filters exclude"),
     "SDI_FILTERS_REQUIRED": (False, _bool, "close the spider when no filters can be loaded"),
-    "SDI_FILTERS_REFRESH_INTERVAL": (600.0, _float(0.0), "seconds between filter refreshes (0: never)"),
+    "SDI_FILTERS_REFRESH_INTERVAL": (
+        600.0,
+        _float(0.0),
+        "seconds between filter refreshes (0: never)",
+    ),
     "SDI_COMPRESSION": (True, _bool, "gzip request bodies above SDI_COMPRESSION_MIN_BYTES"),
     "SDI_COMPRESSION_MIN_BYTES": (16_384, _int(0), "smallest body that is gzip-compressed"),
-    "SDI_DRY_RUN": (False, _bool, "do everything but submit, on a memory buffer (no buffer file); what would be sent is logged at DEBUG and counted in sdi/dry_run/items and sdi/dry_run/batches"),
-    "SDI_CLOSE_TIMEOUT": (60.0, _float(0.0), "seconds close_spider keeps delivering before leaving rows pending"),
+    "SDI_DRY_RUN": (
+        False,
+        _bool,
+        "do everything but submit, on a memory buffer (no buffer file); what would be sent is logged at DEBUG and counted in sdi/dry_run/items and sdi/dry_run/batches",
+    ),
+    "SDI_CLOSE_TIMEOUT": (
+        60.0,
+        _float(0.0),
+        "seconds close_spider keeps delivering before leaving rows pending",
+    ),
     "SDI_LOG_INTERVAL": (60.0, _float(0.0), "seconds between SDIStatus's INFO lines (0: none)"),
-    "SDI_AUDIT_LOG": ("", _text, "path of a JSON-lines audit log, one line per submission attempt (off when empty)"),
-    "SDI_AUDIT_ROTATION": ("50 MB", _audit("rotation"), "when the audit log rotates (loguru rotation: size, time or interval)"),
-    "SDI_AUDIT_RETENTION": ("10", _audit("retention"), "rotated audit logs kept: a count, or a duration such as '30 days'"),
-    "SDI_STATUS_ON_CLOSE": (False, _bool, "look up this run's delivered URLs on the API at close (sdi/remote_status/*)"),
-    "SDI_MONITOR_MAX_REJECTED_RATIO": (0.05, _float(0.0, 1.0), "largest share of buffered results the API may reject before SDIMonitorSuite fails"),
+    "SDI_AUDIT_LOG": (
+        "",
+        _text,
+        "path of a JSON-lines audit log, one line per submission attempt (off when empty)",
+    ),
+    "SDI_AUDIT_ROTATION": (
+        "50 MB",
+        _audit("rotation"),
+        "when the audit log rotates (loguru rotation: size, time or interval)",
+    ),
+    "SDI_AUDIT_RETENTION": (
+        "10",
+        _audit("retention"),
+        "rotated audit logs kept: a count, or a duration such as '30 days'",
+    ),
+    "SDI_STATUS_ON_CLOSE": (
+        False,
+        _bool,
+        "look up this run's delivered URLs on the API at close (sdi/remote_status/*)",
+    ),
+    "SDI_MONITOR_MAX_REJECTED_RATIO": (
+        0.05,
+        _float(0.0, 1.0),
+        "largest share of buffered results the API may reject before SDIMonitorSuite fails",
+    ),
 }
 
 
@@ -260,7 +348,9 @@ class SDISettings:
         _check_relations(values)
         if values["SDI_ENABLED"] and require_api:
             _check_api(values)
-        kwargs = {f.name: values["SDI_" + f.name.upper()] for f in fields(cls) if f.name != "sources"}
+        kwargs = {
+            f.name: values["SDI_" + f.name.upper()] for f in fields(cls) if f.name != "sources"
+        }
         return cls(**kwargs, sources=sources)
 
 
@@ -314,13 +404,17 @@ def _default_buffer_path(environ: dict[str, str]) -> tuple[str, str]:
 
 def _check_api(values: dict[str, Any]) -> None:
     if not values["SDI_API_URL"]:
-        raise SDIConfigError("SDI_API_URL: not set; expected the API's base URL, e.g. http://127.0.0.1:8750/api/v1")
+        raise SDIConfigError(
+            "SDI_API_URL: not set; expected the API's base URL, e.g. http://127.0.0.1:8750/api/v1"
+        )
     values["SDI_API_URL"] = _api_url("SDI_API_URL", values["SDI_API_URL"])
     if values["SDI_DRY_RUN"]:
         return
     for name in ("SDI_USERNAME", "SDI_PASSWORD"):
         if not values[name]:
-            raise SDIConfigError(f"{name}: not set; set it in settings, the environment or a .env file")
+            raise SDIConfigError(
+                f"{name}: not set; set it in settings, the environment or a .env file"
+            )
 
 
 def _read_dotenv(path: str | os.PathLike[str] | None) -> dict[str, str]:
@@ -329,11 +423,7 @@ def _read_dotenv(path: str | os.PathLike[str] | None) -> dict[str, str]:
         return {}
     from dotenv import dotenv_values
 
-    return {
-        k: v
-        for k, v in dotenv_values(path).items()
-        if v is not None and k in FROM_ENVIRONMENT
-    }
+    return {k: v for k, v in dotenv_values(path).items() if v is not None and k in FROM_ENVIRONMENT}
 
 
 def shown(name: str, value: Any) -> Any:

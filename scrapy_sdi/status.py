@@ -67,7 +67,9 @@ async def url_statuses(client: SDIClient, urls: Iterable[str]) -> list[UrlStatus
 async def crawler_statuses(client: SDIClient, crawlers: Sequence[str]) -> list[CrawlerStatus]:
     found = await client.status_by_crawlers(crawlers)
     return [
-        CrawlerStatus(str(r.get("crawler")), int(r.get("total") or 0), dict(r.get("by_status") or {}))
+        CrawlerStatus(
+            str(r.get("crawler")), int(r.get("total") or 0), dict(r.get("by_status") or {})
+        )
         for r in found
     ]
 
@@ -75,7 +77,9 @@ async def crawler_statuses(client: SDIClient, crawlers: Sequence[str]) -> list[C
 class StatusLookup:
     """Blocking status lookups for scripts: ``StatusLookup(url, user, password).urls([...])``."""
 
-    def __init__(self, api_url: str, username: str, password: str, *, timeout: float = 30.0) -> None:
+    def __init__(
+        self, api_url: str, username: str, password: str, *, timeout: float = 30.0
+    ) -> None:
         self._args = (api_url, username, password)
         self._timeout = timeout
 
@@ -108,11 +112,22 @@ def buffer_file_size(buffer: Buffer) -> int | None:
 
 def buffer_status(buffer: Buffer) -> BufferStatus:
     """Counts by state and crawler, the oldest pending age and the file size of a buffer."""
-    return BufferStatus(buffer.counts(), buffer.counts_by_crawler(), buffer.oldest_pending_age(), buffer_file_size(buffer))
+    return BufferStatus(
+        buffer.counts(),
+        buffer.counts_by_crawler(),
+        buffer.oldest_pending_age(),
+        buffer_file_size(buffer),
+    )
 
 
 async def record_remote_status(
-    client: SDIClient, buffer: Buffer, stats: StatsCollector, *, crawler: str, since: float, timeout: float
+    client: SDIClient,
+    buffer: Buffer,
+    stats: StatsCollector,
+    *,
+    crawler: str,
+    since: float,
+    timeout: float,
 ) -> None:
     """``sdi/remote_status/<name>``: what the API says of the results this run delivered, looked
     up within ``timeout``; a failure is one WARNING, never an error of the crawl."""
@@ -124,7 +139,9 @@ async def record_remote_status(
     try:
         statuses = await lookup
     except (SDIError, defer.CancelledError) as exc:
-        logger.warning("SDI: status lookup at close failed: %(error)s", {"error": str(exc) or "timed out"})
+        logger.warning(
+            "SDI: status lookup at close failed: %(error)s", {"error": str(exc) or "timed out"}
+        )
         return
     finally:
         timer.cancel()

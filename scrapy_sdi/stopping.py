@@ -49,5 +49,10 @@ def recheck_scraper_closing(scraper: Any) -> None:
     """
     slot = getattr(scraper, "slot", None)
     check = getattr(scraper, "_check_if_closing", None)
-    if slot is not None and check is not None and slot.closing is not None and not slot.closing.called:
+    if (
+        slot is not None
+        and check is not None
+        and slot.closing is not None
+        and not slot.closing.called
+    ):
         check()

@@ -26,7 +26,9 @@ class Reply:
 
 
 class Transport(Protocol):
-    def request(self, method: str, url: str, headers: dict[str, str], body: bytes | None) -> defer.Deferred[Reply]: ...
+    def request(
+        self, method: str, url: str, headers: dict[str, str], body: bytes | None
+    ) -> defer.Deferred[Reply]: ...
 
     def close(self) -> defer.Deferred[None]: ...
 
@@ -47,10 +49,14 @@ class TreqTransport:
         self._http = treq.client.HTTPClient(Agent(reactor, pool=self._pool))
         self._treq = treq
 
-    def request(self, method: str, url: str, headers: dict[str, str], body: bytes | None) -> defer.Deferred[Reply]:
+    def request(
+        self, method: str, url: str, headers: dict[str, str], body: bytes | None
+    ) -> defer.Deferred[Reply]:
         return defer.Deferred.fromCoroutine(self._request(method, url, headers, body))
 
-    async def _request(self, method: str, url: str, headers: dict[str, str], body: bytes | None) -> Reply:
+    async def _request(
+        self, method: str, url: str, headers: dict[str, str], body: bytes | None
+    ) -> Reply:
         from twisted.web.http_headers import Headers
 
         try:
@@ -89,16 +95,26 @@ class AiohttpTransport:
         self._max_connections = max_connections
         self._session: Any = None
 
-    def request(self, method: str, url: str, headers: dict[str, str], body: bytes | None) -> defer.Deferred[Reply]:
-        return defer.Deferred.fromFuture(asyncio.ensure_future(self._request(method, url, headers, body)))
+    def request(
+        self, method: str, url: str, headers: dict[str, str], body: bytes | None
+    ) -> defer.Deferred[Reply]:
+        return defer.Deferred.fromFuture(
+            asyncio.ensure_future(self._request(method, url, headers, body))
+        )
 
-    async def _request(self, method: str, url: str, headers: dict[str, str], body: bytes | None) -> Reply:
+    async def _request(
+        self, method: str, url: str, headers: dict[str, str], body: bytes | None
+    ) -> Reply:
         aiohttp = self._aiohttp
         if self._session is None:
             connector = aiohttp.TCPConnector(limit=self._max_connections)
-            self._session = aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
+            self._session = aiohttp.ClientSession(
+                connector=connector, cookie_jar=aiohttp.DummyCookieJar()
+            )
         try:
-            async with self._session.request(method, url, data=body, headers=headers, allow_redirects=True) as response:
+            async with self._session.request(
+                method, url, data=body, headers=headers, allow_redirects=True
+            ) as response:
                 content = await response.read()
                 names = {k.lower(): v for k, v in response.headers.items()}
                 return Reply(response.status, names, content)
@@ -129,7 +145,9 @@ def _cancelled(exc: BaseException) -> bool:
 def _describe(exc: BaseException) -> str:
     reasons = getattr(exc, "reasons", None)
     if reasons:
-        text = "response failed: " + ", ".join(f"{type(r.value).__name__}: {r.value}"[:200] for r in reasons)
+        text = "response failed: " + ", ".join(
+            f"{type(r.value).__name__}: {r.value}"[:200] for r in reasons
+        )
     else:
         text = f"{type(exc).__name__}: {exc}"[:200]
     if "certificate verify failed" in text or "CERTIFICATE_VERIFY_FAILED" in text:

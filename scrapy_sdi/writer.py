@@ -99,7 +99,10 @@ class GroupWriter:
         try:
             stored = self._commit(rows)
         except BufferLocked:
-            logger.warning("SDI buffer is locked by another process; %(n)d results wait and will be retried", {"n": len(rows)})
+            logger.warning(
+                "SDI buffer is locked by another process; %(n)d results wait and will be retried",
+                {"n": len(rows)},
+            )
             self._rows[:0], self._waiters[:0] = rows, waiters
             self._call = self._clock.call_later(LOCKED_RETRY, self.flush)
             return
@@ -108,11 +111,15 @@ class GroupWriter:
             return
         for waiter, was_stored in zip(waiters, stored, strict=False):
             _settle(waiter, was_stored)
-        if self._on_commit is not None:  # after the items are free: a failure there must not hold them
+        if (
+            self._on_commit is not None
+        ):  # after the items are free: a failure there must not hold them
             self._on_commit(rows, stored)
 
     def _fail(self, waiters: list[Any], exc: Exception) -> None:
-        error = BufferWriteError(f"SDI buffer {self._where} cannot store results ({exc}); free disk space or fix the file, then run the crawl again")
+        error = BufferWriteError(
+            f"SDI buffer {self._where} cannot store results ({exc}); free disk space or fix the file, then run the crawl again"
+        )
         logger.log(logging.DEBUG if self.failed else logging.ERROR, "%(error)s", {"error": error})
         self.failed = True
         for waiter in waiters:

@@ -11,18 +11,28 @@ if str(ROOT) not in sys.path:
 
 def pytest_addoption(parser):
     group = parser.getgroup("scrapy_sdi reliability")
-    group.addoption("--long", action="store_true", default=False,
-                    help="run the long reliability forms (tests marked slow) instead of the short ones")
-    group.addoption("--reliability-report", metavar="PATH", default=None,
-                    help="write the fault suite's figures as a Markdown table to PATH "
-                         "(between its table markers when PATH has them; or set SDI_RELIABILITY_REPORT)")
+    group.addoption(
+        "--long",
+        action="store_true",
+        default=False,
+        help="run the long reliability forms (tests marked slow) instead of the short ones",
+    )
+    group.addoption(
+        "--reliability-report",
+        metavar="PATH",
+        default=None,
+        help="write the fault suite's figures as a Markdown table to PATH "
+        "(between its table markers when PATH has them; or set SDI_RELIABILITY_REPORT)",
+    )
 
 
 def pytest_configure(config):
     """The figures table is written by one session: under pytest-xdist each worker would hold part of it."""
     report = config.getoption("--reliability-report") or os.environ.get("SDI_RELIABILITY_REPORT")
     if report and config.getoption("numprocesses", None):
-        raise pytest.UsageError("--reliability-report (SDI_RELIABILITY_REPORT) needs the tests in one process: add -n 0")
+        raise pytest.UsageError(
+            "--reliability-report (SDI_RELIABILITY_REPORT) needs the tests in one process: add -n 0"
+        )
 
 
 def pytest_collection_modifyitems(config, items):
@@ -33,5 +43,7 @@ def pytest_collection_modifyitems(config, items):
     unwanted = "short_form" if config.getoption("--long") else "slow"
     kept = [item for item in items if item.get_closest_marker(unwanted) is None]
     if len(kept) < len(items):
-        config.hook.pytest_deselected(items=[item for item in items if item.get_closest_marker(unwanted)])
+        config.hook.pytest_deselected(
+            items=[item for item in items if item.get_closest_marker(unwanted)]
+        )
         items[:] = kept

@@ -17,7 +17,11 @@ from tests.support.crawl import ROOT, run_crawl
 ADDONS = {"scrapy_sdi.Addon": 500}
 API = {"SDI_API_URL": "http://127.0.0.1:9/api/v1", "SDI_USERNAME": "u", "SDI_PASSWORD": "p"}
 #: The crawl helper lists both components itself; these settings leave them to the add-on.
-ADDON_ONLY = {"ADDONS": ADDONS, "ITEM_PIPELINES": {}, "EXTENSIONS": {"tests.support.statsdump.StatsDump": 0}}
+ADDON_ONLY = {
+    "ADDONS": ADDONS,
+    "ITEM_PIPELINES": {},
+    "EXTENSIONS": {"tests.support.statsdump.StatsDump": 0},
+}
 
 
 def _components(crawler, name: str, cls: type) -> dict:
@@ -40,11 +44,18 @@ def test_the_addon_alone_enables_both_components_at_their_documented_priorities(
     assert any(isinstance(addon, Addon) for addon in crawler.addons.addons)
 
 
-@pytest.mark.parametrize("key", ["scrapy_sdi.SDIPipeline", "scrapy_sdi.pipeline.SDIPipeline", SDIPipeline])
+@pytest.mark.parametrize(
+    "key", ["scrapy_sdi.SDIPipeline", "scrapy_sdi.pipeline.SDIPipeline", SDIPipeline]
+)
 def test_an_explicit_entry_keeps_its_key_and_priority(key):
-    crawler = get_crawler(settings_dict={
-        "ADDONS": ADDONS, "ITEM_PIPELINES": {key: 300}, "EXTENSIONS": {"scrapy_sdi.extension.SDIStatus": None}, **API,
-    })
+    crawler = get_crawler(
+        settings_dict={
+            "ADDONS": ADDONS,
+            "ITEM_PIPELINES": {key: 300},
+            "EXTENSIONS": {"scrapy_sdi.extension.SDIStatus": None},
+            **API,
+        }
+    )
     assert _components(crawler, "ITEM_PIPELINES", SDIPipeline) == {key: 300}
     # None is how a user disables a component: the add-on must not switch it back on
     assert _components(crawler, "EXTENSIONS", SDIStatus) == {"scrapy_sdi.extension.SDIStatus": None}
@@ -93,7 +104,10 @@ def test_explicit_entries_and_the_addon_register_the_pipeline_once(
         "ADDONS": ADDONS,
         "ITEM_PIPELINES": {pipeline: 700},
         # None disables the extension; the add-on must leave it off
-        "EXTENSIONS": {"tests.support.statsdump.StatsDump": 0, status: 500 if status_enabled else None},
+        "EXTENSIONS": {
+            "tests.support.statsdump.StatsDump": 0,
+            status: 500 if status_enabled else None,
+        },
     }
     result = run_crawl(tmp_path, settings, {"n": 50})
     assert result.returncode == 0, result.log[-3000:]

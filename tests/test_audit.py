@@ -28,7 +28,8 @@ def _entries(path: Path) -> list[tuple[str, int]]:
 
 
 def test_two_crawls_in_one_process_each_write_only_their_own_lines(
-    tmp_path: Path, app_lines: list[str],
+    tmp_path: Path,
+    app_lines: list[str],
 ) -> None:
     first, second = AuditLog(str(tmp_path / "a.jsonl")), AuditLog(str(tmp_path / "b.jsonl"))
     try:

@@ -106,7 +106,11 @@ def test_prune_forgets_only_delivered_rows_older_than_retention(sqlite_buf, cloc
 
     assert b.prune(7) == 0
     assert b.prune(2) == 1
-    assert sorted(r["id"] for s in STATES for r in b.export(s)) == ["new", "old-rejected", "pending"]
+    assert sorted(r["id"] for s in STATES for r in b.export(s)) == [
+        "new",
+        "old-rejected",
+        "pending",
+    ]
     assert b.prune(2) == 0
     assert b.prune(0.5) == 1
     assert nonzero(b.counts()) == {PENDING: 1, REJECTED: 1}
@@ -158,7 +162,10 @@ def test_sqlite_rows_survive_close_and_reopen(tmp_path, clock):
         assert by_id(b2, DELIVERED)["a"]["outcome"] == "accepted"
         assert b2.get_meta("k") == "v"
         assert b2.enqueue([row("dup", "https://example.com/a")], dedup=True) == [False]
-        assert [(c.id, c.payload) for c in b2.claim("c1", "o", 10, 60)] == [("b", b'{"id": "b"}'), ("c", b'{"id": "c"}')]
+        assert [(c.id, c.payload) for c in b2.claim("c1", "o", 10, 60)] == [
+            ("b", b'{"id": "b"}'),
+            ("c", b'{"id": "c"}'),
+        ]
     finally:
         b2.close()
 
@@ -186,21 +193,45 @@ def test_sqlite_schema_version_is_recorded(sqlite_buf):
 
 def test_sqlite_schema_1_buffer_is_upgraded_with_every_row_and_payload(tmp_path):
     path = tmp_path / "old.db"
-    schema_1_buffer(path, [("p1", PENDING, None), ("d", DELIVERED, None), ("r", REJECTED, "bad"), ("p2", PENDING, None)])
+    schema_1_buffer(
+        path,
+        [
+            ("p1", PENDING, None),
+            ("d", DELIVERED, None),
+            ("r", REJECTED, "bad"),
+            ("p2", PENDING, None),
+        ],
+    )
     b = SQLiteBuffer(path)
     try:
         assert b._conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
-        assert "payload" not in {column for (_, column, *_) in b._conn.execute("PRAGMA table_info(results)")}
+        assert "payload" not in {
+            column for (_, column, *_) in b._conn.execute("PRAGMA table_info(results)")
+        }
         assert [(r["id"], r["payload"]) for r in b.export(REJECTED)] == [("r", b'{"id": "r"}')]
-        assert [(c.id, c.payload) for c in b.claim("c1", "o", 10, 60)] == [("p1", b'{"id": "p1"}'), ("p2", b'{"id": "p2"}')]
-        assert b.enqueue([row("p1")], dedup=True) == [False]  # what the old file had seen, still seen
+        assert [(c.id, c.payload) for c in b.claim("c1", "o", 10, 60)] == [
+            ("p1", b'{"id": "p1"}'),
+            ("p2", b'{"id": "p2"}'),
+        ]
+        assert b.enqueue([row("p1")], dedup=True) == [
+            False
+        ]  # what the old file had seen, still seen
     finally:
         b.close()
 
 
-def test_sqlite_schema_2_buffer_is_upgraded_and_its_rows_count_as_matched_against_no_filters(tmp_path):
+def test_sqlite_schema_2_buffer_is_upgraded_and_its_rows_count_as_matched_against_no_filters(
+    tmp_path,
+):
     path = tmp_path / "old.db"
-    schema_2_buffer(path, [("p1", PENDING, None), ("d", DELIVERED, None), ("f", FILTERED, "filter 1 (url exact 'x')")])
+    schema_2_buffer(
+        path,
+        [
+            ("p1", PENDING, None),
+            ("d", DELIVERED, None),
+            ("f", FILTERED, "filter 1 (url exact 'x')"),
+        ],
+    )
     b = SQLiteBuffer(path)
     try:
         assert b._conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,) == (3,)
@@ -212,8 +243,6 @@ def test_sqlite_schema_2_buffer_is_upgraded_and_its_rows_count_as_matched_agains
         b.close()
 
 
-
-
 def test_a_buffer_without_mark_filtered_still_never_sends_an_excluded_row(clock):
     class Minimal(MemoryBuffer):
         mark_filtered = buffer_mod.Buffer.mark_filtered  # what a third-party buffer inherits
@@ -222,7 +251,9 @@ def test_a_buffer_without_mark_filtered_still_never_sends_an_excluded_row(clock)
     b.enqueue([row("a")], dedup=False)
     b.claim("c1", "o", 10, 60)
     b.mark_filtered({"a": "filter 1 (url exact 'x')"})
-    assert [(r["id"], r["reason"]) for r in b.export(REJECTED)] == [("a", "excluded by filter 1 (url exact 'x')")]
+    assert [(r["id"], r["reason"]) for r in b.export(REJECTED)] == [
+        ("a", "excluded by filter 1 (url exact 'x')")
+    ]
     assert b.claim("c1", "o", 10, 60, ignore_ready_at=True) == []
 
 
@@ -302,8 +333,12 @@ def test_sqlite_enqueue_is_one_transaction(sqlite_buf):
 
 def test_sqlite_dedup_large_groups(sqlite_buf):
     n = 1_200  # more than one dedup chunk
-    sqlite_buf.enqueue([row(f"a{i}", f"https://example.com/{i}") for i in range(0, n, 2)], dedup=True)
-    flags = sqlite_buf.enqueue([row(f"b{i}", f"https://example.com/{i}") for i in range(n)], dedup=True)
+    sqlite_buf.enqueue(
+        [row(f"a{i}", f"https://example.com/{i}") for i in range(0, n, 2)], dedup=True
+    )
+    flags = sqlite_buf.enqueue(
+        [row(f"b{i}", f"https://example.com/{i}") for i in range(n)], dedup=True
+    )
     assert flags == [i % 2 == 1 for i in range(n)]
     assert sqlite_buf.counts()[PENDING] == n
 
@@ -316,14 +351,19 @@ def big_buffer(tmp_path_factory):
     """200,000 pending rows (two crawlers), some already delivered; the claim's query as run."""
     path = tmp_path_factory.mktemp("big") / "b.db"
     b = SQLiteBuffer(path)
-    b.enqueue([Row(f"id{i}", "big" if i % 10 else "small", f"u{i}", b"{}") for i in range(200_000)], dedup=False)
+    b.enqueue(
+        [Row(f"id{i}", "big" if i % 10 else "small", f"u{i}", b"{}") for i in range(200_000)],
+        dedup=False,
+    )
     delivered = b.claim("big", "o", 5_000, 60)
     b.ack({c.id: "accepted" for c in delivered}, {})
     statements: list[str] = []
     b._conn.set_trace_callback(statements.append)
     claimed = b.claim("big", "o", 50, 60)
     b._conn.set_trace_callback(None)
-    (query,) = [s for s in statements if "'pending'" in s and "LIMIT" in s]  # the rows to lease, oldest first
+    (query,) = [
+        s for s in statements if "'pending'" in s and "LIMIT" in s
+    ]  # the rows to lease, oldest first
     plan = [detail for *_, detail in b._conn.execute("EXPLAIN QUERY PLAN " + query)]
     yield b, claimed, plan
     b.close()
@@ -347,10 +387,19 @@ def test_claim_query_is_an_index_search_without_sort(big_buffer):
 # -- several processes on one file ------------------------------------------------------------
 
 
-def _run_workers(argvs: list[list[str]], go: Path, timeout: float = 60) -> list[subprocess.CompletedProcess]:
+def _run_workers(
+    argvs: list[list[str]], go: Path, timeout: float = 60
+) -> list[subprocess.CompletedProcess]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     procs = [
-        subprocess.Popen([sys.executable, str(WORKER), *argv], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, str(WORKER), *argv],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for argv in argvs
     ]
     go.touch()
@@ -378,7 +427,13 @@ def test_processes_claim_each_row_exactly_once(tmp_path):
     b.close()
 
     outs = [tmp_path / f"claimed-{w}.txt" for w in range(n_workers)]
-    _run_workers([["claim", str(path), str(out), str(tmp_path / "go"), "c1", f"worker-{w}", "50"] for w, out in enumerate(outs)], tmp_path / "go")
+    _run_workers(
+        [
+            ["claim", str(path), str(out), str(tmp_path / "go"), "c1", f"worker-{w}", "50"]
+            for w, out in enumerate(outs)
+        ],
+        tmp_path / "go",
+    )
 
     per_worker = [out.read_text().split() for out in outs]
     every = Counter(i for claimed in per_worker for i in claimed)
@@ -402,7 +457,13 @@ def test_processes_enqueue_same_urls_with_dedup_store_each_once(tmp_path, fresh)
     if not fresh:
         SQLiteBuffer(path).close()
     outs = [tmp_path / f"stored-{w}.txt" for w in range(n_workers)]
-    _run_workers([["enqueue", str(path), str(out), str(tmp_path / "go"), "c1", f"w{w}", str(n_urls), "20"] for w, out in enumerate(outs)], tmp_path / "go")
+    _run_workers(
+        [
+            ["enqueue", str(path), str(out), str(tmp_path / "go"), "c1", f"w{w}", str(n_urls), "20"]
+            for w, out in enumerate(outs)
+        ],
+        tmp_path / "go",
+    )
 
     stored = [i for out in outs for i in out.read_text().split()]
     assert len(stored) == n_urls
@@ -410,7 +471,9 @@ def test_processes_enqueue_same_urls_with_dedup_store_each_once(tmp_path, fresh)
     try:
         rows = list(b.export(PENDING))
         assert sorted(r["id"] for r in rows) == sorted(stored)
-        assert Counter(r["url"] for r in rows) == Counter({f"https://example.com/u{k}": 1 for k in range(n_urls)})
+        assert Counter(r["url"] for r in rows) == Counter(
+            {f"https://example.com/u{k}": 1 for k in range(n_urls)}
+        )
         assert sum(b.counts().values()) == n_urls
     finally:
         b.close()
@@ -424,8 +487,10 @@ def test_a_read_only_buffer_reads_without_the_write_lock_and_never_writes(tmp_pa
     writer._conn.execute("BEGIN IMMEDIATE")  # a crawl's commit in progress
     try:
         reader = SQLiteBuffer(path, readonly=True, busy_timeout=0.1)
-        assert reader.counts_by_crawler() == {"c1": {**dict.fromkeys(STATES, 0), PENDING: 1},
-                                              "c2": {**dict.fromkeys(STATES, 0), FILTERED: 1}}
+        assert reader.counts_by_crawler() == {
+            "c1": {**dict.fromkeys(STATES, 0), PENDING: 1},
+            "c2": {**dict.fromkeys(STATES, 0), FILTERED: 1},
+        }
         assert reader.get_meta("k") == "v" and reader.oldest_pending_age("c1") is not None
         with pytest.raises(BufferWriteError, match="readonly"):
             reader.set_meta("k", "w")

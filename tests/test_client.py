@@ -36,8 +36,18 @@ def make_client(server, **kwargs):
 
 def batch(*ids, url="https://files.example.com/a.mp3"):
     results = [
-        encode_result({"url": url, "filename": "a.mp3", "referrer": None, "description": None, "uploader": None,
-                       "crawled_at": "2026-11-22T18:15:51Z", "extra": {}}, i)
+        encode_result(
+            {
+                "url": url,
+                "filename": "a.mp3",
+                "referrer": None,
+                "description": None,
+                "uploader": None,
+                "crawled_at": "2026-11-22T18:15:51Z",
+                "extra": {},
+            },
+            i,
+        )
         for i in ids
     ]
     return encode_batch("tests", results)
@@ -56,7 +66,9 @@ async def test_login_and_every_call(sdi_server):
         assert [(o.id, o.status) for o in outcomes] == [("a1", "accepted"), ("a2", "accepted")]
         again = await client.submit(batch("a1"))
         assert [(o.id, o.status) for o in again] == [("a1", "duplicate")]
-        status = await client.status_by_urls(["https://files.example.com/a.mp3", "https://nowhere.example/x"])
+        status = await client.status_by_urls(
+            ["https://files.example.com/a.mp3", "https://nowhere.example/x"]
+        )
         assert {s["status"] for s in status} == {"received", "not_found"}
         crawlers = await client.status_by_crawlers(["tests"])
         assert crawlers[0]["crawler"] == "tests" and crawlers[0]["total"] == 2
@@ -141,7 +153,16 @@ async def test_status_errors_map_to_the_hierarchy(sdi_server_factory):
         server.set_faults(fail_rate=0.0, drop_before_rate=1.0)
         with pytest.raises(SDINetworkError):
             await client.submit(batch("c1"))
-        assert all(issubclass(e, SDIError) for e in (SDIBatchTooLarge, SDIBadRequest, SDIRateLimited, SDINetworkError, SDIAuthError))
+        assert all(
+            issubclass(e, SDIError)
+            for e in (
+                SDIBatchTooLarge,
+                SDIBadRequest,
+                SDIRateLimited,
+                SDINetworkError,
+                SDIAuthError,
+            )
+        )
     finally:
         await client.close()
 
@@ -178,9 +199,14 @@ async def test_large_bodies_are_gzipped_and_accepted(sdi_server):
     gzipped, plain = sdi_server.received()
     # the large body went gzip-compressed, and the server unpacked exactly the batch sent
     assert gzipped["content_encoding"] == "gzip" and gzipped["wire_bytes"] < gzipped["body_bytes"]
-    assert (gzipped["body_bytes"], gzipped["body_sha256"]) == (len(large), hashlib.sha256(large).hexdigest())
+    assert (gzipped["body_bytes"], gzipped["body_sha256"]) == (
+        len(large),
+        hashlib.sha256(large).hexdigest(),
+    )
     # a body under the threshold goes as it is
-    assert plain["content_encoding"] is None and plain["wire_bytes"] == plain["body_bytes"] == len(small)
+    assert plain["content_encoding"] is None and plain["wire_bytes"] == plain["body_bytes"] == len(
+        small
+    )
     assert plain["body_sha256"] == hashlib.sha256(small).hexdigest()
 
 
@@ -207,7 +233,9 @@ async def test_the_aiohttp_transport_speaks_the_same_contract(sdi_server):
     from scrapy_sdi.transport import AiohttpTransport
 
     stats = CountingStats()
-    client = make_client(sdi_server, transport=AiohttpTransport(), stats=stats, compression_min_bytes=100)
+    client = make_client(
+        sdi_server, transport=AiohttpTransport(), stats=stats, compression_min_bytes=100
+    )
     try:
         outcomes = await client.submit(batch(*(f"h{i}" for i in range(30))))
         assert {o.status for o in outcomes} == {"accepted"} and len(outcomes) == 30

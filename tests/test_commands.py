@@ -46,7 +46,17 @@ def states(path: Path) -> dict[str, str]:
 def test_help_lists_every_action_and_usage_errors_exit_2(tmp_path):
     main = sdi(tmp_path, "--help")
     assert main.returncode == 0
-    for action in ("check", "status", "buffer", "flush", "export", "requeue", "settings", "dashboard", "metrics"):
+    for action in (
+        "check",
+        "status",
+        "buffer",
+        "flush",
+        "export",
+        "requeue",
+        "settings",
+        "dashboard",
+        "metrics",
+    ):
         assert f"    {action} " in main.stdout, action
     one = sdi(tmp_path, "export", "--help")
     assert one.returncode == 0 and "--format" in one.stdout and "--state" in one.stdout
@@ -58,7 +68,11 @@ def test_help_lists_every_action_and_usage_errors_exit_2(tmp_path):
 def _headings(help_text: str) -> list[str]:
     """The lines the help underlines: the headings a reader sees."""
     lines = help_text.splitlines()
-    return [above for above, line in zip(lines, lines[1:], strict=False) if line and set(line) <= {"=", "-"}]
+    return [
+        above
+        for above, line in zip(lines, lines[1:], strict=False)
+        if line and set(line) <= {"=", "-"}
+    ]
 
 
 def _reads_as_written(help_text: str, written: str) -> bool:
@@ -66,8 +80,10 @@ def _reads_as_written(help_text: str, written: str) -> bool:
 
 
 def test_requeue_help_reads_as_written(tmp_path):
-    written = ("rows to send again: rejected ones as they are; invalid ones are first mapped and validated again "
-               "(SDI_FIELD_MAP), and those still invalid stay invalid with the new reason")
+    written = (
+        "rows to send again: rejected ones as they are; invalid ones are first mapped and validated again "
+        "(SDI_FIELD_MAP), and those still invalid stay invalid with the new reason"
+    )
     for columns in ("80", "100"):
         proc = sdi(tmp_path, "requeue", "--help", env=command_env(COLUMNS=columns))
         assert proc.returncode == 0, proc.stderr
@@ -78,7 +94,9 @@ def test_requeue_help_reads_as_written(tmp_path):
 def test_a_help_line_ending_in_a_colon_is_no_heading(monkeypatch):
     from scrapy_sdi.commands.sdi import HelpFormatter
 
-    written = "rows to send again (invalid rows are resent as stored: the API may refuse them: or not)"
+    written = (
+        "rows to send again (invalid rows are resent as stored: the API may refuse them: or not)"
+    )
     for width in range(40, 121):  # the colons fall at the end of a line at some widths
         monkeypatch.setenv("COLUMNS", str(width))
         parser = argparse.ArgumentParser(prog="scrapy sdi requeue", formatter_class=HelpFormatter)
@@ -90,7 +108,11 @@ def test_a_help_line_ending_in_a_colon_is_no_heading(monkeypatch):
 
 
 def test_a_bad_setting_is_one_line_and_exit_1(tmp_path):
-    proc = sdi(tmp_path, "buffer", settings={"SDI_BATCH_SIZE": "0", "SDI_BUFFER_PATH": str(tmp_path / "b.db")})
+    proc = sdi(
+        tmp_path,
+        "buffer",
+        settings={"SDI_BATCH_SIZE": "0", "SDI_BUFFER_PATH": str(tmp_path / "b.db")},
+    )
     assert proc.returncode == 1
     assert proc.stderr.strip().count("\n") == 0 and "SDI_BATCH_SIZE" in proc.stderr
     missing = sdi(tmp_path, "buffer", settings={"SDI_BUFFER_PATH": str(tmp_path / "nothing.db")})
@@ -106,7 +128,9 @@ def test_dashboard_is_optional(tmp_path):
         assert proc.returncode == 1 and "not available" in proc.stderr
     else:  # the dashboard exists: its own parser answers --help, listing the global options too
         assert proc.returncode == 0 and "scrapy sdi dashboard" in proc.stdout
-        assert "--port" in proc.stdout and "-s NAME=VALUE, --set NAME=VALUE" in proc.stdout, proc.stdout
+        assert "--port" in proc.stdout and "-s NAME=VALUE, --set NAME=VALUE" in proc.stdout, (
+            proc.stdout
+        )
         assert "--loglevel" in proc.stdout and "--nolog" in proc.stdout
 
 
@@ -120,7 +144,13 @@ def test_check_passes_then_fails_when_the_api_is_down(sdi_server, tmp_path):
     ok = sdi(tmp_path, "check", "--json", settings=settings, secret=sdi_server.password)
     assert ok.returncode == 0, ok.stdout + ok.stderr
     report = json.loads(ok.stdout)
-    assert report["ok"] and [c["check"] for c in report["checks"]] == ["settings", "health", "login", "filters", "buffer"]
+    assert report["ok"] and [c["check"] for c in report["checks"]] == [
+        "settings",
+        "health",
+        "login",
+        "filters",
+        "buffer",
+    ]
     assert "3 pending" in report["checks"][-1]["detail"]
     sdi_server.stop()
     down = sdi(tmp_path, "check", settings=settings, secret=sdi_server.password)
@@ -130,14 +160,27 @@ def test_check_passes_then_fails_when_the_api_is_down(sdi_server, tmp_path):
 
 
 def test_check_outside_a_project_creates_no_file(tmp_path):
-    settings = {"SDI_API_URL": "http://127.0.0.1:9/api/v1", "SDI_USERNAME": "u", "SDI_PASSWORD": "pw"}
+    settings = {
+        "SDI_API_URL": "http://127.0.0.1:9/api/v1",
+        "SDI_USERNAME": "u",
+        "SDI_PASSWORD": "pw",
+    }
     proc = sdi(tmp_path, "check", "--json", settings=settings)
     assert proc.returncode == 1  # the API is unreachable
     buffer = next(c for c in json.loads(proc.stdout)["checks"] if c["check"] == "buffer")
-    assert buffer["ok"] and "does not exist yet" in buffer["detail"] and f"{tmp_path} is writable" in buffer["detail"]
+    assert (
+        buffer["ok"]
+        and "does not exist yet" in buffer["detail"]
+        and f"{tmp_path} is writable" in buffer["detail"]
+    )
     assert list(tmp_path.iterdir()) == []
     (tmp_path / "a-file").write_text("")  # no directory can be made under a file, not even by root
-    blocked = sdi(tmp_path, "check", "--json", settings={**settings, "SDI_BUFFER_PATH": str(tmp_path / "a-file" / "b.db")})
+    blocked = sdi(
+        tmp_path,
+        "check",
+        "--json",
+        settings={**settings, "SDI_BUFFER_PATH": str(tmp_path / "a-file" / "b.db")},
+    )
     buffer = next(c for c in json.loads(blocked.stdout)["checks"] if c["check"] == "buffer")
     assert not buffer["ok"] and "not a writable directory" in buffer["detail"], buffer
 
@@ -149,12 +192,24 @@ def test_settings_marks_missing_required_settings(tmp_path):
     proc = sdi(tmp_path, "settings", settings={"SDI_USERNAME": "someone"})
     assert proc.returncode == 0, proc.stderr
     value = {line.split()[0]: line for line in proc.stdout.splitlines()[1:]}
-    assert "(not set, required)" in value["SDI_API_URL"] and "(not set, required)" in value["SDI_PASSWORD"]
+    assert (
+        "(not set, required)" in value["SDI_API_URL"]
+        and "(not set, required)" in value["SDI_PASSWORD"]
+    )
     assert "required" not in value["SDI_USERNAME"] and "required" not in value["SDI_CRAWLER_NAME"]
-    rows = {row["name"]: row for row in json.loads(sdi(tmp_path, "settings", "--json").stdout)["settings"]}
-    assert [name for name, row in rows.items() if row["missing_required"]] == ["SDI_API_URL", "SDI_USERNAME", "SDI_PASSWORD"]
+    rows = {
+        row["name"]: row
+        for row in json.loads(sdi(tmp_path, "settings", "--json").stdout)["settings"]
+    }
+    assert [name for name, row in rows.items() if row["missing_required"]] == [
+        "SDI_API_URL",
+        "SDI_USERNAME",
+        "SDI_PASSWORD",
+    ]
     dry = sdi(tmp_path, "settings", "--json", settings={"SDI_DRY_RUN": "True"})
-    assert [row["name"] for row in json.loads(dry.stdout)["settings"] if row["missing_required"]] == ["SDI_API_URL"]
+    assert [
+        row["name"] for row in json.loads(dry.stdout)["settings"] if row["missing_required"]
+    ] == ["SDI_API_URL"]
 
 
 @pytest.mark.smoke
@@ -163,17 +218,32 @@ def test_settings_masks_the_password_and_names_each_source(tmp_path):
     (tmp_path / ".env").write_text(f"SDI_PASSWORD={password}\n")
     env = command_env(SDI_USERNAME="env-user")
     settings = {"SDI_API_URL": "http://127.0.0.1:9/api/v1", "SDI_BATCH_SIZE": "50"}
-    proc = sdi(tmp_path, "-s", "SDI_TIMEOUT=7", "settings", "--json", settings=settings, env=env, secret=password)
+    proc = sdi(
+        tmp_path,
+        "-s",
+        "SDI_TIMEOUT=7",
+        "settings",
+        "--json",
+        settings=settings,
+        env=env,
+        secret=password,
+    )
     assert proc.returncode == 0, proc.stderr
     rows = {row["name"]: row for row in json.loads(proc.stdout)["settings"]}
     from scrapy_sdi.settings import SPEC
 
     assert set(rows) == set(SPEC)
     assert rows["SDI_PASSWORD"]["value"] == "***" and rows["SDI_PASSWORD"]["source"] == ".env"
-    assert rows["SDI_USERNAME"] == {**rows["SDI_USERNAME"], "value": "env-user", "source": "environment"}
+    assert rows["SDI_USERNAME"] == {
+        **rows["SDI_USERNAME"],
+        "value": "env-user",
+        "source": "environment",
+    }
     assert rows["SDI_BATCH_SIZE"]["value"] == 50 and rows["SDI_BATCH_SIZE"]["source"] == "settings"
     assert rows["SDI_BATCH_SIZE"]["type"] == "int" and rows["SDI_BATCH_SIZE"]["default"] == 100
-    assert rows["SDI_TIMEOUT"]["value"] == 7.0 and rows["SDI_TIMEOUT"]["source"] == "settings"  # -s before the action
+    assert (
+        rows["SDI_TIMEOUT"]["value"] == 7.0 and rows["SDI_TIMEOUT"]["source"] == "settings"
+    )  # -s before the action
     assert rows["SDI_LEASE_TIMEOUT"]["source"] == "default"
     text = sdi(tmp_path, "settings", settings=settings, env=env, secret=password)
     assert text.returncode == 0
@@ -183,15 +253,25 @@ def test_settings_masks_the_password_and_names_each_source(tmp_path):
 
 def test_settings_inside_the_example_project(tmp_path):
     project = tmp_path / "example_project"
-    shutil.copytree(ROOT / "example_project", project, ignore=shutil.ignore_patterns("__pycache__", ".scrapy"))
-    env = command_env(SDI_API_URL="http://127.0.0.1:9/api/v1", SDI_USERNAME="demo", SDI_PASSWORD="project-s3cret")
+    shutil.copytree(
+        ROOT / "example_project", project, ignore=shutil.ignore_patterns("__pycache__", ".scrapy")
+    )
+    env = command_env(
+        SDI_API_URL="http://127.0.0.1:9/api/v1", SDI_USERNAME="demo", SDI_PASSWORD="project-s3cret"
+    )
     proc = sdi(project, "settings", "--json", env=env, secret="project-s3cret")
     assert proc.returncode == 0, proc.stderr
     rows = {row["name"]: row for row in json.loads(proc.stdout)["settings"]}
     # demo/settings.py reads the environment into SDI_API_URL: the value comes from its settings
-    assert rows["SDI_API_URL"]["value"] == "http://127.0.0.1:9/api/v1" and rows["SDI_API_URL"]["source"] == "settings"
+    assert (
+        rows["SDI_API_URL"]["value"] == "http://127.0.0.1:9/api/v1"
+        and rows["SDI_API_URL"]["source"] == "settings"
+    )
     assert rows["SDI_PASSWORD"]["value"] == "***"
-    assert Path(rows["SDI_BUFFER_PATH"]["value"]).resolve() == (project / ".scrapy" / "sdi" / "buffer.db").resolve()
+    assert (
+        Path(rows["SDI_BUFFER_PATH"]["value"]).resolve()
+        == (project / ".scrapy" / "sdi" / "buffer.db").resolve()
+    )
 
 
 # -- buffer, export, requeue --------------------------------------------------------------------
@@ -213,7 +293,14 @@ def test_buffer_counts_by_state_and_crawler(tmp_path):
     proc = sdi(tmp_path, "buffer", "--json", settings=settings)
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
-    assert data["counts"] == {"pending": 3, "in_flight": 0, "delivered": 0, "rejected": 2, "filtered": 0, "invalid": 1}
+    assert data["counts"] == {
+        "pending": 3,
+        "in_flight": 0,
+        "delivered": 0,
+        "rejected": 2,
+        "filtered": 0,
+        "invalid": 1,
+    }
     assert data["crawlers"]["alpha"]["pending"] == 3 and data["crawlers"]["beta"]["rejected"] == 2
     assert data["oldest_pending_age_seconds"] >= 0 and data["size_bytes"] > 0
     text = sdi(tmp_path, "buffer", settings=settings)
@@ -225,20 +312,57 @@ def test_buffer_counts_by_state_and_crawler(tmp_path):
 def test_export_csv_and_jsonl(tmp_path):
     ids = _mixed_buffer(tmp_path)
     settings = {"SDI_BUFFER_PATH": str(tmp_path / "buffer.db")}
-    jsonl = sdi(tmp_path, "export", "--state", "pending", "--format", "jsonl", "--output", "-", settings=settings)
+    jsonl = sdi(
+        tmp_path,
+        "export",
+        "--state",
+        "pending",
+        "--format",
+        "jsonl",
+        "--output",
+        "-",
+        settings=settings,
+    )
     assert jsonl.returncode == 0, jsonl.stderr
     rows = [json.loads(line) for line in jsonl.stdout.splitlines()]
     assert [r["id"] for r in rows] == ids["pending"]
     assert rows[0]["result"]["url"] == urls(3)[0] and rows[0]["result"]["extra"] == {"n": 0}
-    assert rows[0]["crawler"] == "alpha" and rows[0]["state"] == "pending" and rows[0]["created_at"].endswith("Z")
+    assert (
+        rows[0]["crawler"] == "alpha"
+        and rows[0]["state"] == "pending"
+        and rows[0]["created_at"].endswith("Z")
+    )
     out = tmp_path / "rejected.csv"
-    proc = sdi(tmp_path, "export", "--state", "rejected", "--crawler", "beta", "--format", "csv", "--output", str(out),
-               settings=settings)
+    proc = sdi(
+        tmp_path,
+        "export",
+        "--state",
+        "rejected",
+        "--crawler",
+        "beta",
+        "--format",
+        "csv",
+        "--output",
+        str(out),
+        settings=settings,
+    )
     assert proc.returncode == 0 and "exported 2 rejected rows" in proc.stderr
     table = list(csv.DictReader(io.StringIO(out.read_text())))
     assert [r["id"] for r in table] == ids["rejected"]
-    assert {r["reason"] for r in table} == {"bad url"} and {r["url"] for r in table} == set(urls(2, "b"))
-    assert {"id", "crawler", "url", "state", "attempts", "reason", "last_error", "created_at", "delivered_at"} <= set(table[0])
+    assert {r["reason"] for r in table} == {"bad url"} and {r["url"] for r in table} == set(
+        urls(2, "b")
+    )
+    assert {
+        "id",
+        "crawler",
+        "url",
+        "state",
+        "attempts",
+        "reason",
+        "last_error",
+        "created_at",
+        "delivered_at",
+    } <= set(table[0])
 
 
 @pytest.mark.smoke
@@ -246,12 +370,33 @@ def test_requeue_counts_and_unknown_ids_fail(tmp_path):
     ids = _mixed_buffer(tmp_path)
     path = tmp_path / "buffer.db"
     settings = {"SDI_BUFFER_PATH": str(path)}
-    one = sdi(tmp_path, "requeue", "--state", "rejected", "--id", ids["rejected"][0], "--json", settings=settings)
+    one = sdi(
+        tmp_path,
+        "requeue",
+        "--state",
+        "rejected",
+        "--id",
+        ids["rejected"][0],
+        "--json",
+        settings=settings,
+    )
     assert one.returncode == 0 and json.loads(one.stdout)["requeued"] == 1
-    assert states(path)[ids["rejected"][0]] == PENDING and states(path)[ids["rejected"][1]] == REJECTED
+    assert (
+        states(path)[ids["rejected"][0]] == PENDING and states(path)[ids["rejected"][1]] == REJECTED
+    )
     rest = sdi(tmp_path, "requeue", "--state", "rejected", "--crawler", "beta", settings=settings)
     assert rest.returncode == 0 and "requeued 1 rejected rows" in rest.stdout
-    unknown = sdi(tmp_path, "requeue", "--state", "invalid", "--id", ids["invalid"][0], "nope", "--json", settings=settings)
+    unknown = sdi(
+        tmp_path,
+        "requeue",
+        "--state",
+        "invalid",
+        "--id",
+        ids["invalid"][0],
+        "nope",
+        "--json",
+        settings=settings,
+    )
     assert unknown.returncode == 1 and json.loads(unknown.stdout)["requeued"] == 1
     assert Counter(states(path).values()) == {PENDING: 6}
 
@@ -260,39 +405,73 @@ def test_requeue_counts_and_unknown_ids_fail(tmp_path):
 def test_invalid_rows_export_as_json_and_requeue_only_once_mapped_again(sdi_server, tmp_path):
     """A crawl's bad items: exported as real JSON with their URLs, requeued only when they now map."""
     settings = settings_for(sdi_server, tmp_path)
-    crawl = run_crawl(tmp_path, settings, {"rounds": 1, "kinds": "items"}, spider="BadResultsSpider")
+    crawl = run_crawl(
+        tmp_path, settings, {"rounds": 1, "kinds": "items"}, spider="BadResultsSpider"
+    )
     good = {r["url"] for r in sdi_server.results()}
-    assert crawl.returncode == 0 and crawl.stats["sdi/items_invalid"] == len(BAD_ITEMS), crawl.log[-2000:]
+    assert crawl.returncode == 0 and crawl.stats["sdi/items_invalid"] == len(BAD_ITEMS), crawl.log[
+        -2000:
+    ]
 
     jsonl = sdi(tmp_path, "export", "--state", "invalid", "--format", "jsonl", settings=settings)
     assert jsonl.returncode == 0, jsonl.stderr
     rows = [json.loads(line) for line in jsonl.stdout.splitlines()]
     assert len(rows) == len(BAD_ITEMS) and all(isinstance(row["fields"], dict) for row in rows)
     by_url = {row["url"]: row for row in rows}
-    assert by_url["ftp://files.example.com/0.mp3"]["fields"] == {"url": "ftp://files.example.com/0.mp3"}
+    assert by_url["ftp://files.example.com/0.mp3"]["fields"] == {
+        "url": "ftp://files.example.com/0.mp3"
+    }
     linked = next(row for row in rows if "link" in row["fields"])
     assert linked["fields"] == {"link": LINK_URL.format(i=0), "description": "linked 0"}
-    (unserialisable,) = [row["fields"]["thing"]["$sdi_not_kept"] for row in rows if "thing" in row["fields"]]
-    assert unserialisable["type"] == "object" and "not JSON-serializable" in unserialisable["reason"]
+    (unserialisable,) = [
+        row["fields"]["thing"]["$sdi_not_kept"] for row in rows if "thing" in row["fields"]
+    ]
+    assert (
+        unserialisable["type"] == "object" and "not JSON-serializable" in unserialisable["reason"]
+    )
     out = tmp_path / "invalid.csv"
-    assert sdi(tmp_path, "export", "--state", "invalid", "--format", "csv", "-o", str(out), settings=settings).returncode == 0
+    assert (
+        sdi(
+            tmp_path,
+            "export",
+            "--state",
+            "invalid",
+            "--format",
+            "csv",
+            "-o",
+            str(out),
+            settings=settings,
+        ).returncode
+        == 0
+    )
     table = list(csv.DictReader(io.StringIO(out.read_text())))
     assert [json.loads(r["fields"]) for r in table] == [row["fields"] for row in rows]
 
     still = sdi(tmp_path, "requeue", "--state", "invalid", "--json", settings=settings)
-    assert still.returncode == 1 and json.loads(still.stdout)["still_invalid"] == len(BAD_ITEMS), still.stdout
+    assert still.returncode == 1 and json.loads(still.stdout)["still_invalid"] == len(BAD_ITEMS), (
+        still.stdout
+    )
     field_map = {**settings, "SDI_FIELD_MAP": json.dumps({"link": "url"})}
     fixed = sdi(tmp_path, "requeue", "--state", "invalid", "--json", settings=field_map)
-    assert json.loads(fixed.stdout) == {"requeued": 1, "still_invalid": len(BAD_ITEMS) - 1, "state": "invalid",
-                                        "ids_not_found": 0}, fixed.stdout
+    assert json.loads(fixed.stdout) == {
+        "requeued": 1,
+        "still_invalid": len(BAD_ITEMS) - 1,
+        "state": "invalid",
+        "ids_not_found": 0,
+    }, fixed.stdout
     assert f"{len(BAD_ITEMS) - 1} invalid rows are still invalid" in fixed.stderr
     flush = sdi(tmp_path, "flush", settings=settings, secret=sdi_server.password)
     assert flush.returncode == 0, flush.stdout + flush.stderr
     stored = sdi_server.results()
-    assert {r["url"] for r in stored} == good | {LINK_URL.format(i=0)} and len(stored) == len(good) + 1
+    assert {r["url"] for r in stored} == good | {LINK_URL.format(i=0)} and len(stored) == len(
+        good
+    ) + 1
     assert next(r for r in stored if r["url"] == LINK_URL.format(i=0))["description"] == "linked 0"
     assert sdi_server.stats()["rejected"] == 0
-    assert Counter(states(tmp_path / "buffer.db").values()) == {DELIVERED: len(good) + 1, INVALID: len(BAD_ITEMS) - 1}
+    assert Counter(states(tmp_path / "buffer.db").values()) == {
+        DELIVERED: len(good) + 1,
+        INVALID: len(BAD_ITEMS) - 1,
+    }
 
 
 # -- flush and status ---------------------------------------------------------------------------
@@ -311,7 +490,11 @@ def test_flush_delivers_what_a_crawl_left_pending(sdi_server, tmp_path):
     proc = sdi(tmp_path, "flush", "--json", settings=settings, secret=sdi_server.password)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     summary = json.loads(proc.stdout)
-    assert summary["delivered"] == 120 and sum(summary["left"].values()) == 0 and not summary["interrupted"]
+    assert (
+        summary["delivered"] == 120
+        and sum(summary["left"].values()) == 0
+        and not summary["interrupted"]
+    )
     stored = sdi_server.results()
     assert len(stored) == 120 and len({r["url"] for r in stored}) == 120
     assert set(states(tmp_path / "buffer.db").values()) == {DELIVERED}
@@ -322,7 +505,9 @@ def test_flush_one_crawler_then_status_shows_descriptions(sdi_server, tmp_path):
     path = tmp_path / "buffer.db"
     fill(path, "alpha", urls(4))
     other = fill(path, "beta", urls(2, "b"))
-    proc = sdi(tmp_path, "flush", "--crawler", "alpha", settings=settings, secret=sdi_server.password)
+    proc = sdi(
+        tmp_path, "flush", "--crawler", "alpha", settings=settings, secret=sdi_server.password
+    )
     assert proc.returncode == 0 and "4 delivered" in proc.stdout, proc.stdout + proc.stderr
     assert {states(path)[i] for i in other} == {PENDING}
     assert sdi_server.set_status(urls(4)[1], 2) == 1
@@ -331,21 +516,43 @@ def test_flush_one_crawler_then_status_shows_descriptions(sdi_server, tmp_path):
     table = sdi(tmp_path, "status", "--url", *lookup, settings=settings, secret=sdi_server.password)
     assert table.returncode == 0, table.stderr
     lines = {line.split()[0]: line for line in table.stdout.splitlines()[1:]}
-    assert "under_review" in lines[lookup[1]] and "Queued for analyst review" in lines[lookup[1]] and "alpha" in lines[lookup[1]]
+    assert (
+        "under_review" in lines[lookup[1]]
+        and "Queued for analyst review" in lines[lookup[1]]
+        and "alpha" in lines[lookup[1]]
+    )
     assert "received" in lines[lookup[0]] and "Stored, not yet looked at" in lines[lookup[0]]
     assert "not_found" in lines[lookup[2]]
 
     (tmp_path / "urls.txt").write_text("# wanted\n" + lookup[1] + "\n\n")
-    by_file = sdi(tmp_path, "status", "--urls-file", "urls.txt", "--json", settings=settings, secret=sdi_server.password)
+    by_file = sdi(
+        tmp_path,
+        "status",
+        "--urls-file",
+        "urls.txt",
+        "--json",
+        settings=settings,
+        secret=sdi_server.password,
+    )
     (entry,) = json.loads(by_file.stdout)["results"]
     assert entry["status"] == "under_review" and entry["description"] == "Queued for analyst review"
     assert entry["submitted_at"].endswith("Z")
 
-    totals = sdi(tmp_path, "status", "--crawler", "alpha", "--json", settings=settings, secret=sdi_server.password)
+    totals = sdi(
+        tmp_path,
+        "status",
+        "--crawler",
+        "alpha",
+        "--json",
+        settings=settings,
+        secret=sdi_server.password,
+    )
     (crawler,) = json.loads(totals.stdout)["crawlers"]
     assert crawler["total"] == 4
     assert {s["status"]: (s["count"], s["description"]) for s in crawler["statuses"]} == {
-        "received": (3, "Stored, not yet looked at"), "under_review": (1, "Queued for analyst review")}
+        "received": (3, "Stored, not yet looked at"),
+        "under_review": (1, "Queued for analyst review"),
+    }
 
 
 def _run_in_a_pty(command: list[str], cwd: Path, timeout: float = 60.0) -> tuple[int, str]:
@@ -355,7 +562,9 @@ def _run_in_a_pty(command: list[str], cwd: Path, timeout: float = 60.0) -> tuple
 
     master, terminal = pty.openpty()
     try:
-        proc = subprocess.Popen(command, cwd=cwd, env=command_env(), stdin=terminal, stdout=terminal, stderr=terminal)
+        proc = subprocess.Popen(
+            command, cwd=cwd, env=command_env(), stdin=terminal, stdout=terminal, stderr=terminal
+        )
     finally:
         os.close(terminal)
     output = b""
@@ -363,7 +572,9 @@ def _run_in_a_pty(command: list[str], cwd: Path, timeout: float = 60.0) -> tuple
     with selectors.DefaultSelector() as selector:
         selector.register(master, selectors.EVENT_READ)
         while True:
-            assert selector.select(max(0.0, deadline - time.monotonic())), f"no end within {timeout}s: {output!r}"
+            assert selector.select(max(0.0, deadline - time.monotonic())), (
+                f"no end within {timeout}s: {output!r}"
+            )
             try:
                 chunk = os.read(master, 4096)
             except OSError:  # EIO: every end of the terminal is closed
@@ -380,7 +591,9 @@ def test_flush_shows_its_progress_bar_on_a_terminal(sdi_server, tmp_path):
     settings = settings_for(sdi_server, tmp_path, SDI_BATCH_SIZE="10", SDI_CONCURRENT_REQUESTS="1")
     code, seen = _run_in_a_pty(sdi_command("flush", settings=settings), tmp_path)
     assert code == 0, seen
-    assert "flush: 100%" in seen and "60/60" in seen and "row/s" in seen, seen  # the bar, drawn to its end
+    assert "flush: 100%" in seen and "60/60" in seen and "row/s" in seen, (
+        seen
+    )  # the bar, drawn to its end
     assert "flush: 60 delivered" in seen
     piped = sdi(tmp_path, "flush", settings=settings)  # not a terminal: the summary line only
     assert piped.returncode == 0 and "%" not in piped.stdout + piped.stderr
@@ -399,9 +612,15 @@ def test_ctrl_c_during_flush_keeps_the_buffer_consistent(sdi_server_factory, tmp
     path = tmp_path / "buffer.db"
     ids = fill(path, "alpha", urls(200))
     settings = settings_for(server, tmp_path, SDI_BATCH_SIZE="20", SDI_CONCURRENT_REQUESTS="2")
-    proc = subprocess.Popen(sdi_command("flush", settings=settings), cwd=tmp_path, env=command_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=_sigint_as_in_a_terminal)
+    proc = subprocess.Popen(
+        sdi_command("flush", settings=settings),
+        cwd=tmp_path,
+        env=command_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_sigint_as_in_a_terminal,
+    )
     try:
         posts = lambda: sum(server.stats()["requests"].get("/api/v1/crawler-results", {}).values())  # noqa: E731
         _wait_for(lambda: posts() > 0 or proc.poll() is not None, "the first batch")
@@ -416,8 +635,13 @@ def test_ctrl_c_during_flush_keeps_the_buffer_consistent(sdi_server_factory, tmp
     after = states(path)
     stored = {r["id"] for r in server.results()}
     delivered = {i for i, state in after.items() if state == DELIVERED}
-    assert set(after.values()) <= {PENDING, DELIVERED}  # the batches in flight finished: none left leased
-    assert 0 < len(delivered) < 200 and delivered == stored  # nothing marked delivered the API does not have
+    assert set(after.values()) <= {
+        PENDING,
+        DELIVERED,
+    }  # the batches in flight finished: none left leased
+    assert (
+        0 < len(delivered) < 200 and delivered == stored
+    )  # nothing marked delivered the API does not have
 
     server.set_faults(latency=0)
     second = sdi(tmp_path, "flush", "--json", settings=settings, secret=server.password)
@@ -431,10 +655,18 @@ def test_second_ctrl_c_quits_at_once_and_leased_rows_come_back(sdi_server_factor
     server = sdi_server_factory(latency=1.0)  # answers come after both Ctrl-Cs
     path = tmp_path / "buffer.db"
     ids = fill(path, "alpha", urls(100))
-    settings = settings_for(server, tmp_path, SDI_BATCH_SIZE="20", SDI_TIMEOUT="2", SDI_LEASE_TIMEOUT="120")
-    proc = subprocess.Popen(sdi_command("flush", "--timeout", "30", settings=settings), cwd=tmp_path, env=command_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=_sigint_as_in_a_terminal)
+    settings = settings_for(
+        server, tmp_path, SDI_BATCH_SIZE="20", SDI_TIMEOUT="2", SDI_LEASE_TIMEOUT="120"
+    )
+    proc = subprocess.Popen(
+        sdi_command("flush", "--timeout", "30", settings=settings),
+        cwd=tmp_path,
+        env=command_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_sigint_as_in_a_terminal,
+    )
     try:
         posts = lambda: sum(server.stats()["requests"].get("/api/v1/crawler-results", {}).values())  # noqa: E731
         _wait_for(lambda: posts() > 0 or proc.poll() is not None, "the first batch")
@@ -459,10 +691,14 @@ def test_second_ctrl_c_quits_at_once_and_leased_rows_come_back(sdi_server_factor
 
     server.set_faults(latency=0)
     # the quit process is dead: its leases are taken back at once, not after SDI_LEASE_TIMEOUT
-    second = sdi(tmp_path, "flush", "--json", "--timeout", "10", settings=settings, secret=server.password)
+    second = sdi(
+        tmp_path, "flush", "--json", "--timeout", "10", settings=settings, secret=server.password
+    )
     assert second.returncode == 0, second.stderr
     summary = json.loads(second.stdout)
     assert summary["delivered"] == 100 - len(delivered)
-    assert summary["duplicates"] == len(unanswered)  # stored before the quit, resent under the same ids
+    assert summary["duplicates"] == len(
+        unanswered
+    )  # stored before the quit, resent under the same ids
     by_id = Counter(r["id"] for r in server.results())
     assert set(by_id) == set(ids) and set(by_id.values()) == {1}

@@ -29,9 +29,17 @@ from tests.support.crawl import ROOT, run_crawl
 from tests.support.dashboard import Dashboard, fetch, run_dashboard_cli
 
 DOCS_SCREENSHOT = ROOT / "docs" / "dashboard.png"
-CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--no-first-run", "--window-size=1280,900")
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--window-size=1280,900",
+)
 N, BAD_EVERY = 60, 10  # ids 0, 10, ... 50 are invalid
 REJECT_PATTERN = r"/f/\d*7/"  # urls of ids ending in 7 are rejected by the server
 
@@ -103,7 +111,9 @@ def browser(tmp_path):
 def wait_for(driver, condition, what: str, timeout: float = 15):
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, timeout, poll_frequency=0.1).until(lambda d: condition(d), message=what)
+    return WebDriverWait(driver, timeout, poll_frequency=0.1).until(
+        lambda d: condition(d), message=what
+    )
 
 
 def text_of(driver, css: str) -> str:
@@ -122,8 +132,11 @@ def test_dashboard_in_a_real_browser(sdi_server_factory, tmp_path, browser, star
     # a real crawl fills the buffer: delivered, rejected by the server, and invalid rows
     server = sdi_server_factory(reject_url_pattern=REJECT_PATTERN)
     buffer_path = tmp_path / "buffer.db"
-    crawl = run_crawl(tmp_path, {**server.settings, "SDI_BUFFER_PATH": str(buffer_path)},
-                      {"n": N, "bad_every": BAD_EVERY})
+    crawl = run_crawl(
+        tmp_path,
+        {**server.settings, "SDI_BUFFER_PATH": str(buffer_path)},
+        {"n": N, "bad_every": BAD_EVERY},
+    )
     assert crawl.returncode == 0, crawl.log[-3000:]
     expected = counts(buffer_path)
     rejected_ids = sorted(i for i in range(N) if i % 10 == 7)
@@ -138,7 +151,11 @@ def test_dashboard_in_a_real_browser(sdi_server_factory, tmp_path, browser, star
 
     def visit(path: str) -> None:
         browser.get(dashboard.url + path)
-        wait_for(browser, lambda d: d.execute_script("return document.readyState") == "complete", "page load")
+        wait_for(
+            browser,
+            lambda d: d.execute_script("return document.readyState") == "complete",
+            "page load",
+        )
 
     def keep_source() -> None:
         seen_sources.append(browser.page_source)
@@ -148,28 +165,52 @@ def test_dashboard_in_a_real_browser(sdi_server_factory, tmp_path, browser, star
     for state, n in expected.items():
         assert field(browser, f"state.{state}") == str(n), state
     assert field(browser, "state.total") == str(sum(expected.values()))
-    cells = [td.text for td in browser.find_elements(By.CSS_SELECTOR, "#crawlers tbody tr:first-child td")]
-    assert cells[:8] == ["synthetic", str(sum(expected.values())), str(expected["delivered"]),
-                         str(expected["rejected"]), str(expected["invalid"]), str(expected["filtered"]),
-                         str(expected["pending"] + expected["in_flight"]), cells[7]]
+    cells = [
+        td.text
+        for td in browser.find_elements(By.CSS_SELECTOR, "#crawlers tbody tr:first-child td")
+    ]
+    assert cells[:8] == [
+        "synthetic",
+        str(sum(expected.values())),
+        str(expected["delivered"]),
+        str(expected["rejected"]),
+        str(expected["invalid"]),
+        str(expected["filtered"]),
+        str(expected["pending"] + expected["in_flight"]),
+        cells[7],
+    ]
     wait_for(browser, lambda d: field(d, "health").startswith("ok"), "API health shown as ok")
     filters = orjson.loads(_meta(buffer_path, "filters"))
     assert field(browser, "filters.version") == str(filters["version"])
     assert field(browser, "filters.count") == str(len(filters["filters"]))
     browser.save_screenshot(str(shots / "overview.png"))
-    if os.environ.get("SDI_UPDATE_SCREENSHOT"):  # the docs' picture (docs/dashboard.md), refreshed on request only
+    if os.environ.get(
+        "SDI_UPDATE_SCREENSHOT"
+    ):  # the docs' picture (docs/dashboard.md), refreshed on request only
         browser.save_screenshot(str(DOCS_SCREENSHOT))
     keep_source()
 
     # another process writes to the buffer; the open page shows it without a reload
     browser.execute_script("window.notReloaded = true;")
     writer = SQLiteBuffer(buffer_path)
-    writer.enqueue([Row("late-1", "a-late-crawler", "https://late.example/1", b"{}"),
-                    Row("late-2", "a-late-crawler", "https://late.example/2", b"{}")], dedup=True)
+    writer.enqueue(
+        [
+            Row("late-1", "a-late-crawler", "https://late.example/1", b"{}"),
+            Row("late-2", "a-late-crawler", "https://late.example/2", b"{}"),
+        ],
+        dedup=True,
+    )
     writer.close()
-    wait_for(browser, lambda d: field(d, "state.pending") == str(expected["pending"] + 2), "pending refreshed")
-    wait_for(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#crawlers tbody tr")) == 2,
-             "crawler table refreshed")
+    wait_for(
+        browser,
+        lambda d: field(d, "state.pending") == str(expected["pending"] + 2),
+        "pending refreshed",
+    )
+    wait_for(
+        browser,
+        lambda d: len(d.find_elements(By.CSS_SELECTOR, "#crawlers tbody tr")) == 2,
+        "crawler table refreshed",
+    )
     assert browser.execute_script("return window.notReloaded === true")
 
     # the crawler table sorts by a column, both ways
@@ -229,13 +270,18 @@ def test_dashboard_in_a_real_browser(sdi_server_factory, tmp_path, browser, star
     table = list(csv.DictReader(io.StringIO(body.decode())))
     assert len(table) == expected["rejected"] + expected["invalid"]
     assert {r["state"] for r in table} == {"rejected", "invalid"}
-    assert sorted(r["reason"].rsplit(" ", 1)[1] for r in table if r["state"] == "invalid") == sorted(
-        f"{i}'" for i in range(0, N, BAD_EVERY))
-    assert sorted(r["id"] for r in table) == sorted(_ids_in(buffer_path, "rejected") + _ids_in(buffer_path, "invalid"))
+    assert sorted(
+        r["reason"].rsplit(" ", 1)[1] for r in table if r["state"] == "invalid"
+    ) == sorted(f"{i}'" for i in range(0, N, BAD_EVERY))
+    assert sorted(r["id"] for r in table) == sorted(
+        _ids_in(buffer_path, "rejected") + _ids_in(buffer_path, "invalid")
+    )
 
     # requeue one rejected row with actions on
     visit("/rows?state=rejected")
-    target = browser.find_element(By.CSS_SELECTOR, "#rows tbody tr[data-id]").get_attribute("data-id")
+    target = browser.find_element(By.CSS_SELECTOR, "#rows tbody tr[data-id]").get_attribute(
+        "data-id"
+    )
     browser.find_element(By.CSS_SELECTOR, f'#rows input[name=id][value="{target}"]').click()
     browser.save_screenshot(str(shots / "requeue-selected.png"))
     browser.find_element(By.ID, "requeue").click()
@@ -272,8 +318,11 @@ def test_dashboard_in_a_real_browser(sdi_server_factory, tmp_path, browser, star
     # and with actions on, a request without the page's token or from another site is refused too
     status, _, _ = fetch(dashboard.url + "/actions/requeue", data={"id": other, "token": "guess"})
     assert status == 403
-    status, _, _ = fetch(dashboard.url + "/actions/requeue", data={"id": other},
-                         headers={"Origin": "http://evil.example"})
+    status, _, _ = fetch(
+        dashboard.url + "/actions/requeue",
+        data={"id": other},
+        headers={"Origin": "http://evil.example"},
+    )
     assert status == 403
     assert state_of(buffer_path, other) == "rejected"
 
@@ -290,12 +339,19 @@ def _meta(path: Path, key: str) -> str:
 
 def _ids_in(path: Path, state: str) -> list[str]:
     with sqlite3.connect(path) as conn:
-        return [i for (i,) in conn.execute("SELECT id FROM results WHERE state = ? ORDER BY rowid", (state,))]
+        return [
+            i
+            for (i,) in conn.execute(
+                "SELECT id FROM results WHERE state = ? ORDER BY rowid", (state,)
+            )
+        ]
 
 
 def _first_delivered_url(path: Path) -> str:
     with sqlite3.connect(path) as conn:
-        return conn.execute("SELECT url FROM results WHERE state = 'delivered' ORDER BY rowid LIMIT 1").fetchone()[0]
+        return conn.execute(
+            "SELECT url FROM results WHERE state = 'delivered' ORDER BY rowid LIMIT 1"
+        ).fetchone()[0]
 
 
 # -- without a browser: the command line and the HTTP edges ---------------------------------
@@ -316,10 +372,29 @@ def small_buffer(tmp_path) -> Path:
     path = tmp_path / "small.db"
     buffer = SQLiteBuffer(path)
     hostile = "<script>alert('x')</script>"
-    buffer.enqueue([Row(f"r{i}", hostile, f"https://h.example/{i}?q={hostile}", orjson.dumps({"d": hostile}))
-                    for i in range(3)], dedup=True)
-    buffer.enqueue([Row("bad", "c'; DROP TABLE results; --", "not a url", b"{}", state=INVALID, reason=hostile),
-                    Row("filt", "plain", "https://f.example/", b"{}", state=FILTERED)], dedup=True)
+    buffer.enqueue(
+        [
+            Row(
+                f"r{i}", hostile, f"https://h.example/{i}?q={hostile}", orjson.dumps({"d": hostile})
+            )
+            for i in range(3)
+        ],
+        dedup=True,
+    )
+    buffer.enqueue(
+        [
+            Row(
+                "bad",
+                "c'; DROP TABLE results; --",
+                "not a url",
+                b"{}",
+                state=INVALID,
+                reason=hostile,
+            ),
+            Row("filt", "plain", "https://f.example/", b"{}", state=FILTERED),
+        ],
+        dedup=True,
+    )
     claimed = buffer.claim(hostile, "t", 3, 60)
     buffer.ack({claimed[0].id: "accepted"}, {claimed[1].id: hostile})
     buffer.close()
@@ -361,17 +436,33 @@ def test_binding_beyond_loopback_warns_in_one_line(tmp_path, small_buffer, start
 
 def test_bad_parameters_get_400_or_an_empty_result(small_buffer, start_dashboard):
     url = start_dashboard(small_buffer, "--allow-actions").url
-    for path in ("/rows?page=0", "/rows?page=abc", "/rows?page=-1", "/rows?page=99999999999",
-                 "/rows?sort=rowid%3B%20DROP%20TABLE%20results", "/rows?per_page=7", "/rows?state=pending",
-                 "/?sort=crawler%20DESC", "/?dir=sideways", "/throughput?window=forever", "/row",
-                 "/export?format=exe", "/rows?q=%FF%FE"):
+    for path in (
+        "/rows?page=0",
+        "/rows?page=abc",
+        "/rows?page=-1",
+        "/rows?page=99999999999",
+        "/rows?sort=rowid%3B%20DROP%20TABLE%20results",
+        "/rows?per_page=7",
+        "/rows?state=pending",
+        "/?sort=crawler%20DESC",
+        "/?dir=sideways",
+        "/throughput?window=forever",
+        "/row",
+        "/export?format=exe",
+        "/rows?q=%FF%FE",
+    ):
         status, headers, body = fetch(url + path)
         assert status == 400, path
         assert headers["Content-Type"].startswith("text/html")
         assert b"Traceback" not in body and b"parameter" in body
     status, headers, body = fetch(url + "/api/overview?page=x")
     assert status == 400 and orjson.loads(body)["error"].startswith("parameter page")
-    for path in ("/rows?page=500", "/rows?q=%27%20OR%20%271%27%3D%271", "/remote?q=%25", "/?page=9"):
+    for path in (
+        "/rows?page=500",
+        "/rows?q=%27%20OR%20%271%27%3D%271",
+        "/remote?q=%25",
+        "/?page=9",
+    ):
         status, _, body = fetch(url + path)
         assert status == 200 and b"<tr class=empty>" in body and b"data-id=" not in body, path
     assert fetch(url + "/row?id=nope")[0] == 404
@@ -382,8 +473,15 @@ def test_bad_parameters_get_400_or_an_empty_result(small_buffer, start_dashboard
 
 def test_every_value_is_escaped_and_headers_are_strict(small_buffer, start_dashboard):
     url = start_dashboard(small_buffer, "--allow-actions").url
-    for path in ("/", "/rows", "/row?id=bad", "/row?id=r1", "/remote", "/throughput",
-                 "/rows?q=%3Cscript%3Ealert(1)%3C%2Fscript%3E"):
+    for path in (
+        "/",
+        "/rows",
+        "/row?id=bad",
+        "/row?id=r1",
+        "/remote",
+        "/throughput",
+        "/rows?q=%3Cscript%3Ealert(1)%3C%2Fscript%3E",
+    ):
         status, headers, body = fetch(url + path)
         assert status == 200, path
         assert b"<script>alert" not in body, path
@@ -393,7 +491,9 @@ def test_every_value_is_escaped_and_headers_are_strict(small_buffer, start_dashb
     assert b"&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in rows
     overview = orjson.loads(fetch(url + "/api/overview")[2])
     assert overview["totals"]["delivered"] == 1 and overview["totals"]["rejected"] == 1
-    assert overview["crawlers"]["rows"][0][0] == "<script>alert('x')</script>"  # JSON, set as text by the page
+    assert (
+        overview["crawlers"]["rows"][0][0] == "<script>alert('x')</script>"
+    )  # JSON, set as text by the page
     status, _, _ = fetch(url + "/", headers={"Host": "attacker.example"})
     assert status == 421  # a DNS-rebinding page cannot read the loopback dashboard
 
@@ -402,20 +502,27 @@ def test_requeue_needs_the_token_of_this_run(small_buffer, start_dashboard):
     dashboard = start_dashboard(small_buffer, "--allow-actions")
     _, _, page = fetch(dashboard.url + "/rows")
     token = re.search(rb'name=token value="([^"]+)"', page).group(1).decode()
-    assert fetch(dashboard.url + "/actions/requeue", data={"id": "bad", "token": token[:-1]})[0] == 403
+    assert (
+        fetch(dashboard.url + "/actions/requeue", data={"id": "bad", "token": token[:-1]})[0] == 403
+    )
     assert state_of(small_buffer, "bad") == "invalid"
-    status, headers, _ = fetch(dashboard.url + "/actions/requeue",
-                               data={"id": ["bad", "r0"], "token": token, "back": "state=invalid&evil=1"},
-                               headers={"Origin": dashboard.url})
+    status, headers, _ = fetch(
+        dashboard.url + "/actions/requeue",
+        data={"id": ["bad", "r0"], "token": token, "back": "state=invalid&evil=1"},
+        headers={"Origin": dashboard.url},
+    )
     assert status == 303 and headers["Location"] == "/rows?state=invalid&requeued=0&invalid=1"
     assert state_of(small_buffer, "bad") == "invalid"  # mapped again, not sent as stored: no url
     _, _, page = fetch(dashboard.url + headers["Location"])
     assert b"<b>1</b> invalid rows were mapped again and are still invalid" in page
     assert state_of(small_buffer, "r0") == "delivered"  # only rejected and invalid rows move
     rejected = _ids_in(small_buffer, "rejected")[0]
-    status, headers, _ = fetch(dashboard.url + "/actions/requeue",
-                               data={"id": rejected, "token": token, "back_to": "row"})
-    assert status == 303 and headers["Location"] == "/row?" + urllib.parse.urlencode({"id": rejected})
+    status, headers, _ = fetch(
+        dashboard.url + "/actions/requeue", data={"id": rejected, "token": token, "back_to": "row"}
+    )
+    assert status == 303 and headers["Location"] == "/row?" + urllib.parse.urlencode(
+        {"id": rejected}
+    )
     assert state_of(small_buffer, rejected) == "pending"
     restarted = start_dashboard(small_buffer, "--allow-actions")
     assert fetch(restarted.url + "/actions/requeue", data={"id": "r1", "token": token})[0] == 403

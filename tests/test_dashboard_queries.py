@@ -22,8 +22,12 @@ T0 = 1_800_000_000.0  # a whole minute
 CREATED = T0 - 1000
 
 
-def _row(id_: str, crawler: str = "alpha", state: str = "pending", reason: str | None = None) -> Row:
-    url = f"https://files.example.com/{crawler}/{id_}.mp3" if state != INVALID else f"not a url {id_}"
+def _row(
+    id_: str, crawler: str = "alpha", state: str = "pending", reason: str | None = None
+) -> Row:
+    url = (
+        f"https://files.example.com/{crawler}/{id_}.mp3" if state != INVALID else f"not a url {id_}"
+    )
     payload = orjson.dumps({"url": url, "filename": f"{id_}.mp3", "description": f"<b>{id_}</b>"})
     return Row(id_, crawler, url, payload, state=state, reason=reason)
 
@@ -35,24 +39,48 @@ def buffer_path(tmp_path):
     path = tmp_path / "buffer.db"
     buffer = SQLiteBuffer(path)
     buffer.enqueue([_row(f"a{i}") for i in range(10)], dedup=True)
-    buffer.enqueue([_row("ai0", state=INVALID, reason="url: not a url"), _row("af0", state=FILTERED, reason="filter 3")],
-                   dedup=True)
+    buffer.enqueue(
+        [
+            _row("ai0", state=INVALID, reason="url: not a url"),
+            _row("af0", state=FILTERED, reason="filter 3"),
+        ],
+        dedup=True,
+    )
     buffer.enqueue([_row(f"b{i}", "beta") for i in range(4)], dedup=True)
-    buffer.enqueue([_row("gi0", "gamma", state=INVALID, reason="=HYPERLINK(\"http://evil\")")], dedup=True)
+    buffer.enqueue(
+        [_row("gi0", "gamma", state=INVALID, reason='=HYPERLINK("http://evil")')], dedup=True
+    )
     claimed = [c.id for c in buffer.claim("alpha", "test", 8, 60)]
     assert claimed == [f"a{i}" for i in range(8)]
     buffer.ack({f"a{i}": "accepted" for i in range(5)}, {"a5": "bad mime", "a6": "too <big>"})
     buffer.release(["a7"], "HTTP 503", 0)
     buffer.claim("beta", "test", 4, 60)
     buffer.ack({"b0": "accepted", "b1": "duplicate", "b2": "accepted"}, {"b3": "dup%_\\ reason"})
-    buffer.set_meta("filters", orjson.dumps({"filters": [{"id": 1}, {"id": 2}, {"id": 3}], "version": "v9",
-                                             "fetched_at": T0 - 30}).decode())
-    outcome_times = {"a0": 5, "a1": 10, "a2": 65, "a3": 70, "a4": 200, "a5": 15, "a6": 130,
-                     "b0": 61, "b1": 62, "b2": 63, "b3": 250}
+    buffer.set_meta(
+        "filters",
+        orjson.dumps(
+            {"filters": [{"id": 1}, {"id": 2}, {"id": 3}], "version": "v9", "fetched_at": T0 - 30}
+        ).decode(),
+    )
+    outcome_times = {
+        "a0": 5,
+        "a1": 10,
+        "a2": 65,
+        "a3": 70,
+        "a4": 200,
+        "a5": 15,
+        "a6": 130,
+        "b0": 61,
+        "b1": 62,
+        "b2": 63,
+        "b3": 250,
+    }
     buffer.db.conn.execute("UPDATE results SET created_at = ?", (CREATED,))
     buffer.db.conn.execute("UPDATE results SET created_at = ? WHERE id = 'a7'", (T0 - 5000,))
-    buffer.db.conn.executemany("UPDATE results SET delivered_at = ? WHERE id = ?",
-                               [(T0 + s, id_) for id_, s in outcome_times.items()])
+    buffer.db.conn.executemany(
+        "UPDATE results SET delivered_at = ? WHERE id = ?",
+        [(T0 + s, id_) for id_, s in outcome_times.items()],
+    )
     buffer.close()
     return path
 
@@ -68,7 +96,12 @@ def conn(buffer_path):
 
 def test_state_totals_count_every_state(conn):
     assert queries.state_totals(conn) == {
-        "pending": 3, "in_flight": 0, "delivered": 8, "rejected": 3, "filtered": 1, "invalid": 2,
+        "pending": 3,
+        "in_flight": 0,
+        "delivered": 8,
+        "rejected": 3,
+        "filtered": 1,
+        "invalid": 2,
     }
 
 
@@ -103,8 +136,16 @@ def test_crawler_table_counts_per_crawler(conn):
     page = queries.crawler_table(conn)
     assert [r["crawler"] for r in page.rows] == ["alpha", "beta", "gamma"]
     alpha, beta, gamma = page.rows
-    assert alpha == {"crawler": "alpha", "buffered": 12, "delivered": 5, "rejected": 2, "invalid": 1, "filtered": 1,
-                     "pending": 3, "last_delivery": T0 + 200}
+    assert alpha == {
+        "crawler": "alpha",
+        "buffered": 12,
+        "delivered": 5,
+        "rejected": 2,
+        "invalid": 1,
+        "filtered": 1,
+        "pending": 3,
+        "last_delivery": T0 + 200,
+    }
     assert (beta["buffered"], beta["delivered"], beta["rejected"], beta["pending"]) == (4, 3, 1, 0)
     assert beta["last_delivery"] == T0 + 63
     assert (gamma["buffered"], gamma["invalid"], gamma["last_delivery"]) == (1, 1, None)
@@ -114,7 +155,11 @@ def test_crawler_table_sorts_by_allowed_keys_only_and_paginates(conn):
     by = lambda **kw: [r["crawler"] for r in queries.crawler_table(conn, **kw).rows]  # noqa: E731
     assert by(sort="buffered", descending=True) == ["alpha", "beta", "gamma"]
     assert by(sort="buffered") == ["gamma", "beta", "alpha"]
-    assert by(sort="last_delivery") == ["beta", "alpha", "gamma"]  # never delivered: last either way
+    assert by(sort="last_delivery") == [
+        "beta",
+        "alpha",
+        "gamma",
+    ]  # never delivered: last either way
     assert by(sort="last_delivery", descending=True) == ["alpha", "beta", "gamma"]
     second = queries.crawler_table(conn, per_page=2, page=2)
     assert ([r["crawler"] for r in second.rows], second.total, second.pages) == (["gamma"], 3, 2)
@@ -143,9 +188,16 @@ def test_throughput_widens_buckets_over_long_spans(conn):
 def test_throughput_chart_is_svg_with_one_rect_per_outcome_kind_and_minute(conn):
     drawing = svg(queries.throughput(conn, T0, T0 + 300))
     assert drawing.startswith("<svg") and drawing.endswith("</svg>")
-    assert drawing.count('<rect class="delivered"') == 3 + 1  # three minutes with deliveries, plus the legend
+    assert (
+        drawing.count('<rect class="delivered"') == 3 + 1
+    )  # three minutes with deliveries, plus the legend
     assert drawing.count('<rect class="rejected"') == 3 + 1
-    assert (nice_ceiling(0), nice_ceiling(7), nice_ceiling(11), nice_ceiling(200)) == (1, 10, 20, 200)
+    assert (nice_ceiling(0), nice_ceiling(7), nice_ceiling(11), nice_ceiling(200)) == (
+        1,
+        10,
+        20,
+        200,
+    )
 
 
 # -- rejected and invalid rows --------------------------------------------------------------
@@ -179,7 +231,9 @@ def test_rows_search_is_literal_and_parameterised(conn):
 def test_rows_sort_and_pagination(conn):
     by_reason = queries.rows_page(conn, queries.Selection(sort="reason", descending=False))
     assert [r["id"] for r in by_reason.rows][:2] == ["gi0", "a5"]  # "=HYP..." < "bad mime"
-    first = queries.rows_page(conn, queries.Selection(sort="rejected_at", descending=False), per_page=2)
+    first = queries.rows_page(
+        conn, queries.Selection(sort="rejected_at", descending=False), per_page=2
+    )
     assert ([r["id"] for r in first.rows], first.pages) == (["a5", "a6"], 3)
     beyond = queries.rows_page(conn, queries.Selection(), page=50, per_page=2)
     assert (beyond.rows, beyond.total) == ([], 5)
@@ -191,11 +245,20 @@ def test_rows_sort_and_pagination(conn):
 
 def test_row_detail_has_payload_and_history(conn):
     row = queries.row_detail(conn, "a6")
-    assert (row["state"], row["reason"], row["attempts"], row["delivered_at"]) == ("rejected", "too <big>", 1, T0 + 130)
+    assert (row["state"], row["reason"], row["attempts"], row["delivered_at"]) == (
+        "rejected",
+        "too <big>",
+        1,
+        T0 + 130,
+    )
     assert orjson.loads(row["payload"])["filename"] == "a6.mp3"
     assert "\n" in row["payload"]  # pretty-printed
     retried = queries.row_detail(conn, "a7")
-    assert (retried["state"], retried["attempts"], retried["last_error"]) == ("pending", 1, "HTTP 503")
+    assert (retried["state"], retried["attempts"], retried["last_error"]) == (
+        "pending",
+        1,
+        "HTTP 503",
+    )
     assert queries.row_detail(conn, "no-such-id") is None
 
 
@@ -223,7 +286,9 @@ def test_csv_export_of_a_selection(conn):
 
 
 def test_jsonl_export_keeps_payload_json(conn):
-    lines = exports.to_jsonl(queries.iter_selection(conn, queries.Selection(states=("rejected",)))).splitlines()
+    lines = exports.to_jsonl(
+        queries.iter_selection(conn, queries.Selection(states=("rejected",)))
+    ).splitlines()
     records = [orjson.loads(line) for line in lines]
     assert sorted(r["id"] for r in records) == ["a5", "a6", "b3"]
     assert all(isinstance(r["payload"], dict) for r in records)
@@ -254,8 +319,12 @@ def test_requeue_touches_only_rejected_and_invalid_rows(buffer_path, conn):
     done = queries.requeue(buffer_path, ["a5", "b3", "gi0", "a0", "a8", "no-such-id", "a5"])
     assert done == Requeued(requeued=2, still_invalid=1)
     after = {r: queries.row_detail(conn, r) for r in ("a5", "b3", "gi0", "a0")}
-    assert {r: after[r]["state"] for r in after} == {"a5": "pending", "b3": "pending", "gi0": "invalid",
-                                                    "a0": "delivered"}
+    assert {r: after[r]["state"] for r in after} == {
+        "a5": "pending",
+        "b3": "pending",
+        "gi0": "invalid",
+        "a0": "delivered",
+    }
     assert after["a5"]["reason"] is None and after["a5"]["ready_at"] == 0
     # an invalid row is mapped again, not sent as stored: still invalid, with the new reason
     assert after["gi0"]["reason"] == "url is not an absolute http(s) URL: 'not a url gi0'"
@@ -280,9 +349,15 @@ def test_requeue_sends_an_invalid_row_the_field_map_now_makes_valid(buffer_path,
         (claimed,) = buffer.claim("gamma", "me", 10, 60)
     finally:
         buffer.close()
-    assert claimed.id == stable_result_id("gamma", "https://files.example.com/fixed.mp3")  # the pipeline's id
+    assert claimed.id == stable_result_id(
+        "gamma", "https://files.example.com/fixed.mp3"
+    )  # the pipeline's id
     result = orjson.loads(claimed.payload)
-    assert (result["id"], result["url"], result["extra"]) == (claimed.id, "https://files.example.com/fixed.mp3", {"size": 3})
+    assert (result["id"], result["url"], result["extra"]) == (
+        claimed.id,
+        "https://files.example.com/fixed.mp3",
+        {"size": 3},
+    )
 
 
 def test_readonly_connection_cannot_write(conn):
@@ -329,7 +404,9 @@ def test_check_buffer_upgrades_a_buffer_of_an_older_scrapy_sdi(tmp_path):
         detail = queries.row_detail(conn, "r1")
         assert detail is not None and detail["reason"] == "bad mime"
         assert orjson.loads(detail["payload"]) == {"id": "r1"}
-        assert [r["id"] for r in queries.rows_page(conn, queries.Selection(search='"r1"')).rows] == ["r1"]
+        assert [
+            r["id"] for r in queries.rows_page(conn, queries.Selection(search='"r1"')).rows
+        ] == ["r1"]
 
 
 # -- what the pages show of these queries ---------------------------------------------------
@@ -337,9 +414,16 @@ def test_check_buffer_upgrades_a_buffer_of_an_older_scrapy_sdi(tmp_path):
 
 def test_pages_escape_every_value(conn):
     page = queries.rows_page(conn, queries.Selection())
-    html = views.rows({"page": page, "crawlers": ["<img src=x onerror=alert(1)>"]},
-                      {"q": "\"><script>alert(1)</script>"}, buffer_path="b.db", token=None, xlsx=True).decode()
+    html = views.rows(
+        {"page": page, "crawlers": ["<img src=x onerror=alert(1)>"]},
+        {"q": '"><script>alert(1)</script>'},
+        buffer_path="b.db",
+        token=None,
+        xlsx=True,
+    ).decode()
     assert "<script>alert" not in html and "<img src=x" not in html and "too <big>" not in html
     assert "too &lt;big&gt;" in html and "&quot;&gt;&lt;script&gt;" in html
-    detail = views.row_detail(queries.row_detail(conn, "a6"), buffer_path="b.db", token=None).decode()
+    detail = views.row_detail(
+        queries.row_detail(conn, "a6"), buffer_path="b.db", token=None
+    ).decode()
     assert "<b>a6</b>" not in detail and "&lt;b&gt;a6&lt;/b&gt;" in detail

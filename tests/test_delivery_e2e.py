@@ -28,7 +28,9 @@ def test_crawl_delivers_every_result_once(sdi_server, tmp_path):
 
 def test_throttling_is_waited_out_as_asked_and_told_once(sdi_server_factory, tmp_path):
     server = sdi_server_factory(rate_limit_rate=0.4, retry_after=0.3, seed=7)
-    settings = _settings(server, tmp_path, SDI_CONCURRENT_REQUESTS=1, SDI_BATCH_SIZE=20, SDI_RETRY_BACKOFF_BASE=0.01)
+    settings = _settings(
+        server, tmp_path, SDI_CONCURRENT_REQUESTS=1, SDI_BATCH_SIZE=20, SDI_RETRY_BACKOFF_BASE=0.01
+    )
     result = run_crawl(tmp_path, settings, {"n": 300})
     assert result.returncode == 0, result.log[-3000:]
     assert len({r["url"] for r in server.results()}) == len(server.results()) == 300
@@ -40,5 +42,10 @@ def test_throttling_is_waited_out_as_asked_and_told_once(sdi_server_factory, tmp
     assert min(gaps) >= 0.3, gaps
     # one WARNING as throttling starts, one INFO as it ends (here: at the close), not one per 429
     assert result.log.count("WARNING: SDI: the API is throttling") == 1, result.log[-3000:]
-    assert len(re.findall(r"INFO: SDI: throttling (is over|lasted until delivery stopped)", result.log)) == 1
+    assert (
+        len(
+            re.findall(r"INFO: SDI: throttling (is over|lasted until delivery stopped)", result.log)
+        )
+        == 1
+    )
     assert "the API answers again" not in result.log

@@ -41,9 +41,13 @@ def test_requests_stay_under_the_largest_accepted_since_a_413_and_grow_back_slow
 
 def test_a_413_that_named_max_results_bounds_bytes_only_and_a_lone_result_teaches_nothing():
     sizes = limits()
-    sizes.refused(1, 5_000_000, None)  # one result too large: it is rejected, batches are not the matter
+    sizes.refused(
+        1, 5_000_000, None
+    )  # one result too large: it is rejected, batches are not the matter
     assert not sizes.learned and sizes.fit(PAYLOADS) == 100
-    sizes.refused(40, body_bytes(40), 1000)  # the batch kept to max_results: its bytes were too many
+    sizes.refused(
+        40, body_bytes(40), 1000
+    )  # the batch kept to max_results: its bytes were too many
     assert sizes.results.limit is None and sizes.fit(PAYLOADS) == fitting(body_bytes(40) // 2)
     sizes.refused(2, 10, None)
     assert sizes.fit(PAYLOADS) == 1  # a request always carries at least one result

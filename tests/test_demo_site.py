@@ -30,7 +30,10 @@ CATEGORIES, FILES = 3, PAGE_SIZE * 2 + 3  # three pages per category
 
 def _strict_env() -> dict[str, str]:
     """Lets ``-m tests.support.scrapy_strict`` be found from example_project/."""
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
+    return {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
+    }
 
 
 class _Links(HTMLParser):
@@ -79,9 +82,20 @@ def _crawl(start: str) -> tuple[set[str], list[str]]:
 @pytest.fixture(scope="module")
 def demo_site() -> Iterator[str]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "scrapy_sdi.testing.demo_site", "--port", "0",
-         "--categories", str(CATEGORIES), "--files", str(FILES)],
-        cwd=ROOT, stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "scrapy_sdi.testing.demo_site",
+            "--port",
+            "0",
+            "--categories",
+            str(CATEGORIES),
+            "--files",
+            str(FILES),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     lines: queue.Queue[str] = queue.Queue()
     threading.Thread(target=lambda: lines.put(proc.stdout.readline()), daemon=True).start()
@@ -142,9 +156,27 @@ def test_example_spider_reports_every_file(demo_site: str, tmp_path: Path) -> No
     """example_project's "files" spider finds every link, without deprecation warnings."""
     output = tmp_path / "items.jsonl"
     subprocess.run(
-        [sys.executable, "-m", "tests.support.scrapy_strict", "crawl", "files", "-a", f"site={demo_site}", "-o", f"{output}:jsonl",
-         "-s", "ITEM_PIPELINES={}", "-s", "EXTENSIONS={}", "-s", "LOG_LEVEL=WARNING"],
-        cwd=EXAMPLE_PROJECT, env=_strict_env(), check=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "tests.support.scrapy_strict",
+            "crawl",
+            "files",
+            "-a",
+            f"site={demo_site}",
+            "-o",
+            f"{output}:jsonl",
+            "-s",
+            "ITEM_PIPELINES={}",
+            "-s",
+            "EXTENSIONS={}",
+            "-s",
+            "LOG_LEVEL=WARNING",
+        ],
+        cwd=EXAMPLE_PROJECT,
+        env=_strict_env(),
+        check=True,
+        timeout=120,
     )
     items = [json.loads(line) for line in output.read_text().splitlines()]
     assert sorted(urlsplit(item["url"]).path for item in items) == expected_files(CATEGORIES, FILES)
@@ -155,13 +187,35 @@ def test_example_spider_reports_every_file(demo_site: str, tmp_path: Path) -> No
         assert item["description"] and item["uploader"]
 
 
-def test_example_project_delivers_every_result_to_the_reference_server(demo_site: str, sdi_server, tmp_path: Path) -> None:
+def test_example_project_delivers_every_result_to_the_reference_server(
+    demo_site: str, sdi_server, tmp_path: Path
+) -> None:
     """The example project, configured as a user would, delivers every file it finds."""
-    env = {**_strict_env(), "SDI_API_URL": sdi_server.url, "SDI_USERNAME": sdi_server.username, "SDI_PASSWORD": sdi_server.password}
+    env = {
+        **_strict_env(),
+        "SDI_API_URL": sdi_server.url,
+        "SDI_USERNAME": sdi_server.username,
+        "SDI_PASSWORD": sdi_server.password,
+    }
     proc = subprocess.run(
-        [sys.executable, "-m", "tests.support.scrapy_strict", "crawl", "files", "-a", f"site={demo_site}",
-         "-s", f"SDI_BUFFER_PATH={tmp_path / 'buffer.db'}", "-s", "LOG_LEVEL=INFO"],
-        cwd=EXAMPLE_PROJECT, env=env, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "tests.support.scrapy_strict",
+            "crawl",
+            "files",
+            "-a",
+            f"site={demo_site}",
+            "-s",
+            f"SDI_BUFFER_PATH={tmp_path / 'buffer.db'}",
+            "-s",
+            "LOG_LEVEL=INFO",
+        ],
+        cwd=EXAMPLE_PROJECT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     stored = sdi_server.results()

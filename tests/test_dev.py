@@ -45,7 +45,9 @@ def test_extras_to_install_keeps_what_the_metadata_already_has(dev):
     assert dev.extras_to_install(("d1", NONE), "d1", NONE) is None
     assert dev.extras_to_install(("d1", NONE), "d1", TEST) == TEST
     assert dev.extras_to_install(("d1", TEST), "d1", NONE) is None
-    assert dev.extras_to_install(("d0", TEST), "d1", NONE) == NONE  # changed metadata: only what is wanted
+    assert (
+        dev.extras_to_install(("d0", TEST), "d1", NONE) == NONE
+    )  # changed metadata: only what is wanted
 
 
 def test_demo_then_test_then_demo(dev, capsys):
@@ -77,7 +79,13 @@ def test_a_failed_install_is_tried_again(dev, monkeypatch):
 
 
 def test_help_prints_the_usage():
-    proc = subprocess.run([sys.executable, str(ROOT / "dev.py"), "--help"], check=False, capture_output=True, text=True, timeout=30)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "dev.py"), "--help"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert proc.returncode == 0 and "python3 dev.py demo" in proc.stdout
 
 
@@ -113,8 +121,11 @@ def test_a_missing_python_is_skipped_locally_and_fails_in_ci(dev, monkeypatch, c
     monkeypatch.delenv("CI", raising=False)
     assert dev.main(["matrix"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out == [f"dev.py: skipping {name}: no Python {version} (looked in ~/.pyenv/versions and "
-                   f"for python{version} on PATH)" for name, (version, _) in dev.MATRIX.items()]
+    assert out == [
+        f"dev.py: skipping {name}: no Python {version} (looked in ~/.pyenv/versions and "
+        f"for python{version} on PATH)"
+        for name, (version, _) in dev.MATRIX.items()
+    ]
     monkeypatch.setenv("CI", "true")
     assert dev.main(["matrix"]) == 1
     err = capsys.readouterr().err.splitlines()
@@ -122,5 +133,9 @@ def test_a_missing_python_is_skipped_locally_and_fails_in_ci(dev, monkeypatch, c
 
 
 def test_the_matrix_collects_only_the_files_with_smoke_tests(dev):
-    assert dev.smoke_files() == ["tests/test_commands.py", "tests/test_delivery_e2e.py",
-                                 "tests/test_reactor_modes.py", "tests/test_server.py"]
+    assert dev.smoke_files() == [
+        "tests/test_commands.py",
+        "tests/test_delivery_e2e.py",
+        "tests/test_reactor_modes.py",
+        "tests/test_server.py",
+    ]

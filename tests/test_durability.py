@@ -13,7 +13,12 @@ from tests.support.crawl import FAST_RETRIES, assert_stored_once, crawl_command,
 
 
 def _settings(server, tmp_path, **extra):
-    return {**server.settings, "SDI_BUFFER_PATH": str(tmp_path / "buffer.db"), **FAST_RETRIES, **extra}
+    return {
+        **server.settings,
+        "SDI_BUFFER_PATH": str(tmp_path / "buffer.db"),
+        **FAST_RETRIES,
+        **extra,
+    }
 
 
 def test_two_processes_sharing_one_buffer_file(sdi_server, tmp_path):
@@ -21,8 +26,21 @@ def test_two_processes_sharing_one_buffer_file(sdi_server, tmp_path):
     for offset in (0, 1000):
         workdir = tmp_path / f"job{offset}"
         workdir.mkdir()
-        cmd, env = crawl_command(workdir, _settings(sdi_server, tmp_path, SDI_BATCH_SIZE=50), {"n": 1500, "offset": offset})
-        procs.append(subprocess.Popen(cmd, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+        cmd, env = crawl_command(
+            workdir,
+            _settings(sdi_server, tmp_path, SDI_BATCH_SIZE=50),
+            {"n": 1500, "offset": offset},
+        )
+        procs.append(
+            subprocess.Popen(
+                cmd,
+                cwd=workdir,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
     logs = [p.communicate(timeout=180)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], logs[0][-2000:] + logs[1][-2000:]
     for log in logs:
@@ -33,7 +51,9 @@ def test_two_processes_sharing_one_buffer_file(sdi_server, tmp_path):
 
 def rejection_warnings(log: str) -> list[int]:
     """The counts of the WARNINGs that report results refused even alone (one per batch)."""
-    return [int(n) for n in re.findall(r"WARNING: SDI: (\d+) of a batch of \d+ results rejected", log)]
+    return [
+        int(n) for n in re.findall(r"WARNING: SDI: (\d+) of a batch of \d+ results rejected", log)
+    ]
 
 
 def test_poison_results_are_isolated_by_bisection(sdi_server_factory, tmp_path):

@@ -14,7 +14,9 @@ from scrapy_sdi import filters as sdi_filters
 from scrapy_sdi.filters import Filter, compile_filters
 
 ENGINES = [
-    pytest.param(True, id="re2", marks=pytest.mark.skipif(sdi_filters.re2 is None, reason="no re2")),
+    pytest.param(
+        True, id="re2", marks=pytest.mark.skipif(sdi_filters.re2 is None, reason="no re2")
+    ),
     pytest.param(False, id="re"),
 ]
 
@@ -28,7 +30,9 @@ def one(field: str, kind: str, pattern: object, fid: object = 1) -> dict:
     return {"id": fid, "field": field, "kind": kind, "pattern": pattern}
 
 
-def matches(use_re2: bool, raw: dict, url: str = "https://other.test/x", filename: str = "x.bin") -> bool:
+def matches(
+    use_re2: bool, raw: dict, url: str = "https://other.test/x", filename: str = "x.bin"
+) -> bool:
     return compile_filters([raw], use_re2=use_re2).match(url, filename) is not None
 
 
@@ -54,7 +58,12 @@ def test_kinds_on_filename(use_re2, kind, pattern, hit, miss):
     "kind, pattern, hit, miss",
     [
         ("exact", "https://a.test/x", "https://a.test/x", "https://a.test/x?"),
-        ("prefix", "https://a.test/private/", "https://a.test/private/1", "https://b.test/https://a.test/private/"),
+        (
+            "prefix",
+            "https://a.test/private/",
+            "https://a.test/private/1",
+            "https://b.test/https://a.test/private/",
+        ),
         ("domain", "example.org", "https://cdn.example.org/f", "https://example.org.evil.test/"),
         ("glob", "https://*.test/*.mp3", "https://a.test/b/c.mp3", "https://a.test/c.mp3?x"),
         ("regex", "/private/", "https://a.test/x/private/y", "https://a.test/privat/"),
@@ -100,7 +109,10 @@ def test_regexes_see_the_value_as_is_and_globs_lowercased_in_one_field(use_re2):
     assert fs.match("https://x.org/", "a-draft.tmp").id == "r"
     assert fs.match("https://x.org/", "A-Draft.tmp").id == "g"
     assert fs.match("https://x.org/", "a-dr.tmp") is None
-    fs = compile_filters([one("filename", "regex", "Dr", fid="r"), one("filename", "glob", "*.zip", fid="g")], use_re2=use_re2)
+    fs = compile_filters(
+        [one("filename", "regex", "Dr", fid="r"), one("filename", "glob", "*.zip", fid="g")],
+        use_re2=use_re2,
+    )
     assert fs.match("https://x.org/", "Dr.txt").id == "r"
     assert fs.match("https://x.org/", "dr.txt") is None
     assert fs.match("https://x.org/", "DR.ZIP").id == "g"
@@ -155,8 +167,12 @@ def test_domain_idn_and_punycode_match_each_other(use_re2, pattern, url):
 
 
 def test_domain_idn_lookalike_does_not_match(use_re2):
-    assert not matches(use_re2, one("url", "domain", "bücher.example"), url="https://bucher.example/")
-    assert not matches(use_re2, one("url", "domain", "bücher.example"), url="https://xbücher.example/")
+    assert not matches(
+        use_re2, one("url", "domain", "bücher.example"), url="https://bucher.example/"
+    )
+    assert not matches(
+        use_re2, one("url", "domain", "bücher.example"), url="https://xbücher.example/"
+    )
 
 
 # --- regex and glob semantics ---------------------------------------------------------
@@ -283,7 +299,15 @@ def test_invalid_filters_are_skipped_with_one_warning_each(use_re2, caplog):
     assert len(warnings) == 7
     for fid, why, record in zip(
         [2, 3, 4, 5, 6, 7, None],
-        ["unknown field", "unknown kind", "invalid regex", "url field only", "not a string", "empty", "not an object"],
+        [
+            "unknown field",
+            "unknown kind",
+            "invalid regex",
+            "url field only",
+            "not a string",
+            "empty",
+            "not an object",
+        ],
         warnings,
         strict=True,
     ):
@@ -323,17 +347,74 @@ def naive_first(raw: list[dict], url: str, filename: str):
     return None
 
 
-CHARS = ["a", "A", "b", "B", "k", "K", "i", "I", "s", "_", ".", "/", " ", "-", "1", "٣", "é", "É",
-         "İ", "ı", "ſ", "\u212a", "ß", "Ω", "\n", "x"]
-REGEX_ATOMS = ["a", "b", "i", "k", "s", "1", r"\.", "/", "é", ".", r"\d", r"\w", r"\s", r"\W", r"\D",
-               "[a-c]", "[^a]", "[A-Z_]", "[é-ü]", "^", "$", r"\A", r"\Z", r"\b", "(?i:k)", "(?i:[a-k])",
-               "(?i:[^s])", "(a|b)", "(?:ab|)", "ſ"]
+CHARS = [
+    "a",
+    "A",
+    "b",
+    "B",
+    "k",
+    "K",
+    "i",
+    "I",
+    "s",
+    "_",
+    ".",
+    "/",
+    " ",
+    "-",
+    "1",
+    "٣",
+    "é",
+    "É",
+    "İ",
+    "ı",
+    "ſ",
+    "\u212a",
+    "ß",
+    "Ω",
+    "\n",
+    "x",
+]
+REGEX_ATOMS = [
+    "a",
+    "b",
+    "i",
+    "k",
+    "s",
+    "1",
+    r"\.",
+    "/",
+    "é",
+    ".",
+    r"\d",
+    r"\w",
+    r"\s",
+    r"\W",
+    r"\D",
+    "[a-c]",
+    "[^a]",
+    "[A-Z_]",
+    "[é-ü]",
+    "^",
+    "$",
+    r"\A",
+    r"\Z",
+    r"\b",
+    "(?i:k)",
+    "(?i:[a-k])",
+    "(?i:[^s])",
+    "(a|b)",
+    "(?:ab|)",
+    "ſ",
+]
 QUANTIFIERS = ["", "", "", "*", "+", "?", "{,2}", "{1,3}", "*?", "{2}"]
 GLOB_ATOMS = ["a", "B", "k", "i", "é", "Ω", ".", "/", "*", "?", "[a-c]", "[!a]", "[]a]", "ſ", "İ"]
 
 
 def random_regex(rng: random.Random) -> str:
-    body = "".join(rng.choice(REGEX_ATOMS) + rng.choice(QUANTIFIERS) for _ in range(rng.randint(1, 4)))
+    body = "".join(
+        rng.choice(REGEX_ATOMS) + rng.choice(QUANTIFIERS) for _ in range(rng.randint(1, 4))
+    )
     body = body.replace("^*", "^").replace("$*", "$")
     if rng.random() < 0.1:
         body = f"(a)[bk]?{body}\\1"  # a backreference: Python's re only

@@ -22,16 +22,55 @@ PACKAGE = Path(__file__).resolve().parents[1] / "scrapy_sdi"
 
 #: Highest first. A name is a module or a package (every module under it), relative to scrapy_sdi.
 LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
-    ("entry points", frozenset({"", "addon", "pipeline", "session", "stopping", "extension", "monitors", "commands", "dashboard", "testing"})),
-    ("outbox", frozenset({"outbox", "delivery", "writer", "filter_source", "requeue", "status", "metrics"})),
+    (
+        "entry points",
+        frozenset(
+            {
+                "",
+                "addon",
+                "pipeline",
+                "session",
+                "stopping",
+                "extension",
+                "monitors",
+                "commands",
+                "dashboard",
+                "testing",
+            }
+        ),
+    ),
+    (
+        "outbox",
+        frozenset(
+            {"outbox", "delivery", "writer", "filter_source", "requeue", "status", "metrics"}
+        ),
+    ),
     ("buffer and client", frozenset({"buffer", "buffer_queries", "owners", "client"})),
     ("transport", frozenset({"transport"})),
 )
 #: Used by every layer; they may import the buffer, the client and the transport, nothing above.
-FOUNDATIONS = frozenset({"errors", "settings", "signals", "mapping", "filters", "sizing", "backpressure",
-                         "blocking", "audit", "stats", "formatting", "csv_cells", "clock"})
+FOUNDATIONS = frozenset(
+    {
+        "errors",
+        "settings",
+        "signals",
+        "mapping",
+        "filters",
+        "sizing",
+        "backpressure",
+        "blocking",
+        "audit",
+        "stats",
+        "formatting",
+        "csv_cells",
+        "clock",
+    }
+)
 #: The buffer and the client know nothing of each other.
-INDEPENDENT = (frozenset({"buffer", "buffer_queries", "owners"}), frozenset({"client", "transport"}))
+INDEPENDENT = (
+    frozenset({"buffer", "buffer_queries", "owners"}),
+    frozenset({"client", "transport"}),
+)
 SQLITE = ("sqlite3", "sqlite_utils")
 SQLITE_ALLOWED = frozenset({"buffer", "buffer_queries", "testing.server"})
 
@@ -54,8 +93,12 @@ def _imports(name: str) -> set[str]:
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
-            assert node.level == 0, f"{name}: a relative import (line {node.lineno}); the package imports absolutely"
-            for alias in node.names:  # ``from pkg import module`` imports the module, not pkg's names
+            assert node.level == 0, (
+                f"{name}: a relative import (line {node.lineno}); the package imports absolutely"
+            )
+            for (
+                alias
+            ) in node.names:  # ``from pkg import module`` imports the module, not pkg's names
                 submodule = f"{node.module}.{alias.name}"
                 found.add(submodule if _short(submodule) in MODULES else node.module or "")
     return {_short(i) if i.partition(".")[0] == "scrapy_sdi" else i for i in found} - {name}
@@ -77,14 +120,20 @@ def _layer(name: str) -> int | None:
 
 def test_every_module_has_a_place():
     placed = {name for name in MODULES if _layer(name) is not None or _within(name, FOUNDATIONS)}
-    assert set(MODULES) - placed == set(), "add the new module to a layer (or the foundations) in tests/test_layers.py"
+    assert set(MODULES) - placed == set(), (
+        "add the new module to a layer (or the foundations) in tests/test_layers.py"
+    )
 
 
 @pytest.mark.parametrize("name", sorted(n for n in MODULES if _layer(n) is not None))
 def test_no_module_imports_a_layer_above_its_own(name):
     own = _layer(name)
-    above = {i for i in _imports(name) if i in MODULES and (_layer(i) is not None and _layer(i) < own)}
-    assert above == set(), f"{name} ({LAYERS[own][0]}) imports {sorted(above)} from a layer above it"
+    above = {
+        i for i in _imports(name) if i in MODULES and (_layer(i) is not None and _layer(i) < own)
+    }
+    assert above == set(), (
+        f"{name} ({LAYERS[own][0]}) imports {sorted(above)} from a layer above it"
+    )
 
 
 @pytest.mark.parametrize("name", sorted(n for n in MODULES if _within(n, FOUNDATIONS)))
@@ -96,16 +145,22 @@ def test_foundations_import_neither_the_outbox_layer_nor_the_entry_points(name):
 def test_the_buffer_and_the_client_are_independent():
     for side, other in (INDEPENDENT, INDEPENDENT[::-1]):
         for name in sorted(n for n in MODULES if _within(n, side)):
-            assert not any(_within(i, other) for i in _imports(name) if i in MODULES), f"{name} imports {sorted(other)}"
+            assert not any(_within(i, other) for i in _imports(name) if i in MODULES), (
+                f"{name} imports {sorted(other)}"
+            )
 
 
 def test_only_the_buffer_modules_speak_sqlite():
     speaking = {name for name in MODULES if any(i.split(".")[0] in SQLITE for i in _imports(name))}
-    assert speaking <= SQLITE_ALLOWED, f"{sorted(speaking - SQLITE_ALLOWED)} import SQLite: read through scrapy_sdi.buffer"
+    assert speaking <= SQLITE_ALLOWED, (
+        f"{sorted(speaking - SQLITE_ALLOWED)} import SQLite: read through scrapy_sdi.buffer"
+    )
 
 
 def test_the_checks_see_imports():
     """The checks above pass vacuously if the import reader breaks: it must see known edges."""
     assert {"buffer", "client", "settings"} <= _imports("delivery")
-    assert "dashboard.queries" in _imports("dashboard.server") and "metrics" in _imports("dashboard.server")
+    assert "dashboard.queries" in _imports("dashboard.server") and "metrics" in _imports(
+        "dashboard.server"
+    )
     assert "sqlite3" in _imports("buffer") and "transport" in _imports("client")

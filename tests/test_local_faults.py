@@ -49,13 +49,17 @@ def test_buffer_file_is_owner_only_and_no_secret_leaks_anywhere(sdi_server, tmp_
     path = tmp_path / "buffer.db"
     sdi_server.set_faults(token_max_uses=3, fail_rate=0.2)
     result = run_crawl(
-        tmp_path, _settings(sdi_server, path, SDI_AUDIT_LOG=str(tmp_path / "audit.jsonl"), LOG_LEVEL="DEBUG"), {"n": 200}
+        tmp_path,
+        _settings(sdi_server, path, SDI_AUDIT_LOG=str(tmp_path / "audit.jsonl"), LOG_LEVEL="DEBUG"),
+        {"n": 200},
     )
     assert result.returncode == 0, result.log[-3000:]
     assert oct(path.stat().st_mode & 0o777) == "0o600"
     outputs = result.log + (tmp_path / "audit.jsonl").read_text() + str(result.stats)
     assert sdi_server.password not in outputs
-    assert "Bearer" not in outputs and "access_token" not in outputs and "refresh_token" not in outputs
+    assert (
+        "Bearer" not in outputs and "access_token" not in outputs and "refresh_token" not in outputs
+    )
 
 
 def test_plain_http_to_another_host_warns(caplog):
@@ -72,22 +76,32 @@ def test_plain_http_to_another_host_warns(caplog):
     ]
 
 
-def test_a_full_disk_stops_the_crawl_with_one_error_and_counts_what_was_not_buffered(sdi_server, tmp_path):
+def test_a_full_disk_stops_the_crawl_with_one_error_and_counts_what_was_not_buffered(
+    sdi_server, tmp_path
+):
     """SQLITE_FULL from a file capped at a few pages: one ERROR, no traceback per item, no hang.
 
     The items come from start(), the case where Scrapy itself needs help to close (scrapy#7029).
     """
     path = tmp_path / "buffer.db"
-    settings = _settings(sdi_server, path, SDI_BUFFER="tests.support.buffers.NearlyFullSQLiteBuffer")
+    settings = _settings(
+        sdi_server, path, SDI_BUFFER="tests.support.buffers.NearlyFullSQLiteBuffer"
+    )
     result = run_crawl(tmp_path, settings, {"n": 3000}, timeout=60)
     assert result.returncode == 0, result.log[-3000:]
     stats = result.stats
     assert stats["finish_reason"] == "sdi_buffer_failed"
     errors = [line for line in result.log.splitlines() if " ERROR: " in line]
-    assert len(errors) == 1 and str(path) in errors[0] and "database or disk is full" in errors[0], errors[:3]
+    assert (
+        len(errors) == 1 and str(path) in errors[0] and "database or disk is full" in errors[0]
+    ), errors[:3]
     assert "Traceback" not in result.log
     buffered, unbuffered = stats["sdi/items_buffered"], stats["sdi/items_unbuffered"]
-    assert buffered > 0 and unbuffered > 0 and buffered + unbuffered == stats["item_scraped_count"] + stats["item_dropped_count"]
+    assert (
+        buffered > 0
+        and unbuffered > 0
+        and buffered + unbuffered == stats["item_scraped_count"] + stats["item_dropped_count"]
+    )
     assert f"{unbuffered} results were not buffered" in result.log
     assert stats["sdi/items_delivered"] == buffered  # what was stored still went out
     assert_stored_once(sdi_server, buffered)

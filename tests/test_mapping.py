@@ -762,15 +762,29 @@ def _deep(levels: int) -> Any:
         FileAttrs(url=URL, size=object()),
         object(),
     ],
-    ids=["deep", "6MB", "surrogate", "5.4MB", "tuple-key", "scrapy.Item", "dataclass", "attrs", "not-an-item"],
+    ids=[
+        "deep",
+        "6MB",
+        "surrogate",
+        "5.4MB",
+        "tuple-key",
+        "scrapy.Item",
+        "dataclass",
+        "attrs",
+        "not-an-item",
+    ],
 )
-def test_an_invalid_item_is_kept_as_bounded_json_and_stays_invalid(mapper: ResultMapper, item: Any) -> None:
+def test_an_invalid_item_is_kept_as_bounded_json_and_stays_invalid(
+    mapper: ResultMapper, item: Any
+) -> None:
     """What the buffer keeps of an invalid item, whatever made it invalid: JSON, bounded, never sendable."""
     url, kept = mapper.keep(item)
     assert len(kept) <= DEFAULT_MAX_RESULT_BYTES
     fields = orjson.loads(kept)
     assert isinstance(fields, dict) and isinstance(url, str)
-    marked = [v[NOT_KEPT] for v in (fields, *fields.values()) if isinstance(v, dict) and NOT_KEPT in v]
+    marked = [
+        v[NOT_KEPT] for v in (fields, *fields.values()) if isinstance(v, dict) and NOT_KEPT in v
+    ]
     assert marked and all(m["reason"] and len(m["repr"]) <= 2_000 for m in marked)
     with pytest.raises(InvalidResult, match="only a description of it was kept"):
         ResultMapper({"size": "extra_size"}).remap(kept)
@@ -778,8 +792,12 @@ def test_an_invalid_item_is_kept_as_bounded_json_and_stays_invalid(mapper: Resul
 
 def test_kept_fields_map_again_to_what_the_item_maps_to() -> None:
     """Values JSON carries only after conversion are kept converted, and map again to the same result."""
-    item = FileItem(url=None, crawled_at=WHEN, description=Decimal("1.50"),
-                    size={"tags": {"b", "a"}, "blob": b"\xff\xfe", "when": WHEN, "big": 2**70, "n": (1, 2.5)})
+    item = FileItem(
+        url=None,
+        crawled_at=WHEN,
+        description=Decimal("1.50"),
+        size={"tags": {"b", "a"}, "blob": b"\xff\xfe", "when": WHEN, "big": 2**70, "n": (1, 2.5)},
+    )
     bad = ResultMapper()
     assert reason_of(bad, item) == "url is missing"
     url, kept = bad.keep(item)
@@ -805,11 +823,17 @@ def test_a_value_not_kept_is_described_and_marked(mapper: ResultMapper) -> None:
     fields = orjson.loads(kept)
     assert fields["fine"] == [1]
     assert fields["thing"][NOT_KEPT]["type"] == "object"
-    assert fields["thing"][NOT_KEPT]["reason"] == "extra field 'thing' is not JSON-serializable: object"
+    assert (
+        fields["thing"][NOT_KEPT]["reason"]
+        == "extra field 'thing' is not JSON-serializable: object"
+    )
     assert fields["thing"][NOT_KEPT]["repr"].startswith("<object object at")
     with pytest.raises(InvalidResult) as info:
         ResultMapper({"thing": "url"}).remap(kept)
-    assert info.value.reason == "extra field 'thing' is not JSON-serializable: object (only a description of it was kept)"
+    assert (
+        info.value.reason
+        == "extra field 'thing' is not JSON-serializable: object (only a description of it was kept)"
+    )
 
 
 def test_a_row_an_older_version_kept_as_a_repr_stays_invalid(mapper: ResultMapper) -> None:

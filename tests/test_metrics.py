@@ -35,17 +35,30 @@ DOWN_API = "http://127.0.0.1:9/api/v1"  # the discard port: nothing listens, con
 def crawled(tmp_path_factory):
     """(server, buffer path): crawler "alpha" delivered against the server, "beta" left pending."""
     tmp = tmp_path_factory.mktemp("metrics")
-    server = SDIServerProcess(tmp / "server", reject_url_pattern=REJECT_PATTERN,
-                              filters={"version": FILTERS_VERSION, "filters": FILTERS}).start()
+    server = SDIServerProcess(
+        tmp / "server",
+        reject_url_pattern=REJECT_PATTERN,
+        filters={"version": FILTERS_VERSION, "filters": FILTERS},
+    ).start()
     buffer_path = tmp / "buffer.db"
     settings = {**server.settings, "SDI_BUFFER_PATH": str(buffer_path)}
     try:
-        alpha = run_crawl(tmp, {**settings, "SDI_CRAWLER_NAME": "alpha"}, {"n": 40, "bad_every": 10})
+        alpha = run_crawl(
+            tmp, {**settings, "SDI_CRAWLER_NAME": "alpha"}, {"n": 40, "bad_every": 10}
+        )
         assert alpha.returncode == 0, alpha.log[-3000:]
         server.stop()
-        beta = run_crawl(tmp, {**settings, "SDI_CRAWLER_NAME": "beta", "SDI_CLOSE_TIMEOUT": 0.5,
-                               "SDI_RETRY_BACKOFF_BASE": 0.02, "SDI_RETRY_BACKOFF_MAX": 0.2},
-                         {"n": 15, "offset": 100})
+        beta = run_crawl(
+            tmp,
+            {
+                **settings,
+                "SDI_CRAWLER_NAME": "beta",
+                "SDI_CLOSE_TIMEOUT": 0.5,
+                "SDI_RETRY_BACKOFF_BASE": 0.02,
+                "SDI_RETRY_BACKOFF_MAX": 0.2,
+            },
+            {"n": 15, "offset": 100},
+        )
         assert beta.returncode == 0 and beta.stats["sdi/pending_at_close"] > 0, beta.log[-3000:]
         server.start()
         yield server, buffer_path
@@ -77,14 +90,33 @@ def check_against_buffer(text: str, path: Path, *, api_up: float | None) -> None
     counts, ages = buffer_truth(path)
     assert {"alpha", "beta"} <= set(counts)
     alpha, beta = counts["alpha"], counts["beta"]
-    assert alpha["delivered"] > 0 and alpha["rejected"] == 4 and alpha["filtered"] > 0 and alpha["invalid"] == 4
-    assert beta["pending"] == 13 and beta["filtered"] == 2  # the cached filters applied while the API was down
-    rows = {dict(labels)["crawler"] + "/" + dict(labels)["state"]: value for labels, value in got["sdi_buffer_rows"].items()}
-    assert rows == {f"{crawler}/{state}": n for crawler, by_state in counts.items() for state, n in by_state.items()}
-    oldest = {dict(labels)["crawler"]: value for labels, value in got["sdi_buffer_oldest_pending_age_seconds"].items()}
+    assert (
+        alpha["delivered"] > 0
+        and alpha["rejected"] == 4
+        and alpha["filtered"] > 0
+        and alpha["invalid"] == 4
+    )
+    assert (
+        beta["pending"] == 13 and beta["filtered"] == 2
+    )  # the cached filters applied while the API was down
+    rows = {
+        dict(labels)["crawler"] + "/" + dict(labels)["state"]: value
+        for labels, value in got["sdi_buffer_rows"].items()
+    }
+    assert rows == {
+        f"{crawler}/{state}": n
+        for crawler, by_state in counts.items()
+        for state, n in by_state.items()
+    }
+    oldest = {
+        dict(labels)["crawler"]: value
+        for labels, value in got["sdi_buffer_oldest_pending_age_seconds"].items()
+    }
     assert oldest["alpha"] == 0 and ages["alpha"] is None
     assert 0 < oldest["beta"] <= ages["beta"] + 1 and oldest["beta"] >= ages["beta"] - 60
-    assert got["sdi_buffer_size_bytes"][()] == buffer_file_size(SQLiteBuffer(path, readonly=True)) > 0
+    assert (
+        got["sdi_buffer_size_bytes"][()] == buffer_file_size(SQLiteBuffer(path, readonly=True)) > 0
+    )
     assert got["sdi_filters_info"] == {(("version", FILTERS_VERSION),): 1.0}
     assert got["sdi_filters_count"][()] == len(FILTERS)
     assert 0 <= got["sdi_filters_age_seconds"][()] < 600
@@ -103,7 +135,9 @@ def test_metrics_command_prints_the_real_counts(crawled, tmp_path):
     skipped = sdi(tmp_path, "metrics", "--no-api", settings=settings, secret=server.password)
     check_against_buffer(skipped.stdout, buffer_path, api_up=None)
     started = time.monotonic()
-    down = sdi(tmp_path, "metrics", settings={**settings, "SDI_API_URL": DOWN_API}, secret=server.password)
+    down = sdi(
+        tmp_path, "metrics", settings={**settings, "SDI_API_URL": DOWN_API}, secret=server.password
+    )
     assert down.returncode == 0 and time.monotonic() - started < 30, down.stderr
     check_against_buffer(down.stdout, buffer_path, api_up=0)
 
@@ -115,25 +149,43 @@ def test_metrics_file_is_replaced_whole(crawled, tmp_path):
     target.parent.mkdir()
     target.write_text("# an older run's file\n")
     before = target.stat().st_ino
-    proc = sdi(tmp_path, "metrics", "--output", str(target), settings=settings, secret=server.password)
+    proc = sdi(
+        tmp_path, "metrics", "--output", str(target), settings=settings, secret=server.password
+    )
     assert proc.returncode == 0 and proc.stdout == "", proc.stdout + proc.stderr
     assert target.stat().st_ino != before, "the file was rewritten in place, not renamed over"
     assert os.listdir(target.parent) == ["sdi.prom"], "a temporary file was left behind"
     text = target.read_text()
     check_against_buffer(text, buffer_path, api_up=1)
     assert server.password not in text
-    unwritable = sdi(tmp_path, "metrics", "--output", str(tmp_path / "missing" / "sdi.prom"),
-                     settings=settings, secret=server.password)
+    unwritable = sdi(
+        tmp_path,
+        "metrics",
+        "--output",
+        str(tmp_path / "missing" / "sdi.prom"),
+        settings=settings,
+        secret=server.password,
+    )
     assert unwritable.returncode == 1 and "--output: cannot write" in unwritable.stderr
-    missing = sdi(tmp_path, "metrics", "--output", str(target), secret=server.password,
-                  settings={**settings, "SDI_BUFFER_PATH": str(tmp_path / "nothing.db")})
+    missing = sdi(
+        tmp_path,
+        "metrics",
+        "--output",
+        str(target),
+        secret=server.password,
+        settings={**settings, "SDI_BUFFER_PATH": str(tmp_path / "nothing.db")},
+    )
     assert missing.returncode == 1 and "does not exist" in missing.stderr
     assert target.read_text() == text, "a failed run changed the last good file"
 
 
 def test_dashboard_serves_the_same_metrics(crawled, tmp_path):
     server, buffer_path = crawled
-    env = {"SDI_API_URL": server.url, "SDI_USERNAME": server.username, "SDI_PASSWORD": server.password}
+    env = {
+        "SDI_API_URL": server.url,
+        "SDI_USERNAME": server.username,
+        "SDI_PASSWORD": server.password,
+    }
     dashboard = Dashboard(buffer_path, tmp_path, env=env)
     try:
         deadline = time.monotonic() + 20
@@ -172,8 +224,13 @@ def test_dashboard_metrics_never_write_the_buffer(crawled, tmp_path):
 
 
 def test_every_metric_is_documented_in_the_docs_and_the_help(tmp_path):
-    page = (ROOT / "docs" / "metrics.md").read_text()  # generated from METRICS; the test guards the generator
-    table = {m.group(1): m.group(2) for m in re.finditer(r"^\| `([^`]+)` \| (\w+) \|", page, re.MULTILINE)}
+    page = (
+        ROOT / "docs" / "metrics.md"
+    ).read_text()  # generated from METRICS; the test guards the generator
+    table = {
+        m.group(1): m.group(2)
+        for m in re.finditer(r"^\| `([^`]+)` \| (\w+) \|", page, re.MULTILINE)
+    }
     assert {doc.signature: doc.type for doc in METRICS}.items() <= table.items()
     help_text = sdi(tmp_path, "metrics", "--help").stdout
     for doc in METRICS:

@@ -26,13 +26,19 @@ NAMES = {
 SPIDERMON = {
     "ADDONS": {"scrapy_sdi.Addon": 500},
     "ITEM_PIPELINES": {},
-    "EXTENSIONS": {"tests.support.statsdump.StatsDump": 0, "spidermon.contrib.scrapy.extensions.Spidermon": 500},
+    "EXTENSIONS": {
+        "tests.support.statsdump.StatsDump": 0,
+        "spidermon.contrib.scrapy.extensions.Spidermon": 500,
+    },
     "SPIDERMON_ENABLED": True,
     "SPIDERMON_SPIDER_CLOSE_MONITORS": [SUITE],
 }
 FAST_RETRIES = {
-    "SDI_RETRY_BACKOFF_BASE": 0.02, "SDI_RETRY_BACKOFF_MAX": 0.3, "SDI_UNLOCK_DELAY": 0.2,
-    "SDI_TIMEOUT": 5, "SDI_LEASE_TIMEOUT": 6,
+    "SDI_RETRY_BACKOFF_BASE": 0.02,
+    "SDI_RETRY_BACKOFF_MAX": 0.3,
+    "SDI_UNLOCK_DELAY": 0.2,
+    "SDI_TIMEOUT": 5,
+    "SDI_LEASE_TIMEOUT": 6,
 }
 
 # The crawl subprocess (tests.support.run_spider) makes ScrapyDeprecationWarnings errors. The one
@@ -56,8 +62,12 @@ class IgnoreSpidermonSpiderLog:
 """
 
 
-def run_monitored_crawl(tmp_path: Path, settings: dict[str, Any], spider_args: dict[str, Any]) -> CrawlResult:
-    (tmp_path / "sdi_spidermon_warnings.py").write_text(_IGNORE_SPIDERMON_SPIDER_LOG, encoding="utf-8")
+def run_monitored_crawl(
+    tmp_path: Path, settings: dict[str, Any], spider_args: dict[str, Any]
+) -> CrawlResult:
+    (tmp_path / "sdi_spidermon_warnings.py").write_text(
+        _IGNORE_SPIDERMON_SPIDER_LOG, encoding="utf-8"
+    )
     extensions = {**SPIDERMON["EXTENSIONS"], "sdi_spidermon_warnings.IgnoreSpidermonSpiderLog": 0}
     return run_crawl(tmp_path, {**SPIDERMON, "EXTENSIONS": extensions, **settings}, spider_args)
 
@@ -76,17 +86,26 @@ def assert_clean_run(result: CrawlResult) -> None:
 def test_api_down_fails_the_pending_filters_and_delivery_monitors(sdi_server, tmp_path):
     sdi_server.stop()
     settings = {
-        **sdi_server.settings, "SDI_BUFFER_PATH": str(tmp_path / "buffer.db"), "SDI_CLOSE_TIMEOUT": 1, **FAST_RETRIES,
+        **sdi_server.settings,
+        "SDI_BUFFER_PATH": str(tmp_path / "buffer.db"),
+        "SDI_CLOSE_TIMEOUT": 1,
+        **FAST_RETRIES,
     }
     result = run_monitored_crawl(tmp_path, settings, {"n": 40})
     assert_clean_run(result)
     assert result.stats["sdi/pending_at_close"] == 40
     statuses = monitor_statuses(result.log)
     assert statuses == {
-        NAMES["pending"]: "FAIL", NAMES["rejected"]: "OK", NAMES["filters"]: "FAIL", NAMES["delivery"]: "FAIL",
+        NAMES["pending"]: "FAIL",
+        NAMES["rejected"]: "OK",
+        NAMES["filters"]: "FAIL",
+        NAMES["delivery"]: "FAIL",
     }
     assert "[Spidermon] FAILED (failures=3)" in result.log
-    assert "40 results were still pending at close (sdi/pending_at_close = 40) after SDI_CLOSE_TIMEOUT = 1 s" in result.log
+    assert (
+        "40 results were still pending at close (sdi/pending_at_close = 40) after SDI_CLOSE_TIMEOUT = 1 s"
+        in result.log
+    )
     assert "no filters could be loaded (sdi/filters_source = 'none'" in result.log
     assert "40 results were buffered but none was delivered (sdi/items_delivered = 0" in result.log
 
@@ -104,7 +123,9 @@ def test_a_clean_crawl_passes_every_monitor(sdi_server, tmp_path):
 def test_rejections_above_the_ratio_fail_the_rejected_monitor(sdi_server_factory, tmp_path):
     server = sdi_server_factory(reject_url_pattern=r"/f/\d*[05]/")  # 20 of 100
     settings = {
-        **server.settings, "SDI_BUFFER_PATH": str(tmp_path / "buffer.db"), "SDI_MONITOR_MAX_REJECTED_RATIO": 0.1,
+        **server.settings,
+        "SDI_BUFFER_PATH": str(tmp_path / "buffer.db"),
+        "SDI_MONITOR_MAX_REJECTED_RATIO": 0.1,
     }
     result = run_monitored_crawl(tmp_path, settings, {"n": 100})
     assert_clean_run(result)
@@ -112,13 +133,19 @@ def test_rejections_above_the_ratio_fail_the_rejected_monitor(sdi_server_factory
     statuses = monitor_statuses(result.log)
     assert statuses[NAMES["rejected"]] == "FAIL"
     assert [name for name, status in statuses.items() if status != "OK"] == [NAMES["rejected"]]
-    assert "20 of 100 buffered results were rejected by the API (20.0%), above SDI_MONITOR_MAX_REJECTED_RATIO = 0.1" in result.log
+    assert (
+        "20 of 100 buffered results were rejected by the API (20.0%), above SDI_MONITOR_MAX_REJECTED_RATIO = 0.1"
+        in result.log
+    )
 
 
 def test_a_ratio_outside_0_to_1_stops_the_crawl_in_one_line(tmp_path):
     settings = {
-        "SDI_API_URL": "http://127.0.0.1:9/api/v1", "SDI_USERNAME": "x", "SDI_PASSWORD": "x",
-        "SDI_BUFFER_PATH": str(tmp_path / "buffer.db"), "SDI_MONITOR_MAX_REJECTED_RATIO": 1.5,
+        "SDI_API_URL": "http://127.0.0.1:9/api/v1",
+        "SDI_USERNAME": "x",
+        "SDI_PASSWORD": "x",
+        "SDI_BUFFER_PATH": str(tmp_path / "buffer.db"),
+        "SDI_MONITOR_MAX_REJECTED_RATIO": 1.5,
     }
     result = run_monitored_crawl(tmp_path, settings, {"n": 5})
     assert result.returncode == 1
@@ -133,8 +160,13 @@ def test_a_ratio_outside_0_to_1_stops_the_crawl_in_one_line(tmp_path):
 # --- the suite on given stats, in process (spidermon's plain MonitorRunner) -----------------------
 
 CLEAN = {
-    "sdi/items_buffered": 100, "sdi/items_delivered": 100, "sdi/items_rejected": 0,
-    "sdi/pending_at_close": 0, "sdi/filters_source": "api", "sdi/batches_sent": 1, "sdi/batches_failed": 0,
+    "sdi/items_buffered": 100,
+    "sdi/items_delivered": 100,
+    "sdi/items_rejected": 0,
+    "sdi/pending_at_close": 0,
+    "sdi/filters_source": "api",
+    "sdi/batches_sent": 1,
+    "sdi/batches_failed": 0,
 }
 
 
@@ -158,14 +190,18 @@ def test_clean_stats_pass():
     [(0.05, 5, False), (0.05, 6, True), (0.0, 1, True), ("0", 0, False), (1, 99, False)],
 )
 def test_the_rejected_ratio_boundary(ratio, rejected, fails):
-    outcome = run_suite({**CLEAN, "sdi/items_rejected": rejected, "sdi/items_delivered": 100 - rejected},
-                        SDI_MONITOR_MAX_REJECTED_RATIO=ratio)
+    outcome = run_suite(
+        {**CLEAN, "sdi/items_rejected": rejected, "sdi/items_delivered": 100 - rejected},
+        SDI_MONITOR_MAX_REJECTED_RATIO=ratio,
+    )
     assert failing(outcome) == ([NAMES["rejected"]] if fails else [])
 
 
 def test_rejections_with_nothing_buffered_fail():
     """Rows of an earlier run rejected now: any rejection is above the ratio of zero buffered."""
-    outcome = run_suite({**CLEAN, "sdi/items_buffered": 0, "sdi/items_delivered": 3, "sdi/items_rejected": 2})
+    outcome = run_suite(
+        {**CLEAN, "sdi/items_buffered": 0, "sdi/items_delivered": 3, "sdi/items_rejected": 2}
+    )
     assert failing(outcome) == [NAMES["rejected"]]
     assert outcome[NAMES["rejected"]][1] == (
         "2 of 0 buffered results were rejected by the API, above SDI_MONITOR_MAX_REJECTED_RATIO = 0.05"
@@ -190,7 +226,9 @@ def test_every_monitor_is_skipped_without_sdi():
 
 
 def test_the_suite_refuses_a_bad_ratio_when_spidermon_builds_it():
-    expected = r"^SDI_MONITOR_MAX_REJECTED_RATIO: -0.1 is out of range; expected a number from 0 to 1$"
+    expected = (
+        r"^SDI_MONITOR_MAX_REJECTED_RATIO: -0.1 is out of range; expected a number from 0 to 1$"
+    )
     with pytest.raises(SDIConfigError, match=expected):
         SDIMonitorSuite(crawler=get_crawler(settings_dict={"SDI_MONITOR_MAX_REJECTED_RATIO": -0.1}))
 
@@ -199,7 +237,9 @@ def test_the_suite_refuses_a_bad_ratio_when_spidermon_builds_it():
 
 
 def _python(code: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
 
 
 def test_importing_scrapy_sdi_does_not_import_spidermon():

@@ -10,21 +10,42 @@ import textwrap
 from tests.support.crawl import FAST_RETRIES, ROOT, run_crawl
 
 KEYS = (
-    "sdi/items_buffered", "sdi/items_delivered", "sdi/items_duplicate", "sdi/items_rejected",
-    "sdi/items_filtered", "sdi/items_invalid", "sdi/items_deduplicated", "sdi/batches_sent",
-    "sdi/batches_failed", "sdi/retries", "sdi/auth/logins", "sdi/pending_at_close",
-    "sdi/filters_source", "sdi/filters_count", "sdi/response_status_count/200",
+    "sdi/items_buffered",
+    "sdi/items_delivered",
+    "sdi/items_duplicate",
+    "sdi/items_rejected",
+    "sdi/items_filtered",
+    "sdi/items_invalid",
+    "sdi/items_deduplicated",
+    "sdi/batches_sent",
+    "sdi/batches_failed",
+    "sdi/retries",
+    "sdi/auth/logins",
+    "sdi/pending_at_close",
+    "sdi/filters_source",
+    "sdi/filters_count",
+    "sdi/response_status_count/200",
 )
 
 
-def test_stats_add_up_after_a_real_crawl_and_the_audit_log_holds_no_secret(sdi_server_factory, tmp_path):
+def test_stats_add_up_after_a_real_crawl_and_the_audit_log_holds_no_secret(
+    sdi_server_factory, tmp_path
+):
     server = sdi_server_factory(
-        reject_url_pattern="/f/1[0-9]/", fail_rate=0.2, seed=5,
+        reject_url_pattern="/f/1[0-9]/",
+        fail_rate=0.2,
+        seed=5,
         filters=[{"id": 9, "field": "url", "kind": "regex", "pattern": "/f/2[0-9]/"}],
     )
     audit = tmp_path / "logs" / "audit.jsonl"
-    settings = {**server.settings, **FAST_RETRIES, "SDI_BUFFER_PATH": str(tmp_path / "b.db"),
-                "SDI_AUDIT_LOG": str(audit), "SDI_BATCH_SIZE": 25, "SDI_STATUS_ON_CLOSE": True}
+    settings = {
+        **server.settings,
+        **FAST_RETRIES,
+        "SDI_BUFFER_PATH": str(tmp_path / "b.db"),
+        "SDI_AUDIT_LOG": str(audit),
+        "SDI_BATCH_SIZE": 25,
+        "SDI_STATUS_ON_CLOSE": True,
+    }
     result = run_crawl(tmp_path, settings, {"n": 200, "bad_every": 50})
     assert result.returncode == 0, result.log[-3000:]
     stats = result.stats
@@ -34,15 +55,27 @@ def test_stats_add_up_after_a_real_crawl_and_the_audit_log_holds_no_secret(sdi_s
     assert stats["sdi/items_filtered"] == stats["sdi/items_filtered/url"] == 10
     assert stats["sdi/items_rejected"] == 10
     assert stats["sdi/items_buffered"] == 200 - 4 - 10
-    assert stats["sdi/items_buffered"] == stats["sdi/items_delivered"] + stats["sdi/items_rejected"] + stats["sdi/pending_at_close"]
-    assert stats["sdi/batches_failed"] > 0 and stats["sdi/response_status_count/503"] == stats["sdi/batches_failed"]
+    assert (
+        stats["sdi/items_buffered"]
+        == stats["sdi/items_delivered"]
+        + stats["sdi/items_rejected"]
+        + stats["sdi/pending_at_close"]
+    )
+    assert (
+        stats["sdi/batches_failed"] > 0
+        and stats["sdi/response_status_count/503"] == stats["sdi/batches_failed"]
+    )
     assert stats["sdi/remote_status/received"] == stats["sdi/items_delivered"]
     assert stats["sdi/filters_source"] == "api" and stats["sdi/filters_count"] == 1
 
     lines = [json.loads(line) for line in audit.read_text().splitlines()]
     assert len(lines) == stats["sdi/batches_sent"]
-    assert {"time", "crawler", "batch_size", "status", "latency_ms", "outcomes", "error"} <= set(lines[0])
-    assert sum(line["outcomes"].get("accepted", 0) for line in lines) == stats["sdi/items_delivered"]
+    assert {"time", "crawler", "batch_size", "status", "latency_ms", "outcomes", "error"} <= set(
+        lines[0]
+    )
+    assert (
+        sum(line["outcomes"].get("accepted", 0) for line in lines) == stats["sdi/items_delivered"]
+    )
     assert any(line["status"] == 503 and line["error"] for line in lines)
     text = audit.read_text()
     assert server.password not in text and "Bearer" not in text and "token" not in text.lower()
@@ -53,21 +86,39 @@ def test_stats_add_up_after_a_real_crawl_and_the_audit_log_holds_no_secret(sdi_s
 
 def test_the_periodic_line_appears_and_nothing_logs_per_item(sdi_server_factory, tmp_path):
     server = sdi_server_factory(latency=0.3)
-    settings = {**server.settings, **FAST_RETRIES, "SDI_BUFFER_PATH": str(tmp_path / "b.db"),
-                "SDI_LOG_INTERVAL": 0.2, "SDI_BATCH_SIZE": 10, "SDI_CONCURRENT_REQUESTS": 1}
+    settings = {
+        **server.settings,
+        **FAST_RETRIES,
+        "SDI_BUFFER_PATH": str(tmp_path / "b.db"),
+        "SDI_LOG_INTERVAL": 0.2,
+        "SDI_BATCH_SIZE": 10,
+        "SDI_CONCURRENT_REQUESTS": 1,
+    }
     result = run_crawl(tmp_path, settings, {"n": 60})
     assert result.returncode == 0, result.log[-3000:]
-    status_lines = [line for line in result.log.splitlines() if "[scrapy_sdi.extension] INFO: SDI: delivered" in line]
+    status_lines = [
+        line
+        for line in result.log.splitlines()
+        if "[scrapy_sdi.extension] INFO: SDI: delivered" in line
+    ]
     assert status_lines, result.log[-3000:]
     assert "/min), pending" in status_lines[0] and "API ok" in status_lines[0]
-    sdi_info = [line for line in result.log.splitlines() if "[scrapy_sdi" in line and "INFO" in line]
+    sdi_info = [
+        line for line in result.log.splitlines() if "[scrapy_sdi" in line and "INFO" in line
+    ]
     assert len(sdi_info) < 60  # one line per interval and per lifecycle step, never one per item
 
 
 def test_the_api_state_shows_in_the_status_line_while_it_is_down(sdi_server, tmp_path):
     sdi_server.stop()
-    settings = {**sdi_server.settings, **FAST_RETRIES, "SDI_BUFFER_PATH": str(tmp_path / "b.db"),
-                "SDI_LOG_INTERVAL": 0.2, "SDI_CLOSE_TIMEOUT": 1.0, "SDI_FILTERS_ENABLED": False}
+    settings = {
+        **sdi_server.settings,
+        **FAST_RETRIES,
+        "SDI_BUFFER_PATH": str(tmp_path / "b.db"),
+        "SDI_LOG_INTERVAL": 0.2,
+        "SDI_CLOSE_TIMEOUT": 1.0,
+        "SDI_FILTERS_ENABLED": False,
+    }
     result = run_crawl(tmp_path, settings, {"n": 20})
     assert result.returncode == 0
     assert "API retrying since" in result.log
@@ -75,7 +126,9 @@ def test_the_api_state_shows_in_the_status_line_while_it_is_down(sdi_server, tmp
 
 
 def test_python_api_from_blocking_code(sdi_server, tmp_path):
-    run_crawl(tmp_path, {**sdi_server.settings, "SDI_BUFFER_PATH": str(tmp_path / "b.db")}, {"n": 30})
+    run_crawl(
+        tmp_path, {**sdi_server.settings, "SDI_BUFFER_PATH": str(tmp_path / "b.db")}, {"n": 30}
+    )
     sdi_server.set_status("https://files.example.com/f/3/file3.mp3", 2)
     script = textwrap.dedent(f"""
         import json, sys
@@ -88,8 +141,14 @@ def test_python_api_from_blocking_code(sdi_server, tmp_path):
         print(json.dumps({{"urls": [u.__dict__ for u in urls], "crawlers": [c.__dict__ for c in crawlers],
                           "counts": local.counts, "size": local.size_bytes}}))
     """)
-    proc = subprocess.run([sys.executable, "-c", script], input=sdi_server.password + "\n", capture_output=True,
-                          text=True, timeout=60, cwd=ROOT)
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        input=sdi_server.password + "\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
     first, unknown = data["urls"]

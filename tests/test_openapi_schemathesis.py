@@ -38,8 +38,12 @@ CASES = [
 
 def _access_token(server: SDIServerProcess) -> str:
     body = json.dumps({"username": server.username, "password": server.password}).encode()
-    request = urllib.request.Request(server.url + "/auth/token", data=body, method="POST",
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        server.url + "/auth/token",
+        data=body,
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(request, timeout=10) as response:
         return json.load(response)["access_token"]
 
@@ -52,13 +56,19 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SDIServerP
 
 
 @pytest.mark.parametrize("operation, mode", CASES)
-def test_server_conforms_to_openapi(live_server: SDIServerProcess, operation: APIOperation,
-                                    mode: GenerationMode) -> None:
+def test_server_conforms_to_openapi(
+    live_server: SDIServerProcess, operation: APIOperation, mode: GenerationMode
+) -> None:
     headers = {"Authorization": f"Bearer {_access_token(live_server)}"}
 
     @given(case=operation.as_strategy(mode))
-    @settings(max_examples=MAX_EXAMPLES, deadline=None, derandomize=True, database=None,
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=MAX_EXAMPLES,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
     def check(case: schemathesis.Case) -> None:
         case.call_and_validate(base_url=live_server.url, headers=headers)
 
@@ -68,9 +78,13 @@ def test_server_conforms_to_openapi(live_server: SDIServerProcess, operation: AP
 def test_every_contract_path_is_described() -> None:
     described = {(operation.method.upper(), operation.path) for operation in OPERATIONS}
     assert described == {
-        ("POST", "/auth/token"), ("POST", "/auth/refresh"), ("GET", "/health"),
-        ("GET", "/filters"), ("POST", "/crawler-results"),
-        ("POST", "/crawler-results/status"), ("GET", "/status-codes"),
+        ("POST", "/auth/token"),
+        ("POST", "/auth/refresh"),
+        ("GET", "/health"),
+        ("GET", "/filters"),
+        ("POST", "/crawler-results"),
+        ("POST", "/crawler-results/status"),
+        ("GET", "/status-codes"),
     }
 
 

@@ -51,17 +51,26 @@ def clock():
 
 def sdi_settings(**extra) -> SDISettings:
     values = {"SDI_BATCH_SIZE": 10, "SDI_CONCURRENT_REQUESTS": 2, "SDI_DRY_RUN": True, **extra}
-    return SDISettings.from_settings(Settings(values), "c", environ={}, dotenv_path=None, require_api=False)
+    return SDISettings.from_settings(
+        Settings(values), "c", environ={}, dotenv_path=None, require_api=False
+    )
 
 
 def rows(n: int, start: int = 0) -> list[Row]:
-    return [Row(f"id{i}", "c", f"https://e.x/{i}", b'{"id": "id%d"}' % i) for i in range(start, start + n)]
+    return [
+        Row(f"id{i}", "c", f"https://e.x/{i}", b'{"id": "id%d"}' % i)
+        for i in range(start, start + n)
+    ]
 
 
 def outbox(buffer, clock, client=None, **kwargs) -> Outbox:
     settings = kwargs.pop("settings", None) or sdi_settings()
     stats = kwargs.pop("stats", None) or StatsCollector(get_crawler())
-    box = Outbox(Delivery(buffer, client, settings, stats=stats, clock=clock, **kwargs), dedup=settings.dedup, stats=stats)
+    box = Outbox(
+        Delivery(buffer, client, settings, stats=stats, clock=clock, **kwargs),
+        dedup=settings.dedup,
+        stats=stats,
+    )
     box.start()
     return box
 
@@ -78,7 +87,9 @@ async def put(box: Outbox, clock: task.Clock, group: list[Row]) -> list[bool]:
 
 
 @pytest_twisted.ensureDeferred
-async def test_while_delivery_keeps_up_rows_are_sent_from_memory_as_many_as_fit_in_flight(buffer, clock):
+async def test_while_delivery_keeps_up_rows_are_sent_from_memory_as_many_as_fit_in_flight(
+    buffer, clock
+):
     box = outbox(buffer, clock)
     assert await put(box, clock, rows(25)) == [True] * 25
     # SDI_CONCURRENT_REQUESTS x SDI_BATCH_SIZE were stored leased and went at once (a dry run
@@ -100,22 +111,33 @@ async def test_rows_held_in_memory_go_back_to_the_buffer_when_the_outbox_stops(b
     assert buffer.counts("c")[IN_FLIGHT] == 4
     await box.stop()
     assert buffer.counts("c")[PENDING] == 4  # the next run claims them at once, not after the lease
-    assert [(c.id, c.attempts) for c in buffer.claim("c", "next", 10, 60)] == [(f"id{i}", 1) for i in range(4)]
+    assert [(c.id, c.attempts) for c in buffer.claim("c", "next", 10, 60)] == [
+        (f"id{i}", 1) for i in range(4)
+    ]
 
 
 @pytest_twisted.ensureDeferred
-async def test_rows_held_in_memory_are_matched_again_when_other_filters_come_into_force(buffer, clock):
+async def test_rows_held_in_memory_are_matched_again_when_other_filters_come_into_force(
+    buffer, clock
+):
     filters = InForce([], "v0")
     stats = StatsCollector(get_crawler())
     box = outbox(buffer, clock, filters=filters, stats=stats)
     group = [
-        Row(f"id{i}", "c", f"https://{host}/{i}", encode_result({"url": f"https://{host}/{i}", "filename": f"{i}"}, f"id{i}"),
-            filters_version="v0")
+        Row(
+            f"id{i}",
+            "c",
+            f"https://{host}/{i}",
+            encode_result({"url": f"https://{host}/{i}", "filename": f"{i}"}, f"id{i}"),
+            filters_version="v0",
+        )
         for i, host in enumerate(["ok.x", "bad.x", "ok.x"])
     ]
     await put(box, clock, group)  # fewer than a batch: held for LINGER
     assert buffer.counts("c")[IN_FLIGHT] == 3
-    filters.set([{"id": 7, "field": "url", "kind": "domain", "pattern": "bad.x"}], "v1")  # a refresh before they are sent
+    filters.set(
+        [{"id": 7, "field": "url", "kind": "domain", "pattern": "bad.x"}], "v1"
+    )  # a refresh before they are sent
     clock.advance(LINGER)
     assert [r["url"] for r in buffer.export(FILTERED)] == ["https://bad.x/1"]
     assert buffer.counts("c")[DELIVERED] == 2 and stats.get_value("sdi/items_filtered") == 1
@@ -131,7 +153,9 @@ async def test_put_counts_buffered_and_deduplicated_rows_once_per_commit(buffer,
     again = Row("again", "c", "https://e.x/0", b"{}")
     kept = Row("f", "c", "https://e.x/f", b"{}", FILTERED, "filter 1")
     assert await put(box, clock, [*rows(2), again, kept]) == [True, True, False, True]
-    assert stats.get_value("sdi/items_buffered") == 2  # the filtered row is kept, not buffered for delivery
+    assert (
+        stats.get_value("sdi/items_buffered") == 2
+    )  # the filtered row is kept, not buffered for delivery
     assert stats.get_value("sdi/items_deduplicated") == 1
     assert buffer.counts("c")[FILTERED] == 1
 
@@ -140,14 +164,23 @@ async def test_put_counts_buffered_and_deduplicated_rows_once_per_commit(buffer,
 async def test_a_memory_buffer_keeps_no_filtered_rows(clock):
     buffer = MemoryBuffer()
     box = outbox(buffer, clock)
-    assert await put(box, clock, [Row("f", "c", "https://e.x/f", b"{}", FILTERED, "filter 1")]) == [True]
+    assert await put(box, clock, [Row("f", "c", "https://e.x/f", b"{}", FILTERED, "filter 1")]) == [
+        True
+    ]
     assert buffer.counts("c")[FILTERED] == 0
 
 
 @pytest_twisted.ensureDeferred
-async def test_back_pressure_holds_rows_until_delivery_frees_room_and_counts_the_waits(buffer, clock):
+async def test_back_pressure_holds_rows_until_delivery_frees_room_and_counts_the_waits(
+    buffer, clock
+):
     stats = StatsCollector(get_crawler())
-    box = outbox(buffer, clock, stats=stats, settings=sdi_settings(SDI_BUFFER_MAX_PENDING=3, SDI_CONCURRENT_REQUESTS=1))
+    box = outbox(
+        buffer,
+        clock,
+        stats=stats,
+        settings=sdi_settings(SDI_BUFFER_MAX_PENDING=3, SDI_CONCURRENT_REQUESTS=1),
+    )
     stored = put_all(box, rows(5))
     await turns()
     assert stats.get_value("sdi/backpressure_waits") == 2  # three let in, two wait their turn
@@ -181,7 +214,9 @@ async def test_a_row_the_buffer_cannot_store_fails_its_put_and_frees_its_room(cl
 
 
 @pytest_twisted.ensureDeferred
-async def test_rows_another_process_buffers_for_this_crawler_are_sent_at_the_next_tick(buffer, clock):
+async def test_rows_another_process_buffers_for_this_crawler_are_sent_at_the_next_tick(
+    buffer, clock
+):
     box = outbox(buffer, clock)
     clock.advance(0)  # the first look found nothing
     buffer.enqueue(rows(3), dedup=True)  # a scrapy-redis sibling, or a requeue
@@ -205,7 +240,9 @@ def test_rows_arriving_one_per_turn_join_a_group_until_the_window_closes(clock):
     clock.advance(0)
     assert groups == [["id0", "id1"]]
     writer.add(rows(1, 2)[0])
-    clock.callLater(GROUP_WINDOW, writer.add, rows(1, 3)[0])  # one arriving after the window: a group of its own
+    clock.callLater(
+        GROUP_WINDOW, writer.add, rows(1, 3)[0]
+    )  # one arriving after the window: a group of its own
     clock.advance(GROUP_WINDOW)
     assert groups == [["id0", "id1"], ["id2"], ["id3"]]
 
@@ -251,7 +288,9 @@ class SilentClient:
 
 
 @pytest_twisted.ensureDeferred
-async def test_close_gives_up_unanswered_batches_at_its_deadline_and_says_what_is_left(buffer, clock):
+async def test_close_gives_up_unanswered_batches_at_its_deadline_and_says_what_is_left(
+    buffer, clock
+):
     box = outbox(buffer, clock, SilentClient(), settings=sdi_settings(SDI_DRY_RUN=False))
     await put(box, clock, rows(15))
     closing = defer.Deferred.fromCoroutine(box.close(30))

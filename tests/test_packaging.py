@@ -48,7 +48,9 @@ def dists(tmp_path_factory: pytest.TempPathFactory) -> Dists:
     out = work / "dist"
     built = subprocess.run(
         [sys.executable, "-m", "build", "--no-isolation", "--outdir", str(out), str(source)],
-        capture_output=True, text=True, timeout=BUILD_TIMEOUT,
+        capture_output=True,
+        text=True,
+        timeout=BUILD_TIMEOUT,
     )
     assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
     (wheel,) = out.glob("*.whl")
@@ -89,8 +91,11 @@ def test_the_wheel_holds_every_module_and_the_package_data(dists: Dists) -> None
     names = _wheel_names(dists)
     modules = {path.relative_to(ROOT).as_posix() for path in PACKAGE.rglob("*.py")}
     assert modules - names == set()
-    static = {path.relative_to(ROOT).as_posix()
-              for path in (PACKAGE / "dashboard" / "static").iterdir() if path.is_file()}
+    static = {
+        path.relative_to(ROOT).as_posix()
+        for path in (PACKAGE / "dashboard" / "static").iterdir()
+        if path.is_file()
+    }
     assert static and static <= names
     assert {"scrapy_sdi/py.typed", "scrapy_sdi/openapi.yaml"} <= names
     assert not [name for name in names if name.startswith(("tests/", "example_project/"))]
@@ -117,20 +122,36 @@ def test_the_wheel_metadata(dists: Dists) -> None:
     pythons = {f"Programming Language :: Python :: 3.{minor}" for minor in range(10, 14)}
     assert pythons <= classifiers
     assert {"Homepage", "Repository", "Changelog"} <= {
-        url.split(",", 1)[0] for url in metadata.get_all("Project-URL")}
+        url.split(",", 1)[0] for url in metadata.get_all("Project-URL")
+    }
     requires = metadata.get_all("Requires-Dist")
     assert "idna>=3.0" in requires  # imported by filters.py
     assert 'vermin>=1.6; extra == "test"' in requires
-    assert set(metadata.get_all("Provides-Extra")) == {"monitoring", "xlsx", "reactorless", "docs", "smoke",
-                                                       "test"}
+    assert set(metadata.get_all("Provides-Extra")) == {
+        "monitoring",
+        "xlsx",
+        "reactorless",
+        "docs",
+        "smoke",
+        "test",
+    }
     licence = _wheel_text(dists, "licenses/LICENSE")
     assert "BSD 3-Clause License" in licence and "the scrapy_sdi authors" in licence
 
 
 def test_the_sdist_holds_the_documents_and_leaves_the_tests_out(dists: Dists) -> None:
     names = _sdist_names(dists)
-    assert {"LICENSE", "CHANGELOG.md", "README.md", "pyproject.toml", "PKG-INFO",
-            "scrapy_sdi/py.typed", "scrapy_sdi/openapi.yaml", "mkdocs.yml", "docs/settings.md"} <= names
+    assert {
+        "LICENSE",
+        "CHANGELOG.md",
+        "README.md",
+        "pyproject.toml",
+        "PKG-INFO",
+        "scrapy_sdi/py.typed",
+        "scrapy_sdi/openapi.yaml",
+        "mkdocs.yml",
+        "docs/settings.md",
+    } <= names
     # the suite needs tests/support, conftest.py, example_project and benchmarks: all or nothing
     suite = {"tests", "example_project", "benchmarks"}
     assert not [name for name in names if name.split("/")[0] in suite]

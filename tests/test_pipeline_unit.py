@@ -21,14 +21,25 @@ from scrapy_sdi.mapping import stable_result_id
 from scrapy_sdi.pipeline import SDIPipeline
 from tests.support.outbox import turns
 
-SETTINGS = {"SDI_API_URL": "http://127.0.0.1:9/api/v1", "SDI_USERNAME": "u", "SDI_PASSWORD": "p", "SDI_CRAWLER_NAME": "c"}
+SETTINGS = {
+    "SDI_API_URL": "http://127.0.0.1:9/api/v1",
+    "SDI_USERNAME": "u",
+    "SDI_PASSWORD": "p",
+    "SDI_CRAWLER_NAME": "c",
+}
 EXCLUDE_ZIP = [{"id": 3, "field": "filename", "kind": "glob", "pattern": "*.zip"}]
 
 
 class FakeOutbox:
     """Records what the pipeline puts; ``stored`` is put's answer, ``error`` what it raises."""
 
-    def __init__(self, *, stored: bool = True, error: Exception | None = None, gate: defer.Deferred[None] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        stored: bool = True,
+        error: Exception | None = None,
+        gate: defer.Deferred[None] | None = None,
+    ) -> None:
         self.rows: list[Row] = []
         self.stored, self.error, self.gate = stored, error, gate
 
@@ -65,7 +76,9 @@ class FakeEngine:
         self.reasons.append(reason)
 
 
-def pipeline(outbox: FakeOutbox, filters: list[dict[str, Any]] | None = None, **settings: Any) -> SDIPipeline:
+def pipeline(
+    outbox: FakeOutbox, filters: list[dict[str, Any]] | None = None, **settings: Any
+) -> SDIPipeline:
     crawler = get_crawler(settings_dict={**SETTINGS, **settings})
     p = SDIPipeline.from_crawler(crawler)
     p.outbox = outbox  # type: ignore[assignment]
@@ -80,7 +93,12 @@ async def test_a_valid_item_is_put_pending_with_its_stable_id_and_passed_on():
     item = {"url": "https://e.x/a.mp3", "uploader": "me"}
     assert await p.process_item(item) is item
     (row,) = outbox.rows
-    assert (row.id, row.state, row.url, row.filters_version) == (stable_result_id("c", "https://e.x/a.mp3"), PENDING, "https://e.x/a.mp3", "v1")
+    assert (row.id, row.state, row.url, row.filters_version) == (
+        stable_result_id("c", "https://e.x/a.mp3"),
+        PENDING,
+        "https://e.x/a.mp3",
+        "v1",
+    )
 
 
 @pytest_twisted.ensureDeferred
@@ -109,7 +127,9 @@ async def test_a_filtered_item_is_kept_with_the_filter_counted_and_dropped():
         await p.process_item({"url": "https://e.x/a.zip"})
     (row,) = outbox.rows
     assert row.state == FILTERED and row.reason == "filter 3 (filename glob '*.zip')"
-    assert row.id != stable_result_id("c", "https://e.x/a.zip")  # a random id: sent later if the filters change
+    assert row.id != stable_result_id(
+        "c", "https://e.x/a.zip"
+    )  # a random id: sent later if the filters change
     assert p.stats.get_value("sdi/items_filtered") == 1
 
 
@@ -133,7 +153,9 @@ async def test_back_pressure_holds_the_item_until_the_outbox_takes_it():
 
 @pytest_twisted.ensureDeferred
 async def test_after_a_buffer_failure_items_are_dropped_counted_and_the_crawl_closes_once():
-    p = pipeline(FakeOutbox(error=BufferWriteError("SDI buffer b.db cannot store results (disk full)")))
+    p = pipeline(
+        FakeOutbox(error=BufferWriteError("SDI buffer b.db cannot store results (disk full)"))
+    )
     engine = FakeEngine()
     assert p.crawler is not None
     p.crawler.engine = engine  # type: ignore[assignment]
@@ -148,13 +170,20 @@ async def test_after_a_buffer_failure_items_are_dropped_counted_and_the_crawl_cl
 
 @pytest_twisted.ensureDeferred
 async def test_a_dry_run_counts_what_would_be_sent_and_keeps_no_buffer_file(tmp_path):
-    crawler = get_crawler(settings_dict={
-        **SETTINGS, "SDI_DRY_RUN": True, "SDI_FILTERS_ENABLED": False, "SDI_BUFFER_PATH": str(tmp_path / "b.db"),
-        "SDI_BATCH_SIZE": 2,
-    })
+    crawler = get_crawler(
+        settings_dict={
+            **SETTINGS,
+            "SDI_DRY_RUN": True,
+            "SDI_FILTERS_ENABLED": False,
+            "SDI_BUFFER_PATH": str(tmp_path / "b.db"),
+            "SDI_BATCH_SIZE": 2,
+        }
+    )
     p = SDIPipeline.from_crawler(crawler)
     await deferred_from_coro(p.open_spider())
-    await defer.gatherResults([deferred_from_coro(p.process_item({"url": f"https://e.x/{i}"})) for i in range(3)])
+    await defer.gatherResults(
+        [deferred_from_coro(p.process_item({"url": f"https://e.x/{i}"})) for i in range(3)]
+    )
     await deferred_from_coro(p.close_spider())
     stats = crawler.stats
     assert stats.get_value("sdi/dry_run/items") == 3 and stats.get_value("sdi/items_delivered") == 0

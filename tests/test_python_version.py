@@ -39,11 +39,25 @@ def test_no_code_needs_a_newer_python_than_python_requires():
     """vermin reads the syntax, modules and members every file uses, without running it."""
     target = oldest_python()
     proc = subprocess.run(
-        [sys.executable, "-c", "import sys; from vermin.main import main; sys.exit(main())", "--no-config-file", f"--target={target}-", "--violations",
-         "--no-tips", "-q", *SOURCES],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-c",
+            "import sys; from vermin.main import main; sys.exit(main())",
+            "--no-config-file",
+            f"--target={target}-",
+            "--violations",
+            "--no-tips",
+            "-q",
+            *SOURCES,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
-    assert proc.returncode == 0, f"code needing a Python newer than {target}:\n{proc.stdout}{proc.stderr}"
+    assert proc.returncode == 0, (
+        f"code needing a Python newer than {target}:\n{proc.stdout}{proc.stderr}"
+    )
 
 
 def test_the_oldest_python_compiles_every_file(tmp_path):
@@ -53,9 +67,16 @@ def test_the_oldest_python_compiles_every_file(tmp_path):
     found = sorted(python.glob(f"{target}.*/bin/python"))
     if not found:
         pytest.skip(f"no Python {target} under {python} (pyenv) to compile with")
-    env = {**os.environ, "PYTHONPYCACHEPREFIX": str(tmp_path)}  # keep its .pyc files out of the tree
+    env = {
+        **os.environ,
+        "PYTHONPYCACHEPREFIX": str(tmp_path),
+    }  # keep its .pyc files out of the tree
     proc = subprocess.run(
-        [str(found[-1]), "-m", "compileall", "-q", *SOURCES], cwd=ROOT, env=env, capture_output=True,
-        text=True, timeout=300,
+        [str(found[-1]), "-m", "compileall", "-q", *SOURCES],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, f"Python {target} cannot compile:\n{proc.stdout}{proc.stderr}"

@@ -9,8 +9,6 @@ from __future__ import annotations
 import subprocess
 import sys
 
-import pytest
-
 from tests.support.crawl import ROOT
 
 #: What ruff reads: the package, the tests, the benchmarks and the developer script.
@@ -18,8 +16,14 @@ LINTED = ("scrapy_sdi", "tests", "benchmarks", "dev.py")
 
 
 def _run(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def test_ruff_finds_nothing():
@@ -27,9 +31,6 @@ def test_ruff_finds_nothing():
     assert proc.returncode == 0, f"ruff check:\n{proc.stdout}{proc.stderr}"
 
 
-@pytest.mark.skip(reason="the formatting pass over the whole tree is the step after issue #17's "
-                         "branches, in a commit of its own: run `ruff format`, drop E501 from "
-                         "[tool.ruff.lint] ignore, and remove this skip")
 def test_ruff_format_leaves_every_file_as_it_is():
     proc = _run("ruff", "format", "--check", "--no-cache", *LINTED)
     assert proc.returncode == 0, f"ruff format --check:\n{proc.stdout}{proc.stderr}"

@@ -18,11 +18,23 @@ MODES = REACTOR_MODES
 @pytest.mark.parametrize("mode", MODES)
 def test_fault_mix_delivers_exactly_once_in_every_mode(mode, sdi_server_factory, tmp_path):
     server = sdi_server_factory(
-        fail_rate=0.2, rate_limit_rate=0.05, retry_after=0.2, drop_before_rate=0.05, drop_after_rate=0.05,
-        omit_rate=0.1, token_max_uses=15, max_results=40, seed=11,
+        fail_rate=0.2,
+        rate_limit_rate=0.05,
+        retry_after=0.2,
+        drop_before_rate=0.05,
+        drop_after_rate=0.05,
+        omit_rate=0.1,
+        token_max_uses=15,
+        max_results=40,
+        seed=11,
         filters=[{"id": 1, "field": "filename", "kind": "glob", "pattern": "file1?.mp3"}],
     )
-    settings = {**server.settings, **FAST_RETRIES, **MODES[mode], "SDI_BUFFER_PATH": str(tmp_path / "b.db")}
+    settings = {
+        **server.settings,
+        **FAST_RETRIES,
+        **MODES[mode],
+        "SDI_BUFFER_PATH": str(tmp_path / "b.db"),
+    }
     result = run_crawl(tmp_path, settings, {"n": 600}, timeout=240)
     assert result.returncode == 0, result.log[-3000:]
     assert result.stats["sdi/items_filtered"] == 10
@@ -47,9 +59,24 @@ def test_reactorless_without_aiohttp_says_what_to_install(monkeypatch):
 def test_the_client_tests_pass_on_the_plain_twisted_reactor():
     """test_client.py runs under the asyncio reactor with the suite; here, under Twisted's default."""
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider", "--reactor=default",
-         str(ROOT / "tests" / "test_client.py"), "-k", "not aiohttp"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-n",
+            "0",
+            "-p",
+            "no:cacheprovider",
+            "--reactor=default",
+            str(ROOT / "tests" / "test_client.py"),
+            "-k",
+            "not aiohttp",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     assert " passed" in proc.stdout and "failed" not in proc.stdout

@@ -36,9 +36,16 @@ class Reply:
     body: Any
 
 
-def call(server: SDIServerProcess, method: str, path: str, body: Any = None, *,
-         token: str | None = None, headers: dict[str, str] | None = None,
-         raw: bytes | None = None) -> Reply:
+def call(
+    server: SDIServerProcess,
+    method: str,
+    path: str,
+    body: Any = None,
+    *,
+    token: str | None = None,
+    headers: dict[str, str] | None = None,
+    raw: bytes | None = None,
+) -> Reply:
     """One request to BASE + path; ``raw`` sends those bytes instead of ``body`` as JSON."""
     parts = urlsplit(server.url)
     connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
@@ -61,8 +68,9 @@ def call(server: SDIServerProcess, method: str, path: str, body: Any = None, *,
 
 
 def login(server: SDIServerProcess) -> dict[str, Any]:
-    reply = call(server, "POST", "/auth/token",
-                 {"username": server.username, "password": server.password})
+    reply = call(
+        server, "POST", "/auth/token", {"username": server.username, "password": server.password}
+    )
     assert reply.status == 200, reply.body
     return reply.body
 
@@ -72,14 +80,27 @@ def token(server: SDIServerProcess) -> str:
 
 
 def result(rid: str, url: str | None = None, **fields: Any) -> dict[str, Any]:
-    return {"id": rid, "url": url or f"https://example.com/{rid}.mp3",
-            "filename": f"{rid}.mp3", **fields}
+    return {
+        "id": rid,
+        "url": url or f"https://example.com/{rid}.mp3",
+        "filename": f"{rid}.mp3",
+        **fields,
+    }
 
 
-def submit(server: SDIServerProcess, results: list[dict[str, Any]], access: str | None = None,
-           crawler: str = "MyCrawler") -> Reply:
-    return call(server, "POST", "/crawler-results", {"crawler": crawler, "results": results},
-                token=access or token(server))
+def submit(
+    server: SDIServerProcess,
+    results: list[dict[str, Any]],
+    access: str | None = None,
+    crawler: str = "MyCrawler",
+) -> Reply:
+    return call(
+        server,
+        "POST",
+        "/crawler-results",
+        {"crawler": crawler, "results": results},
+        token=access or token(server),
+    )
 
 
 def outcomes(reply: Reply) -> list[tuple[str, str]]:
@@ -115,14 +136,18 @@ def test_login_returns_bearer_tokens(sdi_server: SDIServerProcess) -> None:
     assert tokens["access_token"] != tokens["refresh_token"]
 
 
-@pytest.mark.parametrize("body, status, error", [
-    ({"username": "sdi-test", "password": "wrong"}, 401, "invalid_credentials"),
-    ({"username": "nobody", "password": "x"}, 401, "invalid_credentials"),
-    ({"username": "sdi-test"}, 400, None),
-    ([], 400, None),
-])
-def test_login_failures(quiet_server: SDIServerProcess, body: Any, status: int,
-                        error: str | None) -> None:
+@pytest.mark.parametrize(
+    "body, status, error",
+    [
+        ({"username": "sdi-test", "password": "wrong"}, 401, "invalid_credentials"),
+        ({"username": "nobody", "password": "x"}, 401, "invalid_credentials"),
+        ({"username": "sdi-test"}, 400, None),
+        ([], 400, None),
+    ],
+)
+def test_login_failures(
+    quiet_server: SDIServerProcess, body: Any, status: int, error: str | None
+) -> None:
     reply = call(quiet_server, "POST", "/auth/token", body)
     assert reply.status == status
     assert isinstance(reply.body["error"], str)
@@ -141,13 +166,19 @@ def test_refresh_rotates_tokens(sdi_server: SDIServerProcess) -> None:
     assert sdi_server.stats()["refreshes"] == 1
 
 
-@pytest.mark.parametrize("method, path", [
-    ("GET", "/filters"), ("GET", "/status-codes"),
-    ("POST", "/crawler-results"), ("POST", "/crawler-results/status"),
-])
+@pytest.mark.parametrize(
+    "method, path",
+    [
+        ("GET", "/filters"),
+        ("GET", "/status-codes"),
+        ("POST", "/crawler-results"),
+        ("POST", "/crawler-results/status"),
+    ],
+)
 @pytest.mark.parametrize("access", [None, "not-a-token"])
-def test_bearer_required(quiet_server: SDIServerProcess, method: str, path: str,
-                         access: str | None) -> None:
+def test_bearer_required(
+    quiet_server: SDIServerProcess, method: str, path: str, access: str | None
+) -> None:
     reply = call(quiet_server, method, path, {} if method == "POST" else None, token=access)
     assert (reply.status, reply.body) == (401, {"error": "unauthorized"})
 
@@ -194,8 +225,10 @@ def test_wrong_method_is_json_405(quiet_server: SDIServerProcess) -> None:
 
 # --- filters ------------------------------------------------------------------------------------
 
-FILTERS = [{"id": 1, "field": "url", "kind": "domain", "pattern": "example.org"},
-           {"id": 2, "field": "filename", "kind": "glob", "pattern": "*.tmp"}]
+FILTERS = [
+    {"id": 1, "field": "url", "kind": "domain", "pattern": "example.org"},
+    {"id": 2, "field": "filename", "kind": "glob", "pattern": "*.tmp"},
+]
 
 
 def test_filters_from_file_and_etag(sdi_server_factory: Callable[..., SDIServerProcess]) -> None:
@@ -234,16 +267,30 @@ def test_set_filters_bumps_version(sdi_server: SDIServerProcess) -> None:
 
 def test_accepted_then_duplicate(sdi_server: SDIServerProcess) -> None:
     access = token(sdi_server)
-    full = result("a", referrer="https://google.com", description=None, uploader="Bot",
-                  crawled_at="2026-11-22T18:15:51Z", extra={"size": 3})
+    full = result(
+        "a",
+        referrer="https://google.com",
+        description=None,
+        uploader="Bot",
+        crawled_at="2026-11-22T18:15:51Z",
+        extra={"size": 3},
+    )
     assert outcomes(submit(sdi_server, [full, result("b")], access)) == [
-        ("a", "accepted"), ("b", "accepted")]
+        ("a", "accepted"),
+        ("b", "accepted"),
+    ]
     assert outcomes(submit(sdi_server, [full, result("c")], access)) == [
-        ("a", "duplicate"), ("c", "accepted")]
+        ("a", "duplicate"),
+        ("c", "accepted"),
+    ]
     rows = sdi_server.results()
     assert [row["id"] for row in rows] == ["a", "b", "c"]
     assert rows[0] | {"submitted_at": None} == {
-        **full, "crawler": "MyCrawler", "status_code": 0, "submitted_at": None}
+        **full,
+        "crawler": "MyCrawler",
+        "status_code": 0,
+        "submitted_at": None,
+    }
     stats = sdi_server.stats()
     assert (stats["accepted"], stats["duplicates"]) == (3, 1)
 
@@ -256,47 +303,83 @@ def test_same_id_twice_in_one_batch(sdi_server: SDIServerProcess) -> None:
 
 def test_gzip_body(sdi_server: SDIServerProcess) -> None:
     raw = gzip.compress(json.dumps({"crawler": "C", "results": [result("z")]}).encode())
-    reply = call(sdi_server, "POST", "/crawler-results", raw=raw, token=token(sdi_server),
-                 headers={"Content-Encoding": "gzip"})
+    reply = call(
+        sdi_server,
+        "POST",
+        "/crawler-results",
+        raw=raw,
+        token=token(sdi_server),
+        headers={"Content-Encoding": "gzip"},
+    )
     assert outcomes(reply) == [("z", "accepted")]
 
 
 def test_invalid_gzip_is_400(quiet_server: SDIServerProcess) -> None:
-    reply = call(quiet_server, "POST", "/crawler-results", raw=b"not gzip",
-                 token=token(quiet_server), headers={"Content-Encoding": "gzip"})
+    reply = call(
+        quiet_server,
+        "POST",
+        "/crawler-results",
+        raw=b"not gzip",
+        token=token(quiet_server),
+        headers={"Content-Encoding": "gzip"},
+    )
     assert reply.status == 400
 
 
-def test_byte_limit_applies_after_gunzip(sdi_server_factory: Callable[..., SDIServerProcess],
-                                         ) -> None:
+def test_byte_limit_applies_after_gunzip(
+    sdi_server_factory: Callable[..., SDIServerProcess],
+) -> None:
     server = sdi_server_factory(max_bytes=2000)
     body = {"crawler": "C", "results": [result("a", extra={"pad": "x" * 5000})]}
     raw = gzip.compress(json.dumps(body).encode())
     assert len(raw) < 2000
-    reply = call(server, "POST", "/crawler-results", raw=raw, token=token(server),
-                 headers={"Content-Encoding": "gzip"})
+    reply = call(
+        server,
+        "POST",
+        "/crawler-results",
+        raw=raw,
+        token=token(server),
+        headers={"Content-Encoding": "gzip"},
+    )
     assert (reply.status, reply.body) == (413, {"error": "too_large", "max_results": 1000})
     assert server.results() == []
 
 
 def test_a_proxy_body_limit_answers_413_as_html_on_the_bytes_as_sent(
-        sdi_server_factory: Callable[..., SDIServerProcess]) -> None:
+    sdi_server_factory: Callable[..., SDIServerProcess],
+) -> None:
     server = sdi_server_factory(proxy_max_bytes=3000)
     access = token(server)
     assert submit(server, [result("a")], access).status == 200
     big = json.dumps({"crawler": "C", "results": [result("b", extra={"pad": "x" * 5000})]}).encode()
-    request = urllib.request.Request(server.url + "/crawler-results", data=big, method="POST", headers={
-        "Authorization": f"Bearer {access}", "Content-Type": "application/json"})
+    request = urllib.request.Request(
+        server.url + "/crawler-results",
+        data=big,
+        method="POST",
+        headers={"Authorization": f"Bearer {access}", "Content-Type": "application/json"},
+    )
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(request, timeout=10)
     assert refused.value.code == 413 and refused.value.headers["Content-Type"] == "text/html"
     assert b"<html>" in refused.value.read()  # no JSON, so no max_results
     packed = gzip.compress(big)  # the proxy counts the bytes as sent: compressed, this one passes
-    assert call(server, "POST", "/crawler-results", raw=packed, token=access,
-                headers={"Content-Encoding": "gzip"}).status == 200
+    assert (
+        call(
+            server,
+            "POST",
+            "/crawler-results",
+            raw=packed,
+            token=access,
+            headers={"Content-Encoding": "gzip"},
+        ).status
+        == 200
+    )
     received = server.received()
     assert [(r["status"], r["content_encoding"]) for r in received] == [
-        ("200", None), ("413", None), ("200", "gzip")]
+        ("200", None),
+        ("413", None),
+        ("200", "gzip"),
+    ]
     assert received[1]["wire_bytes"] == len(big) and received[2]["wire_bytes"] == len(packed)
     assert received[2]["body_bytes"] == len(big)
     assert received[2]["body_sha256"] == hashlib.sha256(big).hexdigest()
@@ -308,7 +391,9 @@ def test_too_many_results_is_413(sdi_server: SDIServerProcess) -> None:
     reply = submit(sdi_server, [result(str(n)) for n in range(1001)])
     assert (reply.status, reply.body) == (413, {"error": "too_large", "max_results": 1000})
     assert outcomes(submit(sdi_server, [result(str(n)) for n in range(1000)]))[-1] == (
-        "999", "accepted")
+        "999",
+        "accepted",
+    )
 
 
 def test_default_byte_limit_is_5mb(sdi_server: SDIServerProcess) -> None:
@@ -322,23 +407,26 @@ def test_max_results_setting(sdi_server_factory: Callable[..., SDIServerProcess]
     assert (reply.status, reply.body) == (413, {"error": "too_large", "max_results": 2})
 
 
-@pytest.mark.parametrize("body", [
-    b"{not json",
-    {"results": [result("a")]},
-    {"crawler": 5, "results": [result("a")]},
-    {"crawler": "C", "results": []},
-    {"crawler": "C", "results": {"id": "a"}},
-    {"crawler": "C", "results": ["a"]},
-    {"crawler": "C", "results": [result("")]},
-    {"crawler": "C", "results": [result("x" * 129)]},
-    {"crawler": "C", "results": [{"id": "a", "filename": "f"}]},
-    {"crawler": "C", "results": [{"id": "a", "url": "u", "filename": 3}]},
-    {"crawler": "C", "results": [result("a", referrer=1)]},
-    {"crawler": "C", "results": [result("a", description=[])]},
-    {"crawler": "C", "results": [result("a", uploader={})]},
-    {"crawler": "C", "results": [result("a", extra=[])]},
-    {"crawler": "C", "results": [result("ok"), {"id": 7, "url": "u", "filename": "f"}]},
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"{not json",
+        {"results": [result("a")]},
+        {"crawler": 5, "results": [result("a")]},
+        {"crawler": "C", "results": []},
+        {"crawler": "C", "results": {"id": "a"}},
+        {"crawler": "C", "results": ["a"]},
+        {"crawler": "C", "results": [result("")]},
+        {"crawler": "C", "results": [result("x" * 129)]},
+        {"crawler": "C", "results": [{"id": "a", "filename": "f"}]},
+        {"crawler": "C", "results": [{"id": "a", "url": "u", "filename": 3}]},
+        {"crawler": "C", "results": [result("a", referrer=1)]},
+        {"crawler": "C", "results": [result("a", description=[])]},
+        {"crawler": "C", "results": [result("a", uploader={})]},
+        {"crawler": "C", "results": [result("a", extra=[])]},
+        {"crawler": "C", "results": [result("ok"), {"id": 7, "url": "u", "filename": "f"}]},
+    ],
+)
 def test_malformed_batch_is_400(quiet_server: SDIServerProcess, body: Any) -> None:
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
     reply = call(quiet_server, "POST", "/crawler-results", raw=raw, token=token(quiet_server))
@@ -358,13 +446,23 @@ def test_status_by_urls(sdi_server: SDIServerProcess) -> None:
     access = token(sdi_server)
     submit(sdi_server, [result("a", "https://e.com/a")], access)
     assert sdi_server.set_status("https://e.com/a", 2) == 1
-    reply = call(sdi_server, "POST", "/crawler-results/status",
-                 {"urls": ["https://e.com/a", "https://e.com/none"]}, token=access)
+    reply = call(
+        sdi_server,
+        "POST",
+        "/crawler-results/status",
+        {"urls": ["https://e.com/a", "https://e.com/none"]},
+        token=access,
+    )
     assert reply.status == 200
     known, unknown = reply.body["results"]
     assert known | {"submitted_at": None} == {
-        "url": "https://e.com/a", "status_code": 2, "status": "under_review",
-        "description": "Queued for analyst review", "crawler": "MyCrawler", "submitted_at": None}
+        "url": "https://e.com/a",
+        "status_code": 2,
+        "status": "under_review",
+        "description": "Queued for analyst review",
+        "crawler": "MyCrawler",
+        "submitted_at": None,
+    }
     assert known["submitted_at"].endswith("Z")
     assert unknown == {"url": "https://e.com/none", "status_code": None, "status": "not_found"}
 
@@ -374,8 +472,9 @@ def test_status_by_urls_limit(quiet_server: SDIServerProcess) -> None:
     urls = [f"https://e.com/{n}" for n in range(1001)]
     reply = call(quiet_server, "POST", "/crawler-results/status", {"urls": urls}, token=access)
     assert reply.status == 400
-    reply = call(quiet_server, "POST", "/crawler-results/status", {"urls": urls[:1000]},
-                 token=access)
+    reply = call(
+        quiet_server, "POST", "/crawler-results/status", {"urls": urls[:1000]}, token=access
+    )
     assert len(reply.body["results"]) == 1000
 
 
@@ -383,11 +482,15 @@ def test_status_by_crawlers(sdi_server: SDIServerProcess) -> None:
     access = token(sdi_server)
     submit(sdi_server, [result("a", "https://e.com/a"), result("b")], access, crawler="One")
     sdi_server.set_status("https://e.com/a", 3)
-    reply = call(sdi_server, "POST", "/crawler-results/status",
-                 {"crawlers": ["One", "Other"]}, token=access)
-    assert reply.body == {"crawlers": [
-        {"crawler": "One", "total": 2, "by_status": {"received": 1, "confirmed": 1}},
-        {"crawler": "Other", "total": 0, "by_status": {}}]}
+    reply = call(
+        sdi_server, "POST", "/crawler-results/status", {"crawlers": ["One", "Other"]}, token=access
+    )
+    assert reply.body == {
+        "crawlers": [
+            {"crawler": "One", "total": 2, "by_status": {"received": 1, "confirmed": 1}},
+            {"crawler": "Other", "total": 0, "by_status": {}},
+        ]
+    }
 
 
 @pytest.mark.parametrize("body", [{}, {"urls": "x"}, {"crawlers": [1]}, []])
@@ -400,7 +503,10 @@ def test_status_codes(quiet_server: SDIServerProcess) -> None:
     reply = call(quiet_server, "GET", "/status-codes", token=token(quiet_server))
     codes = reply.body["codes"]
     assert [(c["code"], c["name"]) for c in codes][:3] == [
-        (0, "received"), (1, "processing"), (2, "under_review")]
+        (0, "received"),
+        (1, "processing"),
+        (2, "under_review"),
+    ]
     assert all(c["description"] for c in codes)
 
 
@@ -423,15 +529,26 @@ def test_restart_keeps_results(sdi_server: SDIServerProcess, how: str) -> None:
 
 def test_module_command_line(tmp_path: Path) -> None:
     """The documented ``python -m`` form prints exactly the listening line, then serves."""
-    command = [sys.executable, "-m", "scrapy_sdi.testing.server", "--port", "0",
-               "--db", str(tmp_path / "db"), "--user", "a:b"]
-    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                          text=True) as process:
+    command = [
+        sys.executable,
+        "-m",
+        "scrapy_sdi.testing.server",
+        "--port",
+        "0",
+        "--db",
+        str(tmp_path / "db"),
+        "--user",
+        "a:b",
+    ]
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    ) as process:
         try:
             assert process.stdout is not None
             line = process.stdout.readline()
             match = re.fullmatch(
-                r"SDI reference server listening on (http://127\.0\.0\.1:\d+/api/v1)\n", line)
+                r"SDI reference server listening on (http://127\.0\.0\.1:\d+/api/v1)\n", line
+            )
             assert match, line
             with urllib.request.urlopen(match.group(1) + "/health", timeout=10) as response:
                 assert json.load(response)["status"] == "ok"
@@ -468,9 +585,12 @@ def test_rate_limit(sdi_server: SDIServerProcess) -> None:
 def test_random_faults_spare_other_calls(sdi_server: SDIServerProcess) -> None:
     sdi_server.set_faults(fail_rate=1, drop_before_rate=1)
     access = token(sdi_server)
-    for method, path, body in [("GET", "/health", None), ("GET", "/filters", None),
-                               ("GET", "/status-codes", None),
-                               ("POST", "/crawler-results/status", {"urls": ["u"]})]:
+    for method, path, body in [
+        ("GET", "/health", None),
+        ("GET", "/filters", None),
+        ("GET", "/status-codes", None),
+        ("POST", "/crawler-results/status", {"urls": ["u"]}),
+    ]:
         assert call(sdi_server, method, path, body, token=access).status == 200
 
 
@@ -533,12 +653,13 @@ def test_reject_url_pattern(sdi_server_factory: Callable[..., SDIServerProcess])
 def test_bad_request_url_pattern(sdi_server_factory: Callable[..., SDIServerProcess]) -> None:
     server = sdi_server_factory(bad_request_url_pattern="poison")
     access = token(server)
-    reply = submit(server, [result("a"), result("p", "https://e.com/poison"), result("b")],
-                   access)
+    reply = submit(server, [result("a"), result("p", "https://e.com/poison"), result("b")], access)
     assert reply.status == 400 and reply.body["error"]
     assert server.results() == []
     assert outcomes(submit(server, [result("a"), result("b")], access)) == [
-        ("a", "accepted"), ("b", "accepted")]
+        ("a", "accepted"),
+        ("b", "accepted"),
+    ]
 
 
 def test_latency(sdi_server: SDIServerProcess) -> None:
@@ -552,8 +673,9 @@ def test_latency_does_not_block_the_reactor(sdi_server: SDIServerProcess) -> Non
     """Two delayed answers overlap: a blocking delay would serialize them (>= 2 s)."""
     sdi_server.set_faults(latency=1)
     parts = urlsplit(sdi_server.url)
-    connections = [http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
-                   for _ in range(2)]
+    connections = [
+        http.client.HTTPConnection(parts.hostname, parts.port, timeout=10) for _ in range(2)
+    ]
     started = time.monotonic()
     for connection in connections:
         connection.request("GET", parts.path + "/health")
@@ -572,8 +694,9 @@ def test_latency_spares_the_admin_api(sdi_server: SDIServerProcess) -> None:
 
 def test_admin_bodies_ignore_the_byte_limit(sdi_server: SDIServerProcess) -> None:
     sdi_server.set_faults(max_bytes=100)
-    filters = [{"id": n, "field": "url", "kind": "domain", "pattern": f"d{n}.example"}
-               for n in range(50)]
+    filters = [
+        {"id": n, "field": "url", "kind": "domain", "pattern": f"d{n}.example"} for n in range(50)
+    ]
     sdi_server.set_filters(filters)
     reply = call(sdi_server, "GET", "/filters", token=token(sdi_server))
     assert len(reply.body["filters"]) == 50
@@ -611,9 +734,11 @@ def test_set_status_of_unknown_url(sdi_server: SDIServerProcess) -> None:
 
 
 def test_fixture_settings(sdi_server: SDIServerProcess) -> None:
-    assert sdi_server.settings == {"SDI_API_URL": sdi_server.url,
-                                   "SDI_USERNAME": sdi_server.username,
-                                   "SDI_PASSWORD": sdi_server.password}
+    assert sdi_server.settings == {
+        "SDI_API_URL": sdi_server.url,
+        "SDI_USERNAME": sdi_server.username,
+        "SDI_PASSWORD": sdi_server.password,
+    }
     assert sdi_server.url.endswith("/api/v1")
     assert sdi_server.db_path.exists()
     assert sdi_server.password not in repr(sdi_server)
@@ -632,8 +757,9 @@ def _result(deferred: Any) -> Any:
 def test_build_site_in_process_with_a_fake_clock(tmp_path: Path) -> None:
     """``build_site`` embeds the server; a fake clock makes token expiry exact."""
     clock = Clock()
-    config = ServerConfig(db_path=str(tmp_path / "db"), users={"u": "p"},
-                          faults=Faults(token_lifetime=60))
+    config = ServerConfig(
+        db_path=str(tmp_path / "db"), users={"u": "p"}, faults=Faults(token_lifetime=60)
+    )
     site = build_site(config, clock=clock)
     stub = StubTreq(site.resource)
     base = "http://sdi.invalid/api/v1"

@@ -43,7 +43,9 @@ class ClosingPipeline:
             self.stop("closed_by_pipeline")
         else:
             deferred_from_coro(self.crawler.engine.close_spider_async(reason="closed_by_pipeline"))
-        await maybe_deferred_to_future(task.deferLater(reactor, 0.2, lambda: None))  # still in the pipeline when the scraper is asked to close
+        await maybe_deferred_to_future(
+            task.deferLater(reactor, 0.2, lambda: None)
+        )  # still in the pipeline when the scraper is asked to close
         return item
 
     async def close_spider(self) -> None:

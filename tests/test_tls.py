@@ -10,17 +10,26 @@ from tests.support.tls import make_private_ca
 
 
 @pytest.mark.parametrize("mode", ["asyncio", "reactorless"])  # treq, then aiohttp
-def test_an_untrusted_certificate_keeps_results_and_a_trusted_private_ca_delivers_them(tmp_path, mode):
+def test_an_untrusted_certificate_keeps_results_and_a_trusted_private_ca_delivers_them(
+    tmp_path, mode
+):
     ca, cert, key = make_private_ca(tmp_path)
     server = SDIServerProcess(tmp_path / "server", tls_cert=cert, tls_key=key).start()
     try:
         assert server.url.startswith("https://127.0.0.1:")
-        settings = {**server.settings, **FAST_RETRIES, "SDI_BUFFER_PATH": str(tmp_path / "buffer.db"), "SDI_CLOSE_TIMEOUT": 1,
-                    **REACTOR_MODES[mode]}
+        settings = {
+            **server.settings,
+            **FAST_RETRIES,
+            "SDI_BUFFER_PATH": str(tmp_path / "buffer.db"),
+            "SDI_CLOSE_TIMEOUT": 1,
+            **REACTOR_MODES[mode],
+        }
         refused = run_crawl(tmp_path, settings, {"n": 50}, extra_env={"SSL_CERT_FILE": ""})
         assert refused.returncode == 0, refused.log[-3000:]
         assert refused.stats["sdi/items_buffered"] == 50
-        assert refused.stats["sdi/pending_at_close"] == 50  # not verified: nothing sent, nothing lost
+        assert (
+            refused.stats["sdi/pending_at_close"] == 50
+        )  # not verified: nothing sent, nothing lost
         assert "certificate verify failed" in refused.log and "SSL_CERT_FILE" in refused.log
         assert server.results() == []
 

@@ -17,7 +17,9 @@ def _awaitable(x):
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_lock_held_past_the_busy_timeout_is_retried_and_nothing_is_dropped(tmp_path, caplog):
+async def test_a_lock_held_past_the_busy_timeout_is_retried_and_nothing_is_dropped(
+    tmp_path, caplog
+):
     path = tmp_path / "b.db"
     buffer = SQLiteBuffer(path, busy_timeout=0.05)
     other = sqlite3.connect(path, isolation_level=None)
@@ -35,7 +37,9 @@ async def test_a_lock_held_past_the_busy_timeout_is_retried_and_nothing_is_dropp
 
     writer = GroupWriter(lambda rows: enqueue_then_release(rows, True), where=str(path))
     with caplog.at_level(logging.WARNING, logger="scrapy_sdi.writer"):
-        waiting = [_awaitable(writer.add(Row(f"id{i}", "c", f"https://e.x/{i}", b"{}"))) for i in range(5)]
+        waiting = [
+            _awaitable(writer.add(Row(f"id{i}", "c", f"https://e.x/{i}", b"{}"))) for i in range(5)
+        ]
         stored = await defer.gatherResults(waiting)
     assert failures == [5]
     assert stored == [True] * 5

@@ -38,8 +38,12 @@ def _check(ctx: Context) -> int:
     except CommandError as exc:
         report("settings", False, str(exc))
         return _finish(ctx, checks)
-    report("settings", True, f"API {shown('SDI_API_URL', settings.api_url)}, user {settings.username!r}, "
-                             f"password {shown('SDI_PASSWORD', settings.password)}")
+    report(
+        "settings",
+        True,
+        f"API {shown('SDI_API_URL', settings.api_url)}, user {settings.username!r}, "
+        f"password {shown('SDI_PASSWORD', settings.password)}",
+    )
     client = ctx.client(settings)
     try:
         for name, step in (("health", _health), ("login", _login), ("filters", _filters)):
@@ -89,7 +93,11 @@ def _check_buffer(settings: SDISettings) -> tuple[str, bool, str]:
             return "buffer", False, f"{buffer.location}: integrity check failed: {problem}"
         counts = buffer.counts()
         pending = counts["pending"] + counts["in_flight"]
-        return "buffer", True, f"{buffer.location}: {pending} pending, {counts['delivered']} delivered"
+        return (
+            "buffer",
+            True,
+            f"{buffer.location}: {pending} pending, {counts['delivered']} delivered",
+        )
     finally:
         buffer.close()
 
@@ -98,8 +106,16 @@ def _missing_buffer(path: Path) -> tuple[str, bool, str]:
     """A check creates nothing: say whether the first crawl will be able to create the file."""
     existing = next(parent for parent in path.absolute().parents if parent.exists())
     if existing.is_dir() and os.access(existing, os.W_OK | os.X_OK):
-        return "buffer", True, f"{path}: does not exist yet; {existing} is writable, the first crawl creates it"
-    return "buffer", False, f"{path}: does not exist yet, and {existing} is not a writable directory to create it in"
+        return (
+            "buffer",
+            True,
+            f"{path}: does not exist yet; {existing} is writable, the first crawl creates it",
+        )
+    return (
+        "buffer",
+        False,
+        f"{path}: does not exist yet, and {existing} is not a writable directory to create it in",
+    )
 
 
 CHECK = Action(
@@ -114,19 +130,38 @@ CHECK = Action(
 
 
 def _status_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--url", dest="urls", action="extend", nargs="+", default=[], metavar="URL",
-                        help="look up these URLs (repeatable)")
-    parser.add_argument("--urls-file", metavar="FILE",
-                        help="look up the URLs in FILE, one a line ('-': stdin; blank and # lines skipped)")
-    parser.add_argument("--crawler", dest="crawlers", action="extend", nargs="+", default=[], metavar="NAME",
-                        help="per-crawler totals by status instead (repeatable)")
+    parser.add_argument(
+        "--url",
+        dest="urls",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="URL",
+        help="look up these URLs (repeatable)",
+    )
+    parser.add_argument(
+        "--urls-file",
+        metavar="FILE",
+        help="look up the URLs in FILE, one a line ('-': stdin; blank and # lines skipped)",
+    )
+    parser.add_argument(
+        "--crawler",
+        dest="crawlers",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="NAME",
+        help="per-crawler totals by status instead (repeatable)",
+    )
 
 
 def _status(ctx: Context) -> int:
     opts = ctx.opts
     urls = list(opts.urls) + (_read_urls(opts.urls_file) if opts.urls_file else [])
     if opts.crawlers and (opts.urls or opts.urls_file):
-        raise UsageError("status: give URLs (--url, --urls-file) or --crawler, not both", print_help=False)
+        raise UsageError(
+            "status: give URLs (--url, --urls-file) or --crawler, not both", print_help=False
+        )
     if not opts.crawlers and not urls:
         raise UsageError("status: give --url, --urls-file or --crawler", print_help=False)
     settings = ctx.sdi_settings()
@@ -150,7 +185,11 @@ def _status(ctx: Context) -> int:
 
 def _read_urls(path: str) -> list[str]:
     try:
-        lines = sys.stdin.read().splitlines() if path == "-" else Path(path).read_text(encoding="utf-8").splitlines()
+        lines = (
+            sys.stdin.read().splitlines()
+            if path == "-"
+            else Path(path).read_text(encoding="utf-8").splitlines()
+        )
     except OSError as exc:
         raise CommandError(f"--urls-file: cannot read {path}: {exc.strerror}") from None
     return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
@@ -171,24 +210,40 @@ def _status_codes(client: SDIClient) -> dict[Any, dict[str, Any]]:
 
 def _show_urls(ctx: Context, found: list[dict[str, Any]], codes: dict[Any, dict[str, Any]]) -> None:
     for entry in found:
-        known = codes.get(entry.get("status_code")) if entry.get("status_code") is not None else None
+        known = (
+            codes.get(entry.get("status_code")) if entry.get("status_code") is not None else None
+        )
         entry["description"] = (known or {}).get("description") or entry.get("description")
     if ctx.json:
         ctx.print_json({"results": found})
         return
     table(
         ("url", "status", "description", "crawler", "submitted_at"),
-        [(e.get("url"), e.get("status"), e.get("description") or "-", e.get("crawler") or "-",
-          e.get("submitted_at") or "-") for e in found],
+        [
+            (
+                e.get("url"),
+                e.get("status"),
+                e.get("description") or "-",
+                e.get("crawler") or "-",
+                e.get("submitted_at") or "-",
+            )
+            for e in found
+        ],
     )
 
 
-def _show_crawlers(ctx: Context, found: list[dict[str, Any]], codes: dict[Any, dict[str, Any]]) -> None:
+def _show_crawlers(
+    ctx: Context, found: list[dict[str, Any]], codes: dict[Any, dict[str, Any]]
+) -> None:
     for entry in found:
         by_status = entry.get("by_status") or {}
         entry["statuses"] = [
-            {"status": name, "code": codes.get(name, {}).get("code"), "count": count,
-             "description": codes.get(name, {}).get("description")}
+            {
+                "status": name,
+                "code": codes.get(name, {}).get("code"),
+                "count": count,
+                "description": codes.get(name, {}).get("description"),
+            }
             for name, count in by_status.items()
         ]
     if ctx.json:
@@ -197,7 +252,10 @@ def _show_crawlers(ctx: Context, found: list[dict[str, Any]], codes: dict[Any, d
     rows: list[tuple[Any, ...]] = []
     for entry in found:
         rows.append((entry.get("crawler"), "total", entry.get("total", 0), ""))
-        rows += [(entry.get("crawler"), s["status"], s["count"], s["description"] or "-") for s in entry["statuses"]]
+        rows += [
+            (entry.get("crawler"), s["status"], s["count"], s["description"] or "-")
+            for s in entry["statuses"]
+        ]
     table(("crawler", "status", "count", "description"), rows)
 
 

@@ -32,19 +32,26 @@ def _buffer(ctx: Context) -> int:
     settings = ctx.sdi_settings(require_api=False)
     buffer = ctx.existing_buffer(settings)
     try:
-        summary = _summary(buffer, settings.buffer_path if settings.buffer == "sqlite" else settings.buffer)
+        summary = _summary(
+            buffer, settings.buffer_path if settings.buffer == "sqlite" else settings.buffer
+        )
     finally:
         buffer.close()
     if ctx.json:
         ctx.print_json(summary)
         return 0
-    where = summary["path"] + (f" ({formatting.size(summary['size_bytes'])})" if summary["size_bytes"] is not None else "")
+    where = summary["path"] + (
+        f" ({formatting.size(summary['size_bytes'])})" if summary["size_bytes"] is not None else ""
+    )
     print(f"buffer          {where}")
     print("rows            " + ", ".join(f"{n} {state}" for state, n in summary["counts"].items()))
     print(f"oldest pending  {formatting.age(summary['oldest_pending_age_seconds'])}")
     if summary["crawlers"]:
         print()
-        table(("crawler", *STATES), [(name, *counts.values()) for name, counts in summary["crawlers"].items()])
+        table(
+            ("crawler", *STATES),
+            [(name, *counts.values()) for name, counts in summary["crawlers"].items()],
+        )
     return 0
 
 
@@ -60,21 +67,47 @@ def _summary(buffer: Buffer, where: str) -> dict[str, Any]:
     }
 
 
-BUFFER = Action("buffer", "rows by state and by crawler, oldest pending age, file size", lambda parser: None, _buffer)
+BUFFER = Action(
+    "buffer",
+    "rows by state and by crawler, oldest pending age, file size",
+    lambda parser: None,
+    _buffer,
+)
 
 
 # -- export -----------------------------------------------------------------------------------
 
-COLUMNS = ("id", "crawler", "url", "state", "outcome", "attempts", "reason", "last_error", "created_at", "delivered_at")
+COLUMNS = (
+    "id",
+    "crawler",
+    "url",
+    "state",
+    "outcome",
+    "attempts",
+    "reason",
+    "last_error",
+    "created_at",
+    "delivered_at",
+)
 
 
 def _export_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--state", required=True, choices=STATES, help="rows in this state")
     parser.add_argument("--crawler", help="only this crawler's rows")
-    parser.add_argument("--format", choices=("csv", "jsonl"), default="jsonl",
-                        help="csv (no result payload) or jsonl (with the result as 'result'); invalid rows "
-                             "carry their item's fields as 'fields' in both; default jsonl")
-    parser.add_argument("--output", "-o", default="-", metavar="FILE", help="file to write ('-', the default: stdout)")
+    parser.add_argument(
+        "--format",
+        choices=("csv", "jsonl"),
+        default="jsonl",
+        help="csv (no result payload) or jsonl (with the result as 'result'); invalid rows "
+        "carry their item's fields as 'fields' in both; default jsonl",
+    )
+    parser.add_argument(
+        "--output",
+        "-o",
+        default="-",
+        metavar="FILE",
+        help="file to write ('-', the default: stdout)",
+    )
 
 
 def _export(ctx: Context) -> int:
@@ -108,13 +141,20 @@ def _open_output(path: str) -> Iterator[TextIO]:
 
 def _row(raw: dict[str, Any]) -> dict[str, Any]:
     row = {name: csv_text(raw.get(name)) for name in COLUMNS}
-    row["created_at"], row["delivered_at"] = formatting.iso(row["created_at"]), formatting.iso(row["delivered_at"])
+    row["created_at"], row["delivered_at"] = (
+        formatting.iso(row["created_at"]),
+        formatting.iso(row["delivered_at"]),
+    )
     return row
 
 
 def _write_csv(rows: Iterator[dict[str, Any]], stream: TextIO, state: str) -> int:
     """The columns, and for invalid rows the item's fields as JSON: what a requeue would map again."""
-    writer = csv.DictWriter(stream, fieldnames=(*COLUMNS, "fields") if state == INVALID else COLUMNS, extrasaction="ignore")
+    writer = csv.DictWriter(
+        stream,
+        fieldnames=(*COLUMNS, "fields") if state == INVALID else COLUMNS,
+        extrasaction="ignore",
+    )
     writer.writeheader()
     n = 0
     for n, raw in enumerate(rows, 1):  # noqa: B007 - n counts the rows
@@ -138,18 +178,31 @@ def _write_jsonl(rows: Iterator[dict[str, Any]], stream: TextIO, state: str) -> 
     return n
 
 
-EXPORT = Action("export", "write the rows of one state as csv or jsonl", _export_arguments, _export, json=False)
+EXPORT = Action(
+    "export", "write the rows of one state as csv or jsonl", _export_arguments, _export, json=False
+)
 
 
 # -- requeue ----------------------------------------------------------------------------------
 
 
 def _requeue_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--state", required=True, choices=(REJECTED, INVALID),
-                        help="rows to send again: rejected ones as they are; invalid ones are first mapped and "
-                             "validated again (SDI_FIELD_MAP), and those still invalid stay invalid with the new reason")
+    parser.add_argument(
+        "--state",
+        required=True,
+        choices=(REJECTED, INVALID),
+        help="rows to send again: rejected ones as they are; invalid ones are first mapped and "
+        "validated again (SDI_FIELD_MAP), and those still invalid stay invalid with the new reason",
+    )
     parser.add_argument("--crawler", help="only this crawler's rows")
-    parser.add_argument("--id", dest="ids", action="extend", nargs="+", metavar="ID", help="only these row ids (repeatable)")
+    parser.add_argument(
+        "--id",
+        dest="ids",
+        action="extend",
+        nargs="+",
+        metavar="ID",
+        help="only these row ids (repeatable)",
+    )
 
 
 def _requeue(ctx: Context) -> int:
@@ -157,20 +210,43 @@ def _requeue(ctx: Context) -> int:
     settings = ctx.sdi_settings(require_api=False)
     buffer = ctx.existing_buffer(settings)
     try:
-        done = requeue(buffer, opts.state, field_map=settings.field_map, dedup=settings.dedup, crawler=opts.crawler, ids=opts.ids)
+        done = requeue(
+            buffer,
+            opts.state,
+            field_map=settings.field_map,
+            dedup=settings.dedup,
+            crawler=opts.crawler,
+            ids=opts.ids,
+        )
     finally:
         buffer.close()
     missing = max(0, len(set(opts.ids)) - done.requeued - done.still_invalid) if opts.ids else 0
     if ctx.json:
-        ctx.print_json({"requeued": done.requeued, "still_invalid": done.still_invalid, "state": opts.state, "ids_not_found": missing})
+        ctx.print_json(
+            {
+                "requeued": done.requeued,
+                "still_invalid": done.still_invalid,
+                "state": opts.state,
+                "ids_not_found": missing,
+            }
+        )
     else:
-        print(f"requeued {done.requeued} {opts.state} rows to pending; `scrapy sdi flush` or the next crawl delivers them")
+        print(
+            f"requeued {done.requeued} {opts.state} rows to pending; `scrapy sdi flush` or the next crawl delivers them"
+        )
     if done.still_invalid:
-        ctx.error(f"{done.still_invalid} invalid rows are still invalid after mapping them again and stay invalid; "
-                  "their new reasons: `scrapy sdi export --state invalid`")
+        ctx.error(
+            f"{done.still_invalid} invalid rows are still invalid after mapping them again and stay invalid; "
+            "their new reasons: `scrapy sdi export --state invalid`"
+        )
     if missing:
-        ctx.error(f"{missing} of the given ids are not {opts.state} rows" + (f" of {opts.crawler}" if opts.crawler else ""))
+        ctx.error(
+            f"{missing} of the given ids are not {opts.state} rows"
+            + (f" of {opts.crawler}" if opts.crawler else "")
+        )
     return 1 if missing or done.still_invalid else 0
 
 
-REQUEUE = Action("requeue", "put rejected or invalid rows back to pending", _requeue_arguments, _requeue)
+REQUEUE = Action(
+    "requeue", "put rejected or invalid rows back to pending", _requeue_arguments, _requeue
+)

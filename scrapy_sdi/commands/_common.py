@@ -49,7 +49,9 @@ class Action:
 class Context:
     """The command's settings, parsed options and extra arguments, with the helpers actions use."""
 
-    def __init__(self, settings: BaseSettings, opts: argparse.Namespace, args: Sequence[str] = ()) -> None:
+    def __init__(
+        self, settings: BaseSettings, opts: argparse.Namespace, args: Sequence[str] = ()
+    ) -> None:
         self.settings = settings
         self.opts = opts
         self.args = list(args)
@@ -65,7 +67,9 @@ class Context:
         except SDIConfigError as exc:
             raise CommandError(str(exc)) from None
         if require_api and not settings.api_url:  # SDI_ENABLED=False skips the API checks
-            raise CommandError("SDI_API_URL: not set; expected the API's base URL, e.g. http://127.0.0.1:8750/api/v1")
+            raise CommandError(
+                "SDI_API_URL: not set; expected the API's base URL, e.g. http://127.0.0.1:8750/api/v1"
+            )
         return settings
 
     def client(self, settings: SDISettings) -> SDIClient:
@@ -81,16 +85,22 @@ class Context:
         do", hiding a wrong SDI_BUFFER_PATH.
         """
         if settings.buffer == "memory":
-            raise CommandError("SDI_BUFFER: 'memory' keeps nothing after a crawl; there is no buffer to operate on")
+            raise CommandError(
+                "SDI_BUFFER: 'memory' keeps nothing after a crawl; there is no buffer to operate on"
+            )
         if settings.buffer == "sqlite" and not Path(settings.buffer_path).is_file():
-            raise CommandError(f"SDI buffer {settings.buffer_path} does not exist; check SDI_BUFFER_PATH")
+            raise CommandError(
+                f"SDI buffer {settings.buffer_path} does not exist; check SDI_BUFFER_PATH"
+            )
         try:
             buffer = open_buffer(settings)
         except (BufferFileError, SDIConfigError) as exc:
             raise CommandError(str(exc)) from None
         if not buffer.durable:
             buffer.close()
-            raise CommandError(f"SDI_BUFFER: {settings.buffer!r} is not durable; there is no buffer to operate on")
+            raise CommandError(
+                f"SDI_BUFFER: {settings.buffer!r} is not durable; there is no buffer to operate on"
+            )
         return buffer
 
     def error(self, message: str) -> None:
@@ -121,17 +131,42 @@ async def _new_client(settings: SDISettings) -> SDIClient:
 def add_global_options(parser: argparse.ArgumentParser) -> None:
     """Scrapy's global options, accepted (and listed by --help) after the action too."""
     group = parser.add_argument_group("Global Options")
-    group.add_argument("-s", "--set", dest=SUB_PREFIX + "set", action="append", default=argparse.SUPPRESS,
-                       metavar="NAME=VALUE", help="set/override setting (may be repeated)")
-    group.add_argument("-L", "--loglevel", dest=SUB_PREFIX + "loglevel", default=argparse.SUPPRESS, metavar="LEVEL",
-                       help="log at this level on stderr")
-    group.add_argument("--logfile", dest=SUB_PREFIX + "logfile", default=argparse.SUPPRESS, metavar="FILE",
-                       help="log to FILE")
-    group.add_argument("--nolog", dest=SUB_PREFIX + "nolog", action="store_true", default=argparse.SUPPRESS,
-                       help="disable logging completely")
+    group.add_argument(
+        "-s",
+        "--set",
+        dest=SUB_PREFIX + "set",
+        action="append",
+        default=argparse.SUPPRESS,
+        metavar="NAME=VALUE",
+        help="set/override setting (may be repeated)",
+    )
+    group.add_argument(
+        "-L",
+        "--loglevel",
+        dest=SUB_PREFIX + "loglevel",
+        default=argparse.SUPPRESS,
+        metavar="LEVEL",
+        help="log at this level on stderr",
+    )
+    group.add_argument(
+        "--logfile",
+        dest=SUB_PREFIX + "logfile",
+        default=argparse.SUPPRESS,
+        metavar="FILE",
+        help="log to FILE",
+    )
+    group.add_argument(
+        "--nolog",
+        dest=SUB_PREFIX + "nolog",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="disable logging completely",
+    )
 
 
-def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], stream: TextIO | None = None) -> None:
+def table(
+    headers: Sequence[str], rows: Iterable[Sequence[Any]], stream: TextIO | None = None
+) -> None:
     """Print rows under headers in aligned columns; numbers are right-aligned."""
     rows = [["" if cell is None else cell for cell in row] for row in rows]
     widths = [len(h) for h in headers]
@@ -139,7 +174,12 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], stream: TextIO 
         for i, cell in enumerate(row):
             widths[i] = max(widths[i], len(str(cell)))
     stream = stream or sys.stdout
-    stream.write("  ".join(h.upper().ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip() + "\n")
+    stream.write(
+        "  ".join(h.upper().ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip() + "\n"
+    )
     for row in rows:
-        cells = [str(c).rjust(w) if isinstance(c, (int, float)) else str(c).ljust(w) for c, w in zip(row, widths, strict=False)]
+        cells = [
+            str(c).rjust(w) if isinstance(c, (int, float)) else str(c).ljust(w)
+            for c, w in zip(row, widths, strict=False)
+        ]
         stream.write("  ".join(cells).rstrip() + "\n")

@@ -24,7 +24,8 @@ def _dashboard(ctx: Context) -> int:
         ctx.error(f"not available ({exc})")
         return 1
     parser = argparse.ArgumentParser(
-        prog="scrapy sdi dashboard", description=(dashboard.__doc__ or "").strip() or None,
+        prog="scrapy sdi dashboard",
+        description=(dashboard.__doc__ or "").strip() or None,
         formatter_class=ScrapyHelpFormatter,
     )
     add_arguments(parser)

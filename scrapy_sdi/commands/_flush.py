@@ -40,9 +40,16 @@ DEFAULT_TIMEOUT = 600.0
 
 
 def _flush_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--crawler", help="only this crawler's rows (default: every crawler with rows pending)")
-    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS",
-                        help=f"give up after this long; undelivered rows stay pending (default {DEFAULT_TIMEOUT:g})")
+    parser.add_argument(
+        "--crawler", help="only this crawler's rows (default: every crawler with rows pending)"
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT,
+        metavar="SECONDS",
+        help=f"give up after this long; undelivered rows stay pending (default {DEFAULT_TIMEOUT:g})",
+    )
 
 
 class Progress(StatsCollector):
@@ -62,7 +69,11 @@ class Progress(StatsCollector):
 
     def inc_value(self, key: str, count: int = 1, start: int = 0, spider: Any = None) -> None:
         super().inc_value(key, count, start)
-        if self._bar is not None and key in ("sdi/items_delivered", "sdi/items_rejected", "sdi/items_filtered"):
+        if self._bar is not None and key in (
+            "sdi/items_delivered",
+            "sdi/items_rejected",
+            "sdi/items_filtered",
+        ):
             self._bar.update(count)
 
     def write(self, line: str) -> None:
@@ -102,7 +113,13 @@ class Flusher:
     reactor thread; ``interrupt`` stops it cleanly."""
 
     def __init__(
-        self, buffer: Buffer, client: SDIClient, settings: SDISettings, crawlers: list[str], progress: Progress, filters: FilterSource
+        self,
+        buffer: Buffer,
+        client: SDIClient,
+        settings: SDISettings,
+        crawlers: list[str],
+        progress: Progress,
+        filters: FilterSource,
     ) -> None:
         self.buffer, self.client, self.settings = buffer, client, settings
         self.crawlers, self.progress, self.filters = crawlers, progress, filters
@@ -119,7 +136,12 @@ class Flusher:
             if self.interrupted or remaining <= 0:
                 return
             delivery = Delivery(
-                self.buffer, self.client, self.settings, crawler_name=crawler, stats=self.progress, filters=self.filters
+                self.buffer,
+                self.client,
+                self.settings,
+                crawler_name=crawler,
+                stats=self.progress,
+                filters=self.filters,
             )
             self._outbox = Outbox(delivery, dedup=self.settings.dedup, stats=self.progress)
             self._drain = defer.Deferred.fromCoroutine(self._outbox.close(remaining))
@@ -144,7 +166,9 @@ class Flusher:
         return {crawler: _waiting(self.buffer, crawler) for crawler in self.crawlers}
 
 
-async def _load_filters(settings: SDISettings, buffer: Buffer, client: SDIClient, stats: Progress) -> FilterSource:
+async def _load_filters(
+    settings: SDISettings, buffer: Buffer, client: SDIClient, stats: Progress
+) -> FilterSource:
     """The filters as a crawl loads them (the API, else the buffer's cache), kept fresh while flushing."""
     filters = FilterSource(settings, buffer, client, stats=stats)
     await filters.load()
@@ -161,7 +185,9 @@ def _flush(ctx: Context) -> int:
     opts = ctx.opts
     settings = ctx.sdi_settings()
     if settings.dry_run:
-        raise CommandError("SDI_DRY_RUN: is on; flush would mark rows delivered without sending them, so it refuses")
+        raise CommandError(
+            "SDI_DRY_RUN: is on; flush would mark rows delivered without sending them, so it refuses"
+        )
     if opts.timeout <= 0:
         raise CommandError("--timeout: must be more than 0 seconds")
     buffer = ctx.existing_buffer(settings)
@@ -181,7 +207,9 @@ def _flush(ctx: Context) -> int:
     left = {} if filters.required_but_missing else _run(flusher, progress, opts.timeout)
     if left is None:  # the second Ctrl-C: the reactor thread may be mid-write, so touch nothing
         progress.close()
-        ctx.error("quit with batches in flight; their rows stay leased until the next flush or crawl on this buffer takes them back")
+        ctx.error(
+            "quit with batches in flight; their rows stay leased until the next flush or crawl on this buffer takes them back"
+        )
         return 1
     run_blocking(_close, filters, client, buffer)
     logger.removeHandler(handler)
@@ -222,11 +250,21 @@ def _report(ctx: Context, progress: Progress, left: dict[str, int], *, interrupt
     filtered = progress.get_value("sdi/items_filtered", 0)
     remaining = sum(left.values())
     if ctx.json:
-        ctx.print_json({"delivered": delivered, "duplicates": duplicates, "rejected": rejected,
-                        "filtered": filtered, "left": left, "interrupted": interrupted})
+        ctx.print_json(
+            {
+                "delivered": delivered,
+                "duplicates": duplicates,
+                "rejected": rejected,
+                "filtered": filtered,
+                "left": left,
+                "interrupted": interrupted,
+            }
+        )
     else:
-        line = (f"flush: {delivered} delivered ({duplicates} already known to the API), {rejected} rejected, "
-                f"{filtered} excluded by the filters, {remaining} left pending")
+        line = (
+            f"flush: {delivered} delivered ({duplicates} already known to the API), {rejected} rejected, "
+            f"{filtered} excluded by the filters, {remaining} left pending"
+        )
         print(line + (" (interrupted)" if interrupted else ""))
         if rejected:
             print("see them with `scrapy sdi export --state rejected`", file=sys.stderr)

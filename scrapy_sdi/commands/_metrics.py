@@ -35,10 +35,18 @@ def _metrics_arguments(parser: argparse.ArgumentParser) -> None:
         "For node_exporter's textfile collector (the file name must end in .prom), e.g. from cron:\n"
         "  * * * * * cd /path/to/project && scrapy sdi metrics --output /var/lib/node_exporter/textfile/sdi.prom"
     )
-    parser.add_argument("--output", "-o", default="-", metavar="FILE",
-                        help="write to FILE through a temporary file renamed over it ('-', the default: stdout)")
-    parser.add_argument("--no-api", action="store_true",
-                        help=f"leave out sdi_api_up (otherwise GET /health, {HEALTH_TIMEOUT:.0f} s at most)")
+    parser.add_argument(
+        "--output",
+        "-o",
+        default="-",
+        metavar="FILE",
+        help="write to FILE through a temporary file renamed over it ('-', the default: stdout)",
+    )
+    parser.add_argument(
+        "--no-api",
+        action="store_true",
+        help=f"leave out sdi_api_up (otherwise GET /health, {HEALTH_TIMEOUT:.0f} s at most)",
+    )
 
 
 def _metrics(ctx: Context) -> int:
@@ -47,7 +55,9 @@ def _metrics(ctx: Context) -> int:
     settings = ctx.sdi_settings(require_api=False)
     probe = not ctx.opts.no_api and bool(settings.api_url)
     # the collector reads the buffer first: a missing or unusable one is one line, without asking the API
-    collector = BufferCollector(lambda: ctx.existing_buffer(settings), lambda: _api_answers(settings) if probe else None)
+    collector = BufferCollector(
+        lambda: ctx.existing_buffer(settings), lambda: _api_answers(settings) if probe else None
+    )
     registry = new_registry(collector)
     if ctx.opts.output == "-":
         sys.stdout.buffer.write(render(registry))
@@ -65,7 +75,12 @@ def _api_answers(settings: SDISettings) -> bool:
     from scrapy_sdi.client import SDIClient
 
     async def probe() -> bool:
-        client = SDIClient(settings.api_url, settings.username, settings.password, timeout=min(settings.timeout, HEALTH_TIMEOUT))
+        client = SDIClient(
+            settings.api_url,
+            settings.username,
+            settings.password,
+            timeout=min(settings.timeout, HEALTH_TIMEOUT),
+        )
         try:
             await client.health()
         except SDIError:

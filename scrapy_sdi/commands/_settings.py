@@ -32,15 +32,27 @@ def _settings(ctx: Context) -> int:
         return 0
     table(
         ("setting", "type", "default", "value", "source"),
-        [(name, r["type"], masked(name, SPEC[name][0]), _text(name, values[name], missing), r["source"])
-         for name, r in zip(SPEC, rows, strict=True)],
+        [
+            (
+                name,
+                r["type"],
+                masked(name, SPEC[name][0]),
+                _text(name, values[name], missing),
+                r["source"],
+            )
+            for name, r in zip(SPEC, rows, strict=True)
+        ],
     )
     return 0
 
 
 def _values(settings: SDISettings) -> dict[str, Any]:
     """Each SPEC name's resolved value (a name SDISettings does not carry yet shows its default)."""
-    values = {"SDI_" + f.name.upper(): getattr(settings, f.name) for f in fields(settings) if f.name != "sources"}
+    values = {
+        "SDI_" + f.name.upper(): getattr(settings, f.name)
+        for f in fields(settings)
+        if f.name != "sources"
+    }
     return {name: values.get(name, default) for name, (default, _parse, _doc) in SPEC.items()}
 
 
@@ -48,7 +60,11 @@ def _missing_required(values: dict[str, Any]) -> set[str]:
     """The settings a crawl needs that have no value (credentials are not needed for a dry run)."""
     if not values["SDI_ENABLED"]:
         return set()
-    needed = ("SDI_API_URL",) if values["SDI_DRY_RUN"] else ("SDI_API_URL", "SDI_USERNAME", "SDI_PASSWORD")
+    needed = (
+        ("SDI_API_URL",)
+        if values["SDI_DRY_RUN"]
+        else ("SDI_API_URL", "SDI_USERNAME", "SDI_PASSWORD")
+    )
     return {name for name in needed if not values[name]}
 
 

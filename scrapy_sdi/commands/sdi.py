@@ -30,7 +30,8 @@ from scrapy_sdi.commands._metrics import METRICS
 from scrapy_sdi.commands._settings import SETTINGS
 
 ACTIONS: dict[str, Action] = {
-    action.name: action for action in (CHECK, STATUS, BUFFER, FLUSH, EXPORT, REQUEUE, SETTINGS, DASHBOARD, METRICS)
+    action.name: action
+    for action in (CHECK, STATUS, BUFFER, FLUSH, EXPORT, REQUEUE, SETTINGS, DASHBOARD, METRICS)
 }
 
 
@@ -53,17 +54,31 @@ class Command(ScrapyCommand):
 
     def add_options(self, parser: argparse.ArgumentParser) -> None:
         super().add_options(parser)
-        parser.prog = "scrapy sdi"  # error lines say "scrapy sdi: error: ..." rather than "__main__.py"
-        parser.add_argument("--json", action="store_true", help="print data as JSON (actions whose output is data)")
-        actions = parser.add_subparsers(dest="action", metavar="<action>", title="actions", prog="scrapy sdi")
+        parser.prog = (
+            "scrapy sdi"  # error lines say "scrapy sdi: error: ..." rather than "__main__.py"
+        )
+        parser.add_argument(
+            "--json", action="store_true", help="print data as JSON (actions whose output is data)"
+        )
+        actions = parser.add_subparsers(
+            dest="action", metavar="<action>", title="actions", prog="scrapy sdi"
+        )
         for action in ACTIONS.values():
             sub = actions.add_parser(
-                action.name, help=action.help, description=action.help,
-                formatter_class=HelpFormatter, add_help=not action.passthrough,
+                action.name,
+                help=action.help,
+                description=action.help,
+                formatter_class=HelpFormatter,
+                add_help=not action.passthrough,
             )
             action.add_arguments(sub)
             if action.json:
-                sub.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print the output as JSON")
+                sub.add_argument(
+                    "--json",
+                    action="store_true",
+                    default=argparse.SUPPRESS,
+                    help="print the output as JSON",
+                )
             add_global_options(sub)
 
     def process_options(self, args: list[str], opts: argparse.Namespace) -> None:
@@ -73,9 +88,13 @@ class Command(ScrapyCommand):
     def run(self, args: list[str], opts: argparse.Namespace) -> None:
         action = ACTIONS.get(opts.action or "")
         if action is None:
-            raise UsageError(f"choose an action: {', '.join(ACTIONS)} (scrapy sdi --help)", print_help=False)
+            raise UsageError(
+                f"choose an action: {', '.join(ACTIONS)} (scrapy sdi --help)", print_help=False
+            )
         if args and not action.passthrough:
-            raise UsageError(f"{action.name}: unrecognized arguments: {' '.join(args)}", print_help=False)
+            raise UsageError(
+                f"{action.name}: unrecognized arguments: {' '.join(args)}", print_help=False
+            )
         assert self.settings is not None
         if self.settings.getbool("LOG_ENABLED"):
             from scrapy.utils.log import configure_logging

@@ -24,12 +24,24 @@ DEFAULT_BIND = "127.0.0.1"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The dashboard's options, for ``scrapy sdi dashboard`` and ``python -m``."""
     group = parser.add_argument_group("dashboard")
-    group.add_argument("--port", type=int, default=DEFAULT_PORT, metavar="PORT",
-                       help=f"TCP port to serve on (default {DEFAULT_PORT}; 0: any free port)")
-    group.add_argument("--bind", default=DEFAULT_BIND, metavar="ADDRESS",
-                       help=f"address to listen on (default {DEFAULT_BIND}: this machine only)")
-    group.add_argument("--allow-actions", action="store_true",
-                       help="allow requeueing rejected and invalid rows (off by default)")
+    group.add_argument(
+        "--port",
+        type=int,
+        default=DEFAULT_PORT,
+        metavar="PORT",
+        help=f"TCP port to serve on (default {DEFAULT_PORT}; 0: any free port)",
+    )
+    group.add_argument(
+        "--bind",
+        default=DEFAULT_BIND,
+        metavar="ADDRESS",
+        help=f"address to listen on (default {DEFAULT_BIND}: this machine only)",
+    )
+    group.add_argument(
+        "--allow-actions",
+        action="store_true",
+        help="allow requeueing rejected and invalid rows (off by default)",
+    )
 
 
 def run(settings: SDISettings, opts: argparse.Namespace) -> int:

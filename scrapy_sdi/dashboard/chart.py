@@ -40,8 +40,12 @@ def svg(chart: Throughput) -> str:
     ]
     for frac in (0, 0.5, 1):
         y = TOP + plot_h * (1 - frac)
-        parts.append(f'<line class="grid" x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y:.1f}" y2="{y:.1f}"/>')
-        parts.append(f'<text class="axis" x="{LEFT - 6}" y="{y + 4:.1f}" text-anchor="end">{e(_label(top * frac))}</text>')
+        parts.append(
+            f'<line class="grid" x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y:.1f}" y2="{y:.1f}"/>'
+        )
+        parts.append(
+            f'<text class="axis" x="{LEFT - 6}" y="{y + 4:.1f}" text-anchor="end">{e(_label(top * frac))}</text>'
+        )
     for i, (delivered, rejected) in enumerate(zip(chart.delivered, chart.rejected, strict=True)):
         if not delivered and not rejected:
             continue
@@ -62,14 +66,20 @@ def svg(chart: Throughput) -> str:
         if k and i == round((k - 1) * (n - 1) / X_TICKS):
             continue
         x = LEFT + (i + 0.5) * slot
-        parts.append(f'<text class="axis" x="{x:.1f}" y="{HEIGHT - BOTTOM + 18}" text-anchor="middle">'
-                     f"{e(_time(chart.start + i * chart.bucket, chart.bucket * n))}</text>")
-    parts.append(f'<line class="axisline" x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{TOP + plot_h}" y2="{TOP + plot_h}"/>')
+        parts.append(
+            f'<text class="axis" x="{x:.1f}" y="{HEIGHT - BOTTOM + 18}" text-anchor="middle">'
+            f"{e(_time(chart.start + i * chart.bucket, chart.bucket * n))}</text>"
+        )
+    parts.append(
+        f'<line class="axisline" x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{TOP + plot_h}" y2="{TOP + plot_h}"/>'
+    )
     legend_y = HEIGHT - 6
-    parts.append(f'<rect class="delivered" x="{LEFT}" y="{legend_y - 9}" width="10" height="10"/>'
-                 f'<text class="axis" x="{LEFT + 14}" y="{legend_y}">delivered</text>'
-                 f'<rect class="rejected" x="{LEFT + 90}" y="{legend_y - 9}" width="10" height="10"/>'
-                 f'<text class="axis" x="{LEFT + 104}" y="{legend_y}">rejected</text>')
+    parts.append(
+        f'<rect class="delivered" x="{LEFT}" y="{legend_y - 9}" width="10" height="10"/>'
+        f'<text class="axis" x="{LEFT + 14}" y="{legend_y}">delivered</text>'
+        f'<rect class="rejected" x="{LEFT + 90}" y="{legend_y - 9}" width="10" height="10"/>'
+        f'<text class="axis" x="{LEFT + 104}" y="{legend_y}">rejected</text>'
+    )
     parts.append("</svg>")
     return "".join(parts)
 

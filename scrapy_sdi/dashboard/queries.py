@@ -38,10 +38,30 @@ if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping, Sequence
 
 __all__ = [
-    "CRAWLER_SORTS", "PROBLEM_STATES", "ROW_COLUMNS", "ROW_SORTS", "BufferUnavailable", "Page", "Selection",
-    "Throughput", "check_buffer", "crawler_names", "crawler_table", "delivered_page", "file_sizes",
-    "filters_info", "first_outcome_time", "iter_selection", "oldest_pending_age", "open_readonly",
-    "payload_text", "requeue", "row_detail", "rows_page", "state_totals", "throughput",
+    "CRAWLER_SORTS",
+    "PROBLEM_STATES",
+    "ROW_COLUMNS",
+    "ROW_SORTS",
+    "BufferUnavailable",
+    "Page",
+    "Selection",
+    "Throughput",
+    "check_buffer",
+    "crawler_names",
+    "crawler_table",
+    "delivered_page",
+    "file_sizes",
+    "filters_info",
+    "first_outcome_time",
+    "iter_selection",
+    "oldest_pending_age",
+    "open_readonly",
+    "payload_text",
+    "requeue",
+    "row_detail",
+    "rows_page",
+    "state_totals",
+    "throughput",
 ]
 
 
@@ -50,7 +70,9 @@ class BufferUnavailable(Exception):
 
 
 @contextmanager
-def open_readonly(path: str | os.PathLike[str], *, busy_timeout: float = 5.0) -> Iterator[BufferReader]:
+def open_readonly(
+    path: str | os.PathLike[str], *, busy_timeout: float = 5.0
+) -> Iterator[BufferReader]:
     """A reader of the buffer file, closed on exit."""
     try:
         reader = BufferReader.connect(path, busy_timeout=busy_timeout)
@@ -66,7 +88,9 @@ def check_buffer(path: str | os.PathLike[str]) -> None:
     """Raise BufferUnavailable with one clear line unless ``path`` is a readable SDI buffer."""
     target = Path(path)
     if not target.exists():
-        raise BufferUnavailable(f"SDI buffer {target} does not exist; pass the path of a buffer file")
+        raise BufferUnavailable(
+            f"SDI buffer {target} does not exist; pass the path of a buffer file"
+        )
     if not target.is_file():
         raise BufferUnavailable(f"SDI buffer {target} is not a file")
     if not os.access(target, os.R_OK):
@@ -75,11 +99,17 @@ def check_buffer(path: str | os.PathLike[str]) -> None:
         with open_readonly(target) as reader:
             version, tables = reader.schema()
     except BufferFault as exc:
-        raise BufferUnavailable(f"SDI buffer {target} is not a readable SQLite buffer: {exc}") from None
+        raise BufferUnavailable(
+            f"SDI buffer {target} is not a readable SQLite buffer: {exc}"
+        ) from None
     if version > SCHEMA_VERSION:
-        raise BufferUnavailable(f"SDI buffer {target} has schema {version}, newer than this scrapy_sdi knows: upgrade")
+        raise BufferUnavailable(
+            f"SDI buffer {target} has schema {version}, newer than this scrapy_sdi knows: upgrade"
+        )
     if not {"results", "meta"} <= tables:
-        raise BufferUnavailable(f"SDI buffer {target} has no scrapy_sdi tables (results, meta): not an SDI buffer")
+        raise BufferUnavailable(
+            f"SDI buffer {target} has no scrapy_sdi tables (results, meta): not an SDI buffer"
+        )
     if version < SCHEMA_VERSION:
         _upgrade(target)
 
@@ -89,7 +119,9 @@ def _upgrade(path: Path) -> None:
     try:
         SQLiteBuffer(path).close()
     except BufferFileError as exc:
-        raise BufferUnavailable(f"{exc} (its schema is older than this scrapy_sdi's and must be upgraded once)") from None
+        raise BufferUnavailable(
+            f"{exc} (its schema is older than this scrapy_sdi's and must be upgraded once)"
+        ) from None
 
 
 # -- overview -------------------------------------------------------------------------------
@@ -134,11 +166,18 @@ class Page:
 
 
 def crawler_table(
-    reader: BufferReader, *, sort: str = "crawler", descending: bool = False, page: int = 1, per_page: int = 25
+    reader: BufferReader,
+    *,
+    sort: str = "crawler",
+    descending: bool = False,
+    page: int = 1,
+    per_page: int = 25,
 ) -> Page:
     """Per crawler: buffered (all rows), delivered, rejected, invalid, filtered, pending (with
     in flight) and the time of the last delivery; sorted by an allow-listed column."""
-    rows = reader.crawler_rows(sort, descending=descending, limit=per_page, offset=(page - 1) * per_page)
+    rows = reader.crawler_rows(
+        sort, descending=descending, limit=per_page, offset=(page - 1) * per_page
+    )
     return Page(rows, reader.crawler_count(), page, per_page)
 
 
@@ -159,7 +198,9 @@ class Throughput:
         return self.bucket // 60
 
 
-def throughput(reader: BufferReader, since: float, until: float, *, max_buckets: int = 360) -> Throughput:
+def throughput(
+    reader: BufferReader, since: float, until: float, *, max_buckets: int = 360
+) -> Throughput:
     """Outcomes per minute between two unix times, from ``delivered_at`` (also set on rejection).
 
     When the span has more than ``max_buckets`` minutes, buckets grow to whole multiples of a
@@ -183,10 +224,14 @@ def first_outcome_time(reader: BufferReader) -> float | None:
 # -- rows -----------------------------------------------------------------------------------
 
 
-def rows_page(reader: BufferReader, selection: Selection, *, page: int = 1, per_page: int = 50) -> Page:
+def rows_page(
+    reader: BufferReader, selection: Selection, *, page: int = 1, per_page: int = 50
+) -> Page:
     """One page of the rows a selection covers (without their payloads)."""
     total = reader.count(selection)
-    return Page(reader.rows(selection, limit=per_page, offset=(page - 1) * per_page), total, page, per_page)
+    return Page(
+        reader.rows(selection, limit=per_page, offset=(page - 1) * per_page), total, page, per_page
+    )
 
 
 def iter_selection(reader: BufferReader, selection: Selection) -> Iterator[dict[str, Any]]:
@@ -219,7 +264,12 @@ def payload_text(payload: bytes | str | None, *, pretty: bool = False) -> str:
 
 
 def delivered_page(
-    reader: BufferReader, *, crawler: str | None = None, search: str = "", page: int = 1, per_page: int = 50
+    reader: BufferReader,
+    *,
+    crawler: str | None = None,
+    search: str = "",
+    page: int = 1,
+    per_page: int = 50,
 ) -> Page:
     """Delivered rows, newest first, for the remote status page."""
     selection = Selection(states=("delivered",), crawler=crawler, search=search, sort="rejected_at")

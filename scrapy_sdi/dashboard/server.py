@@ -48,14 +48,20 @@ HEALTH_INTERVAL = 15.0
 MAX_TEXT = 500
 MAX_PAGE = 1_000_000
 MAX_IDS = 10_000
-WINDOWS = (("all", "since the first outcome"), ("1h", "last hour"), ("6h", "6 hours"),
-           ("24h", "24 hours"), ("7d", "7 days"), ("retention", "whole retention"))
+WINDOWS = (
+    ("all", "since the first outcome"),
+    ("1h", "last hour"),
+    ("6h", "6 hours"),
+    ("24h", "24 hours"),
+    ("7d", "7 days"),
+    ("retention", "whole retention"),
+)
 _WINDOW_SECONDS = {"1h": 3600, "6h": 6 * 3600, "24h": 86400, "7d": 7 * 86400}
 _BACK_KEYS = ("state", "crawler", "q", "sort", "dir", "per_page")  # what a requeue may carry back
 _ROW_STATES = {"all": queries.PROBLEM_STATES, "rejected": ("rejected",), "invalid": ("invalid",)}
 _SECURITY_HEADERS = {
     b"Content-Security-Policy": b"default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-                                b"connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    b"connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
     b"X-Content-Type-Options": b"nosniff",
     b"X-Frame-Options": b"DENY",
     b"Referrer-Policy": b"same-origin",  # "no-referrer" would make a browser send "Origin: null"
@@ -113,7 +119,9 @@ class Params:
         if not text:
             return default
         if not text.isdigit() or not low <= int(text) <= high:
-            raise HTTPError(400, f"parameter {name}: {text!r} is not a whole number from {low} to {high}")
+            raise HTTPError(
+                400, f"parameter {name}: {text!r} is not a whole number from {low} to {high}"
+            )
         return int(text)
 
     def choice(self, name: str, default: str, allowed: Iterable[str]) -> str:
@@ -161,7 +169,9 @@ class Dashboard:
         self._codes: dict[int, dict[str, Any]] | None = None
         self._health_loop: task.LoopingCall | None = None
         self._static = _load_static()
-        self._metrics = metrics.new_registry(metrics.BufferCollector(self._read_only_buffer, self._api_up))
+        self._metrics = metrics.new_registry(
+            metrics.BufferCollector(self._read_only_buffer, self._api_up)
+        )
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -242,7 +252,11 @@ class Dashboard:
                 "oldest_pending_age": queries.oldest_pending_age(reader, now),
                 "filters": queries.filters_info(reader),
                 "crawlers": queries.crawler_table(
-                    reader, sort=p["sort"], descending=p["dir"] == "desc", page=p["page"], per_page=p["per_page"]
+                    reader,
+                    sort=p["sort"],
+                    descending=p["dir"] == "desc",
+                    page=p["page"],
+                    per_page=p["per_page"],
                 ),
                 "file_size": queries.file_sizes(self.buffer_path),
             }
@@ -254,8 +268,13 @@ class Dashboard:
     async def overview_page(self, request: Request, params: Params) -> Response:
         p = self._overview_params(params)
         data = await self._overview_data(p)
-        return Response(views.overview(data, _display(p, sort="crawler", dir="asc", per_page=25),
-                                       buffer_path=self.buffer_path))
+        return Response(
+            views.overview(
+                data,
+                _display(p, sort="crawler", dir="asc", per_page=25),
+                buffer_path=self.buffer_path,
+            )
+        )
 
     async def overview_json(self, request: Request, params: Params) -> Response:
         p = self._overview_params(params)
@@ -270,7 +289,9 @@ class Dashboard:
             "health": data["health"],
             "crawlers": {
                 "rows": [views.crawler_cells(row) for row in page.rows],
-                "page": page.page, "pages": page.pages, "total": page.total,
+                "page": page.page,
+                "pages": page.pages,
+                "total": page.total,
             },
         }
         return _json(body)
@@ -294,10 +315,14 @@ class Dashboard:
 
         data = await self._read(read)
         result = data["chart"]
-        data["peak"] = max((d + r for d, r in zip(result.delivered, result.rejected, strict=True)), default=0)
+        data["peak"] = max(
+            (d + r for d, r in zip(result.delivered, result.rejected, strict=True)), default=0
+        )
         data["svg"] = chart.svg(result)
         data["retention_days"] = self.retention_days
-        return Response(views.throughput(data, {"window": window}, WINDOWS, buffer_path=self.buffer_path))
+        return Response(
+            views.throughput(data, {"window": window}, WINDOWS, buffer_path=self.buffer_path)
+        )
 
     # -- rejected and invalid rows --------------------------------------------------------
 
@@ -310,8 +335,11 @@ class Dashboard:
             "dir": params.choice("dir", "desc", ("asc", "desc")),
         }
         selection = queries.Selection(
-            states=_ROW_STATES[p["state"]], crawler=p["crawler"] or None, search=p["q"],
-            sort=p["sort"], descending=p["dir"] == "desc",
+            states=_ROW_STATES[p["state"]],
+            crawler=p["crawler"] or None,
+            search=p["q"],
+            sort=p["sort"],
+            descending=p["dir"] == "desc",
         )
         return selection, p
 
@@ -323,30 +351,47 @@ class Dashboard:
         still_invalid = params.integer("invalid", 0, 0, MAX_IDS)
 
         def read(reader: BufferReader) -> dict[str, Any]:
-            return {"page": queries.rows_page(reader, selection, page=p["page"], per_page=p["per_page"]),
-                    "crawlers": queries.crawler_names(reader)}
+            return {
+                "page": queries.rows_page(
+                    reader, selection, page=p["page"], per_page=p["per_page"]
+                ),
+                "crawlers": queries.crawler_names(reader),
+            }
 
         data = await self._read(read)
         data["requeued"] = None if requeued < 0 else requeued
         data["still_invalid"] = still_invalid
         shown = _display(p, state="all", sort="created", dir="desc", per_page=50)
-        return Response(views.rows(data, shown, buffer_path=self.buffer_path, token=self._action_token(),
-                                   xlsx=exports.xlsx_available()))
+        return Response(
+            views.rows(
+                data,
+                shown,
+                buffer_path=self.buffer_path,
+                token=self._action_token(),
+                xlsx=exports.xlsx_available(),
+            )
+        )
 
     async def row_page(self, request: Request, params: Params) -> Response:
         row_id = params.text("id")
         if not row_id:
-            raise HTTPError(400, "parameter id: missing; open a row from the rejected and invalid rows page")
+            raise HTTPError(
+                400, "parameter id: missing; open a row from the rejected and invalid rows page"
+            )
         row = await self._read(queries.row_detail, row_id)
         if row is None:
             raise HTTPError(404, f"no row with id {row_id!r} in the buffer")
-        return Response(views.row_detail(row, buffer_path=self.buffer_path, token=self._action_token()))
+        return Response(
+            views.row_detail(row, buffer_path=self.buffer_path, token=self._action_token())
+        )
 
     async def export(self, request: Request, params: Params) -> Response:
         fmt = params.choice("format", "csv", exports.FORMATS)
         selection, p = self._selection(params)
         if fmt == "xlsx" and not exports.xlsx_available():
-            raise HTTPError(404, "XLSX export needs openpyxl, which is not installed here: pip install openpyxl")
+            raise HTTPError(
+                404, "XLSX export needs openpyxl, which is not installed here: pip install openpyxl"
+            )
 
         def read(reader: BufferReader) -> bytes:
             return exports.render(fmt, queries.iter_selection(reader, selection))
@@ -354,20 +399,33 @@ class Dashboard:
         body = await self._read(read)
         content_type, ext = exports.FORMATS[fmt]
         name = f"sdi-{p['state']}-rows-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}.{ext}"
-        return Response(body, content_type=content_type,
-                        headers={"Content-Disposition": f'attachment; filename="{name}"'})
+        return Response(
+            body,
+            content_type=content_type,
+            headers={"Content-Disposition": f'attachment; filename="{name}"'},
+        )
 
     # -- remote status --------------------------------------------------------------------
 
     async def remote_page(self, request: Request, params: Params) -> Response:
-        p: dict[str, Any] = {"crawler": params.text("crawler"), "q": params.text("q"),
-             "page": params.integer("page", 1, 1, MAX_PAGE),
-             "per_page": int(params.choice("per_page", "50", ("25", "50", "100")))}
+        p: dict[str, Any] = {
+            "crawler": params.text("crawler"),
+            "q": params.text("q"),
+            "page": params.integer("page", 1, 1, MAX_PAGE),
+            "per_page": int(params.choice("per_page", "50", ("25", "50", "100"))),
+        }
 
         def read(reader: BufferReader) -> dict[str, Any]:
-            return {"page": queries.delivered_page(reader, crawler=p["crawler"] or None, search=p["q"],
-                                                   page=p["page"], per_page=p["per_page"]),
-                    "crawlers": queries.crawler_names(reader)}
+            return {
+                "page": queries.delivered_page(
+                    reader,
+                    crawler=p["crawler"] or None,
+                    search=p["q"],
+                    page=p["page"],
+                    per_page=p["per_page"],
+                ),
+                "crawlers": queries.crawler_names(reader),
+            }
 
         data = await self._read(read)
         urls = [row["url"] for row in data["page"].rows]
@@ -376,14 +434,22 @@ class Dashboard:
 
     async def _lookup(self, urls: list[str]) -> tuple[dict[str, dict[str, Any]], str | None]:
         if self.client is None:
-            return {}, "No API configured: pass --api-url (or set SDI_API_URL) to look up remote statuses."
+            return (
+                {},
+                "No API configured: pass --api-url (or set SDI_API_URL) to look up remote statuses.",
+            )
         if not self.credentials:
-            return {}, "API credentials are not set: set SDI_USERNAME and SDI_PASSWORD to look up remote statuses."
+            return (
+                {},
+                "API credentials are not set: set SDI_USERNAME and SDI_PASSWORD to look up remote statuses.",
+            )
         if not urls:
             return {}, None
         try:
             if self._codes is None:
-                self._codes = {c["code"]: c for c in await self.client.status_codes() if "code" in c}
+                self._codes = {
+                    c["code"]: c for c in await self.client.status_codes() if "code" in c
+                }
             found = await self.client.status_by_urls(urls)
         except SDIError as exc:
             return {}, f"The API's status lookup failed: {exc}"
@@ -394,8 +460,11 @@ class Dashboard:
                 continue
             code = entry.get("status_code")
             described = self._codes.get(code, {}) if isinstance(code, int) else {}
-            statuses[url] = {"status_code": code, "status": entry.get("status") or described.get("name"),
-                             "description": entry.get("description") or described.get("description") or ""}
+            statuses[url] = {
+                "status_code": code,
+                "status": entry.get("status") or described.get("name"),
+                "description": entry.get("description") or described.get("description") or "",
+            }
         return statuses, f"Statuses of {len(urls)} URLs from {self.client.base_url}."
 
     # -- Prometheus -----------------------------------------------------------------------
@@ -422,23 +491,37 @@ class Dashboard:
 
     async def requeue(self, request: Request, params: Params) -> Response:
         if not self.allow_actions:
-            raise HTTPError(403, "Actions are off: start the dashboard with --allow-actions to requeue rows.")
+            raise HTTPError(
+                403, "Actions are off: start the dashboard with --allow-actions to requeue rows."
+            )
         _check_origin(request)
-        if not hmac.compare_digest(params.text("token").encode("utf-8"), self.token.encode("ascii")):
-            raise HTTPError(403, "The action token is missing or wrong: reload the page and try again.")
+        if not hmac.compare_digest(
+            params.text("token").encode("utf-8"), self.token.encode("ascii")
+        ):
+            raise HTTPError(
+                403, "The action token is missing or wrong: reload the page and try again."
+            )
         ids = [i for i in params.all("id", max_length=MAX_TEXT) if i]
         if len(ids) > MAX_IDS:
             raise HTTPError(400, f"at most {MAX_IDS} rows per requeue")
         try:
-            done = await deferToThread(queries.requeue, self.buffer_path, ids, field_map=self.field_map, dedup=self.dedup)
+            done = await deferToThread(
+                queries.requeue, self.buffer_path, ids, field_map=self.field_map, dedup=self.dedup
+            )
         except BufferFault as exc:
             raise HTTPError(503, f"the buffer could not be changed right now: {exc}") from None
-        logger.info("Requeued %(n)d rows from the dashboard; %(invalid)d stay invalid",
-                    {"n": done.requeued, "invalid": done.still_invalid})
+        logger.info(
+            "Requeued %(n)d rows from the dashboard; %(invalid)d stay invalid",
+            {"n": done.requeued, "invalid": done.still_invalid},
+        )
         if params.text("back_to") == "row" and ids:
             location = "/row?" + urlencode({"id": ids[0]})
         else:
-            kept = [(k, v) for k, v in parse_qsl(params.text("back", max_length=4 * MAX_TEXT)) if k in _BACK_KEYS]
+            kept = [
+                (k, v)
+                for k, v in parse_qsl(params.text("back", max_length=4 * MAX_TEXT))
+                if k in _BACK_KEYS
+            ]
             still = [("invalid", str(done.still_invalid))] if done.still_invalid else []
             location = "/rows?" + urlencode([*kept, ("requeued", str(done.requeued)), *still])
         return Response(b"", status=303, headers={"Location": location})
@@ -473,21 +556,27 @@ class _Root(Resource):
             route = self._route(request)
             method = b"GET" if request.method == b"HEAD" else request.method
             if method != route.method:
-                raise HTTPError(405, f"use {route.method.decode()} here", {"Allow": route.method.decode()})
+                raise HTTPError(
+                    405, f"use {route.method.decode()} here", {"Allow": route.method.decode()}
+                )
             response = await route.handler(request, Params(request.args or {}))
         except HTTPError as exc:
             response = self._error(exc, json=route is not None and route.json)
         except Exception:
             logger.exception("Dashboard error on %(path)r", {"path": request.path})
-            response = self._error(HTTPError(500, "internal error; see the dashboard's log"),
-                                   json=route is not None and route.json)
+            response = self._error(
+                HTTPError(500, "internal error; see the dashboard's log"),
+                json=route is not None and route.json,
+            )
         if not gone:
             _write(request, response)
 
     def _route(self, request: Request) -> Route:
         host = (request.getHeader("host") or "").lower()
         if self.dashboard.allowed_hosts is not None and host not in self.dashboard.allowed_hosts:
-            raise HTTPError(421, "unexpected Host header: open the dashboard by its loopback address")
+            raise HTTPError(
+                421, "unexpected Host header: open the dashboard by its loopback address"
+            )
         try:
             path = request.path.decode("ascii")
         except UnicodeDecodeError:
@@ -499,8 +588,12 @@ class _Root(Resource):
 
     def _error(self, exc: HTTPError, *, json: bool) -> Response:
         if json:
-            return Response(orjson.dumps({"error": exc.message}), status=exc.status,
-                            content_type="application/json", headers=exc.headers)
+            return Response(
+                orjson.dumps({"error": exc.message}),
+                status=exc.status,
+                content_type="application/json",
+                headers=exc.headers,
+            )
         body = views.error_page(exc.status, exc.message, buffer_path=self.dashboard.buffer_path)
         return Response(body, status=exc.status, headers=exc.headers)
 
@@ -562,14 +655,21 @@ def is_loopback(bind: str) -> bool:
 def _allowed_hosts(bind: str, port: int) -> frozenset[str] | None:
     if not is_loopback(bind):
         return None  # reachable by other names on purpose
-    names = {"127.0.0.1", "localhost", "[::1]", bind if ":" not in bind else f"[{bind.strip('[]')}]"}
+    names = {
+        "127.0.0.1",
+        "localhost",
+        "[::1]",
+        bind if ":" not in bind else f"[{bind.strip('[]')}]",
+    }
     return frozenset({*names, *(f"{name}:{port}" for name in names)})
 
 
 def build_dashboard(settings: SDISettings, *, allow_actions: bool) -> Dashboard:
     """Check the buffer and the API settings, then build the dashboard (nothing listens yet)."""
     if settings.buffer != "sqlite":
-        raise DashboardError(f"SDI_BUFFER is {settings.buffer!r}: the dashboard reads the SQLite buffer file only")
+        raise DashboardError(
+            f"SDI_BUFFER is {settings.buffer!r}: the dashboard reads the SQLite buffer file only"
+        )
     try:
         queries.check_buffer(settings.buffer_path)
     except queries.BufferUnavailable as exc:
@@ -582,11 +682,17 @@ def build_dashboard(settings: SDISettings, *, allow_actions: bool) -> Dashboard:
             raise DashboardError(str(exc)) from None
         from scrapy_sdi.client import SDIClient
 
-        client = SDIClient(settings.api_url, settings.username, settings.password, timeout=settings.timeout)
+        client = SDIClient(
+            settings.api_url, settings.username, settings.password, timeout=settings.timeout
+        )
     return Dashboard(
-        str(settings.buffer_path), allow_actions=allow_actions, client=client,
-        credentials=bool(settings.username and settings.password), retention_days=settings.retention_days,
-        field_map=settings.field_map, dedup=settings.dedup,
+        str(settings.buffer_path),
+        allow_actions=allow_actions,
+        client=client,
+        credentials=bool(settings.username and settings.password),
+        retention_days=settings.retention_days,
+        field_map=settings.field_map,
+        dedup=settings.dedup,
     )
 
 
@@ -613,12 +719,20 @@ def serve(settings: SDISettings, *, port: int, bind: str, allow_actions: bool) -
     actual = address.port
     dashboard.allowed_hosts = _allowed_hosts(bind, actual)
     if not is_loopback(bind):
-        print(f"Warning: the SDI dashboard is bound to {bind}, reachable from other hosts; "
-              "bind to 127.0.0.1 unless that is intended", file=sys.stderr)
+        print(
+            f"Warning: the SDI dashboard is bound to {bind}, reachable from other hosts; "
+            "bind to 127.0.0.1 unless that is intended",
+            file=sys.stderr,
+        )
     host = f"[{bind}]" if ":" in bind else bind
-    print(f"SDI dashboard listening on http://{host}:{actual}/ "
-          f"(buffer {dashboard.buffer_path}; actions {'on' if allow_actions else 'off'})", flush=True)
+    print(
+        f"SDI dashboard listening on http://{host}:{actual}/ "
+        f"(buffer {dashboard.buffer_path}; actions {'on' if allow_actions else 'off'})",
+        flush=True,
+    )
     reactor.callWhenRunning(dashboard.start)
-    reactor.addSystemEventTrigger("before", "shutdown", lambda: defer.Deferred.fromCoroutine(dashboard.stop()))
+    reactor.addSystemEventTrigger(
+        "before", "shutdown", lambda: defer.Deferred.fromCoroutine(dashboard.stop())
+    )
     reactor.run()
     return 0

@@ -19,15 +19,33 @@ if TYPE_CHECKING:
 
     from scrapy_sdi.dashboard.queries import Page
 
-NAV = (("/", "Overview"), ("/throughput", "Throughput"), ("/rows", "Rejected & invalid"),
-       ("/remote", "Remote status"))
-CRAWLER_COLUMNS = (("crawler", "Crawler"), ("buffered", "Buffered"), ("delivered", "Delivered"),
-                   ("rejected", "Rejected"), ("invalid", "Invalid"), ("filtered", "Filtered"),
-                   ("pending", "Pending"), ("last_delivery", "Last delivery"))
-ROW_HEADERS = (("id", "Id", None), ("crawler", "Crawler", "crawler"), ("url", "URL", "url"),
-               ("state", "State", "state"), ("reason", "Reason", "reason"),
-               ("attempts", "Attempts", "attempts"), ("last_error", "Last error", None),
-               ("created_at", "Buffered", "created"), ("delivered_at", "Rejected at", "rejected_at"))
+NAV = (
+    ("/", "Overview"),
+    ("/throughput", "Throughput"),
+    ("/rows", "Rejected & invalid"),
+    ("/remote", "Remote status"),
+)
+CRAWLER_COLUMNS = (
+    ("crawler", "Crawler"),
+    ("buffered", "Buffered"),
+    ("delivered", "Delivered"),
+    ("rejected", "Rejected"),
+    ("invalid", "Invalid"),
+    ("filtered", "Filtered"),
+    ("pending", "Pending"),
+    ("last_delivery", "Last delivery"),
+)
+ROW_HEADERS = (
+    ("id", "Id", None),
+    ("crawler", "Crawler", "crawler"),
+    ("url", "URL", "url"),
+    ("state", "State", "state"),
+    ("reason", "Reason", "reason"),
+    ("attempts", "Attempts", "attempts"),
+    ("last_error", "Last error", None),
+    ("created_at", "Buffered", "created"),
+    ("delivered_at", "Rejected at", "rejected_at"),
+)
 
 
 def e(value: Any) -> str:
@@ -72,8 +90,11 @@ def fmt_filters(info: Mapping[str, Any] | None, now: float | None = None) -> dic
     fetched = info.get("fetched_at")
     age = "unknown" if fetched is None else formatting.age((now or time.time()) - fetched) + " ago"
     count = info.get("count")
-    return {"filters.version": str(info.get("version") or "?"),
-            "filters.count": "?" if count is None else str(count), "filters.fetched": age}
+    return {
+        "filters.version": str(info.get("version") or "?"),
+        "filters.count": "?" if count is None else str(count),
+        "filters.fetched": age,
+    }
 
 
 # -- layout ---------------------------------------------------------------------------------
@@ -81,7 +102,8 @@ def fmt_filters(info: Mapping[str, Any] | None, now: float | None = None) -> dic
 
 def layout(title: str, body: str, *, page: str, buffer_path: str, refresh: bool = False) -> bytes:
     nav = "".join(
-        f'<a href="{href}"{" aria-current=page" if href == page else ""}>{e(label)}</a>' for href, label in NAV
+        f'<a href="{href}"{" aria-current=page" if href == page else ""}>{e(label)}</a>'
+        for href, label in NAV
     )
     return (
         "<!doctype html>\n<html lang=en><head><meta charset=utf-8>"
@@ -90,7 +112,7 @@ def layout(title: str, body: str, *, page: str, buffer_path: str, refresh: bool 
         '<link rel=icon href="data:,"><link rel=stylesheet href="/static/dashboard.css">'
         '<script src="/static/dashboard.js" defer></script></head>'
         f'<body data-page="{e(page)}"{" data-refresh=1" if refresh else ""}>'
-        f'<header><span class=brand>scrapy_sdi</span><nav>{nav}</nav>'
+        f"<header><span class=brand>scrapy_sdi</span><nav>{nav}</nav>"
         f'<span class=buffer title="buffer file">{e(buffer_path)}</span></header>'
         f"<main><h1>{e(title)}</h1>{body}</main></body></html>\n"
     ).encode()
@@ -102,13 +124,17 @@ def error_page(status: int, message: str, *, buffer_path: str) -> bytes:
 
 
 def _pager(page: Page, params: Mapping[str, Any], path: str, noun: str = "rows") -> str:
-    parts = [f'<span class=count>Page <b>{page.page}</b> of {page.pages} '
-             f'(<b id=total-rows>{page.total}</b> {noun})</span>']
+    parts = [
+        f"<span class=count>Page <b>{page.page}</b> of {page.pages} "
+        f"(<b id=total-rows>{page.total}</b> {noun})</span>"
+    ]
     if page.page > 1:
-        parts.append(f'<a rel=prev href="{path}?{e(qs(params, page=page.page - 1))}">‹ previous</a>')
+        parts.append(
+            f'<a rel=prev href="{path}?{e(qs(params, page=page.page - 1))}">‹ previous</a>'
+        )
     if page.page < page.pages:
         parts.append(f'<a rel=next href="{path}?{e(qs(params, page=page.page + 1))}">next ›</a>')
-    return f'<p class=pager>{" ".join(parts)}</p>'
+    return f"<p class=pager>{' '.join(parts)}</p>"
 
 
 def _sort_link(label: str, key: str, params: Mapping[str, Any], path: str) -> str:
@@ -139,7 +165,10 @@ def overview_fields(data: Mapping[str, Any]) -> dict[str, str]:
 
 
 def crawler_cells(row: Mapping[str, Any]) -> list[str]:
-    return [str(row[key]) if key != "last_delivery" else fmt_time(row[key]) for key, _ in CRAWLER_COLUMNS]
+    return [
+        str(row[key]) if key != "last_delivery" else fmt_time(row[key])
+        for key, _ in CRAWLER_COLUMNS
+    ]
 
 
 def overview(data: Mapping[str, Any], params: Mapping[str, Any], *, buffer_path: str) -> bytes:
@@ -151,14 +180,23 @@ def overview(data: Mapping[str, Any], params: Mapping[str, Any], *, buffer_path:
     )
     cards += f'<div class="card total"><span>all rows</span><b data-field="state.total">{e(fields["state.total"])}</b></div>'
     facts = (
-        ("Oldest pending", "oldest_pending_age"), ("Buffer file", "file_size"), ("API health", "health"),
-        ("Filters version", "filters.version"), ("Filters", "filters.count"),
+        ("Oldest pending", "oldest_pending_age"),
+        ("Buffer file", "file_size"),
+        ("API health", "health"),
+        ("Filters version", "filters.version"),
+        ("Filters", "filters.count"),
         ("Filters fetched", "filters.fetched"),
     )
-    facts_html = "".join(f'<dt>{e(label)}</dt><dd data-field="{key}">{e(fields[key])}</dd>' for label, key in facts)
+    facts_html = "".join(
+        f'<dt>{e(label)}</dt><dd data-field="{key}">{e(fields[key])}</dd>' for label, key in facts
+    )
     page = data["crawlers"]
-    head = "".join(f"<th>{_sort_link(label, key, params, '/')}</th>" for key, label in CRAWLER_COLUMNS)
-    rows = "".join(_crawler_row(row) for row in page.rows) or _empty_row(len(CRAWLER_COLUMNS), "no rows buffered")
+    head = "".join(
+        f"<th>{_sort_link(label, key, params, '/')}</th>" for key, label in CRAWLER_COLUMNS
+    )
+    rows = "".join(_crawler_row(row) for row in page.rows) or _empty_row(
+        len(CRAWLER_COLUMNS), "no rows buffered"
+    )
     body = (
         f"<section class=cards id=totals>{cards}</section>"
         f"<section><dl class=facts>{facts_html}</dl></section>"
@@ -173,7 +211,9 @@ def overview(data: Mapping[str, Any], params: Mapping[str, Any], *, buffer_path:
 def _crawler_row(row: Mapping[str, Any]) -> str:
     cells = crawler_cells(row)
     link = f'<a href="/rows?{e(qs({}, crawler=row["crawler"]))}">{e(cells[0])}</a>'
-    return f"<tr><td>{link}</td>" + "".join(f"<td class=num>{e(c)}</td>" for c in cells[1:]) + "</tr>"
+    return (
+        f"<tr><td>{link}</td>" + "".join(f"<td class=num>{e(c)}</td>" for c in cells[1:]) + "</tr>"
+    )
 
 
 def _empty_row(span: int, text: str) -> str:
@@ -183,8 +223,13 @@ def _empty_row(span: int, text: str) -> str:
 # -- throughput -----------------------------------------------------------------------------
 
 
-def throughput(data: Mapping[str, Any], params: Mapping[str, Any], windows: Iterable[tuple[str, str]], *,
-               buffer_path: str) -> bytes:
+def throughput(
+    data: Mapping[str, Any],
+    params: Mapping[str, Any],
+    windows: Iterable[tuple[str, str]],
+    *,
+    buffer_path: str,
+) -> bytes:
     links = " ".join(
         f'<a href="/throughput?{e(qs({}, window=key))}"{" aria-current=page" if key == params["window"] else ""}>'
         f"{e(label)}</a>"
@@ -196,11 +241,11 @@ def throughput(data: Mapping[str, Any], params: Mapping[str, Any], windows: Iter
     retention = f"{data['retention_days']:g}"
     body = (
         f"<p class=windows>Window: {links}</p>"
-        f'<p>From {e(fmt_time(chart.start))} to {e(fmt_time(data["until"]))}, one bar per {e(unit)}. '
+        f"<p>From {e(fmt_time(chart.start))} to {e(fmt_time(data['until']))}, one bar per {e(unit)}. "
         f'Delivered: <b data-field="throughput.delivered" id=throughput-delivered>{sum(chart.delivered)}</b>, '
         f'rejected: <b data-field="throughput.rejected" id=throughput-rejected>{sum(chart.rejected)}</b>, '
         f'busiest {e(unit)}: <b data-field="throughput.peak">{data["peak"]}</b>.</p>'
-        f'<figure>{data["svg"]}<figcaption>Results per {e(unit)} by the time the API answered '
+        f"<figure>{data['svg']}<figcaption>Results per {e(unit)} by the time the API answered "
         f"(delivered_at); retention of delivered rows: {e(retention)} days.</figcaption></figure>"
     )
     return layout("Throughput", body, page="/throughput", buffer_path=buffer_path)
@@ -209,19 +254,30 @@ def throughput(data: Mapping[str, Any], params: Mapping[str, Any], windows: Iter
 # -- rejected and invalid rows --------------------------------------------------------------
 
 
-def rows(data: Mapping[str, Any], params: Mapping[str, Any], *, buffer_path: str, token: str | None,
-         xlsx: bool) -> bytes:
+def rows(
+    data: Mapping[str, Any],
+    params: Mapping[str, Any],
+    *,
+    buffer_path: str,
+    token: str | None,
+    xlsx: bool,
+) -> bytes:
     page: Page = data["page"]
     state_options = "".join(
         f'<option value="{v}"{" selected" if params.get("state", "all") == v else ""}>{label}</option>'
-        for v, label in (("all", "rejected and invalid"), ("rejected", "rejected"), ("invalid", "invalid"))
+        for v, label in (
+            ("all", "rejected and invalid"),
+            ("rejected", "rejected"),
+            ("invalid", "invalid"),
+        )
     )
     crawler_options = '<option value="">all crawlers</option>' + "".join(
         f'<option value="{e(c)}"{" selected" if params.get("crawler") == c else ""}>{e(c)}</option>'
         for c in data["crawlers"]
     )
     per_page_options = "".join(
-        f'<option{" selected" if int(params.get("per_page", 50)) == n else ""}>{n}</option>' for n in (25, 50, 100, 200)
+        f"<option{' selected' if int(params.get('per_page', 50)) == n else ''}>{n}</option>"
+        for n in (25, 50, 100, 200)
     )
     form = (
         '<form class=filters method=get action="/rows" id=search-form>'
@@ -230,7 +286,7 @@ def rows(data: Mapping[str, Any], params: Mapping[str, Any], *, buffer_path: str
         f'<label>Search <input type=search name=q id=q value="{e(params.get("q", ""))}" '
         'placeholder="id, URL, reason, error or payload"></label>'
         f"<label>Per page <select name=per_page>{per_page_options}</select></label>"
-        '<button type=submit id=search>Search</button></form>'
+        "<button type=submit id=search>Search</button></form>"
     )
     selection = {k: params[k] for k in ("state", "crawler", "q", "sort", "dir") if params.get(k)}
     downloads = " ".join(
@@ -240,46 +296,58 @@ def rows(data: Mapping[str, Any], params: Mapping[str, Any], *, buffer_path: str
     if xlsx:
         downloads += f' <a class=download id=download-xlsx href="/export?{e(qs(selection, format="xlsx"))}">XLSX</a>'
     else:
-        downloads += (f' <a class="download unavailable" id=download-xlsx href="/export?{e(qs(selection, format="xlsx"))}"'
-                      ">XLSX (not available: install openpyxl)</a>")
+        downloads += (
+            f' <a class="download unavailable" id=download-xlsx href="/export?{e(qs(selection, format="xlsx"))}"'
+            ">XLSX (not available: install openpyxl)</a>"
+        )
     flash = ""
     if data.get("requeued") is not None:
-        flash = f'<p class=flash id=flash>Requeued <b>{data["requeued"]}</b> rows: they are pending again.'
+        flash = f"<p class=flash id=flash>Requeued <b>{data['requeued']}</b> rows: they are pending again."
         if data.get("still_invalid"):
-            flash += (f' <b>{data["still_invalid"]}</b> invalid rows were mapped again and are still invalid:'
-                      ' see their new reasons.')
+            flash += (
+                f" <b>{data['still_invalid']}</b> invalid rows were mapped again and are still invalid:"
+                " see their new reasons."
+            )
         flash += "</p>"
     head = "".join(
-        f"<th>{_sort_link(label, key, params, '/rows') if key else e(label)}</th>" for _, label, key in ROW_HEADERS
+        f"<th>{_sort_link(label, key, params, '/rows') if key else e(label)}</th>"
+        for _, label, key in ROW_HEADERS
     )
-    check_head = '<th><input type=checkbox id=select-all aria-label="select all"></th>' if token else ""
+    check_head = (
+        '<th><input type=checkbox id=select-all aria-label="select all"></th>' if token else ""
+    )
     body_rows = "".join(_problem_row(row, token is not None) for row in page.rows)
     if not body_rows:
         body_rows = _empty_row(len(ROW_HEADERS) + (1 if token else 0), "no matching rows")
-    table = (f"<table id=rows><thead><tr>{check_head}{head}</tr></thead><tbody>{body_rows}</tbody></table>"
-             f"{_pager(page, params, '/rows')}")
+    table = (
+        f"<table id=rows><thead><tr>{check_head}{head}</tr></thead><tbody>{body_rows}</tbody></table>"
+        f"{_pager(page, params, '/rows')}"
+    )
     if token:
         table = (
             '<form method=post action="/actions/requeue" id=requeue-form>'
             f'<input type=hidden name=token value="{e(token)}">'
             f'<input type=hidden name=back value="{e(qs(params, page=None))}">'
-            f'{table}<button type=submit id=requeue name=action value=requeue>Requeue selected</button></form>'
+            f"{table}<button type=submit id=requeue name=action value=requeue>Requeue selected</button></form>"
         )
     else:
-        table += '<p class=note id=actions-off>Requeueing is off: start the dashboard with --allow-actions.</p>'
+        table += "<p class=note id=actions-off>Requeueing is off: start the dashboard with --allow-actions.</p>"
     body = f"{form}{flash}<p class=downloads>Download this selection: {downloads}</p>{table}"
     return layout("Rejected & invalid rows", body, page="/rows", buffer_path=buffer_path)
 
 
 def _problem_row(row: Mapping[str, Any], selectable: bool) -> str:
-    check = (f'<td><input type=checkbox name=id value="{e(row["id"])}" aria-label="select {e(row["id"])}"></td>'
-             if selectable else "")
+    check = (
+        f'<td><input type=checkbox name=id value="{e(row["id"])}" aria-label="select {e(row["id"])}"></td>'
+        if selectable
+        else ""
+    )
     link = f'<a href="/row?{e(qs({}, id=row["id"]))}">{e(_short(row["id"], 24))}</a>'
     return (
         f'<tr data-id="{e(row["id"])}">{check}<td>{link}</td><td>{e(row["crawler"])}</td>'
         f'<td class=url title="{e(row["url"])}">{e(_short(row["url"], 60))}</td><td>{e(row["state"])}</td>'
-        f'<td>{e(row["reason"])}</td><td class=num>{e(row["attempts"])}</td><td>{e(row["last_error"])}</td>'
-        f'<td>{e(fmt_time(row["created_at"]))}</td><td>{e(fmt_time(row["delivered_at"], "—"))}</td></tr>'
+        f"<td>{e(row['reason'])}</td><td class=num>{e(row['attempts'])}</td><td>{e(row['last_error'])}</td>"
+        f"<td>{e(fmt_time(row['created_at']))}</td><td>{e(fmt_time(row['delivered_at'], '—'))}</td></tr>"
     )
 
 
@@ -290,12 +358,23 @@ def _short(text: Any, n: int) -> str:
 
 def row_detail(row: Mapping[str, Any], *, buffer_path: str, token: str | None) -> bytes:
     facts = (
-        ("Id", row["id"]), ("Crawler", row["crawler"]), ("URL", row["url"]), ("State", row["state"]),
-        ("Reason", row["reason"]), ("Outcome", row["outcome"]), ("Attempts", row["attempts"]),
-        ("Last error", row["last_error"]), ("Buffered", fmt_time(row["created_at"])),
+        ("Id", row["id"]),
+        ("Crawler", row["crawler"]),
+        ("URL", row["url"]),
+        ("State", row["state"]),
+        ("Reason", row["reason"]),
+        ("Outcome", row["outcome"]),
+        ("Attempts", row["attempts"]),
+        ("Last error", row["last_error"]),
+        ("Buffered", fmt_time(row["created_at"])),
         ("Delivered / rejected", fmt_time(row["delivered_at"])),
         ("Ready at", fmt_time(row["ready_at"]) if row["ready_at"] else "at once"),
-        ("Lease", f"{row['lease_owner']} until {fmt_time(row['lease_until'])}" if row["lease_owner"] else "none"),
+        (
+            "Lease",
+            f"{row['lease_owner']} until {fmt_time(row['lease_until'])}"
+            if row["lease_owner"]
+            else "none",
+        ),
     )
     dl = "".join(f'<dt>{e(k)}</dt><dd data-field="{e(k.lower())}">{e(v)}</dd>' for k, v in facts)
     action = ""
@@ -303,11 +382,13 @@ def row_detail(row: Mapping[str, Any], *, buffer_path: str, token: str | None) -
         action = (
             '<form method=post action="/actions/requeue" id=requeue-form>'
             f'<input type=hidden name=token value="{e(token)}"><input type=hidden name=id value="{e(row["id"])}">'
-            f'<input type=hidden name=back_to value=row>'
-            '<button type=submit id=requeue>Requeue this row</button></form>'
+            f"<input type=hidden name=back_to value=row>"
+            "<button type=submit id=requeue>Requeue this row</button></form>"
         )
-    body = (f"<dl class=facts id=detail>{dl}</dl>{action}<h2>Payload</h2>"
-            f"<pre id=payload>{e(row['payload'])}</pre>")
+    body = (
+        f"<dl class=facts id=detail>{dl}</dl>{action}<h2>Payload</h2>"
+        f"<pre id=payload>{e(row['payload'])}</pre>"
+    )
     return layout("Row " + _short(row["id"], 40), body, page="/rows", buffer_path=buffer_path)
 
 
@@ -324,9 +405,9 @@ def remote(data: Mapping[str, Any], params: Mapping[str, Any], *, buffer_path: s
         '<form class=filters method=get action="/remote" id=remote-form>'
         f"<label>Crawler <select name=crawler>{crawler_options}</select></label>"
         f'<label>Search <input type=search name=q value="{e(params.get("q", ""))}" placeholder="URL or id"></label>'
-        '<button type=submit>Look up</button></form>'
+        "<button type=submit>Look up</button></form>"
     )
-    note = f'<p class=note id=remote-note>{e(data["note"])}</p>' if data.get("note") else ""
+    note = f"<p class=note id=remote-note>{e(data['note'])}</p>" if data.get("note") else ""
     statuses = data.get("statuses") or {}
     body_rows = "".join(_remote_row(row, statuses.get(row["url"])) for row in page.rows)
     if not body_rows:
@@ -344,6 +425,6 @@ def _remote_row(row: Mapping[str, Any], status: Mapping[str, Any] | None) -> str
     code = status.get("status_code")
     return (
         f'<tr data-url="{e(row["url"])}"><td class=url>{e(row["url"])}</td><td>{e(row["crawler"])}</td>'
-        f'<td>{e(fmt_time(row["delivered_at"]))}</td><td class=num>{e("" if code is None else code)}</td>'
-        f'<td class=status>{e(status.get("status", "—"))}</td><td>{e(status.get("description", ""))}</td></tr>'
+        f"<td>{e(fmt_time(row['delivered_at']))}</td><td class=num>{e('' if code is None else code)}</td>"
+        f"<td class=status>{e(status.get('status', '—'))}</td><td>{e(status.get('description', ''))}</td></tr>"
     )

@@ -60,9 +60,22 @@ class Clock:
         self.now += seconds
 
 
-def row(id_: str, url: str | None = None, crawler: str = "c1", state: str = PENDING, reason: str | None = None) -> Row:
+def row(
+    id_: str,
+    url: str | None = None,
+    crawler: str = "c1",
+    state: str = PENDING,
+    reason: str | None = None,
+) -> Row:
     """A row whose payload names its id, its URL by default derived from the id too."""
-    return Row(id_, crawler, url or f"https://example.com/{id_}", f'{{"id": "{id_}"}}'.encode(), state, reason)
+    return Row(
+        id_,
+        crawler,
+        url or f"https://example.com/{id_}",
+        f'{{"id": "{id_}"}}'.encode(),
+        state,
+        reason,
+    )
 
 
 def ids(claimed: list[Claimed]) -> list[str]:
@@ -89,7 +102,9 @@ class BufferContract:
 
     @pytest.fixture
     def buffer(self) -> Iterator[Buffer]:
-        raise NotImplementedError("a BufferContract subclass provides a `buffer` fixture building an empty buffer")
+        raise NotImplementedError(
+            "a BufferContract subclass provides a `buffer` fixture building an empty buffer"
+        )
 
     @pytest.fixture
     def clock(self, buffer: Buffer, monkeypatch: pytest.MonkeyPatch) -> Clock:
@@ -127,15 +142,26 @@ class BufferContract:
 
     def test_dedup_within_one_call(self, buffer: Buffer) -> None:
         url = "https://example.com/twice"
-        assert buffer.enqueue([row("a", url), row("b"), row("c", url)], dedup=True) == [True, True, False]
+        assert buffer.enqueue([row("a", url), row("b"), row("c", url)], dedup=True) == [
+            True,
+            True,
+            False,
+        ]
         assert sorted(r["id"] for r in buffer.export(PENDING)) == ["a", "b"]
 
     def test_dedup_is_per_crawler(self, buffer: Buffer) -> None:
         url = "https://example.com/shared"
-        assert buffer.enqueue([row("a", url, crawler="c1"), row("b", url, crawler="c2")], dedup=True) == [True, True]
+        assert buffer.enqueue(
+            [row("a", url, crawler="c1"), row("b", url, crawler="c2")], dedup=True
+        ) == [True, True]
         assert buffer.enqueue([row("c", url, crawler="c3")], dedup=True) == [True]
         assert buffer.enqueue([row("d", url, crawler="c2")], dedup=True) == [False]
-        assert buffer.counts("c1")[PENDING] == buffer.counts("c2")[PENDING] == buffer.counts("c3")[PENDING] == 1
+        assert (
+            buffer.counts("c1")[PENDING]
+            == buffer.counts("c2")[PENDING]
+            == buffer.counts("c3")[PENDING]
+            == 1
+        )
 
     def test_no_dedup_when_disabled(self, buffer: Buffer) -> None:
         url = "https://example.com/same"
@@ -146,7 +172,11 @@ class BufferContract:
     def test_filtered_and_invalid_rows_do_not_count_as_seen(self, buffer: Buffer) -> None:
         url = "https://example.com/f"
         flags = buffer.enqueue(
-            [row("f1", url, state=FILTERED, reason="f"), row("f2", url, state=FILTERED, reason="f"), row("i1", url, state=INVALID, reason="i")],
+            [
+                row("f1", url, state=FILTERED, reason="f"),
+                row("f2", url, state=FILTERED, reason="f"),
+                row("i1", url, state=INVALID, reason="i"),
+            ],
             dedup=True,
         )
         assert flags == [True, True, True]
@@ -154,18 +184,27 @@ class BufferContract:
         assert nonzero(buffer.counts()) == {PENDING: 1, FILTERED: 2, INVALID: 1}
 
     @pytest.mark.parametrize("seen_state", [PENDING, DELIVERED])
-    def test_a_filtered_row_for_a_url_already_buffered_is_skipped_like_a_duplicate(self, buffer: Buffer, seen_state: str) -> None:
+    def test_a_filtered_row_for_a_url_already_buffered_is_skipped_like_a_duplicate(
+        self, buffer: Buffer, seen_state: str
+    ) -> None:
         """Else a pending row and a filtered row would say opposite things of one URL."""
         url = "https://example.com/f"
         buffer.enqueue([row("p", url)], dedup=True)
         if seen_state == DELIVERED:
             buffer.claim("c1", "o", 10, 60)
             buffer.ack({"p": "accepted"}, {})
-        assert buffer.enqueue([row("f", url, state=FILTERED, reason="f"), row("g", state=FILTERED, reason="f")], dedup=True) == [False, True]
-        assert buffer.enqueue([row("f2", url, state=FILTERED, reason="f")], dedup=False) == [True]  # dedup off: kept
+        assert buffer.enqueue(
+            [row("f", url, state=FILTERED, reason="f"), row("g", state=FILTERED, reason="f")],
+            dedup=True,
+        ) == [False, True]
+        assert buffer.enqueue([row("f2", url, state=FILTERED, reason="f")], dedup=False) == [
+            True
+        ]  # dedup off: kept
         assert nonzero(buffer.counts()) == {seen_state: 1, FILTERED: 2}
 
-    def test_filtered_and_invalid_rows_are_kept_counted_and_never_claimed(self, buffer: Buffer, clock: Clock) -> None:
+    def test_filtered_and_invalid_rows_are_kept_counted_and_never_claimed(
+        self, buffer: Buffer, clock: Clock
+    ) -> None:
         buffer.enqueue(
             [
                 row("f", state=FILTERED, reason="drop: robots"),
@@ -196,7 +235,9 @@ class BufferContract:
         assert ids(buffer.claim("c1", "o", 3, 60)) == ["r6"]
         assert buffer.claim("c1", "o", 3, 60) == []
 
-    def test_claim_keeps_enqueue_order_across_calls_and_interleaved_crawlers(self, buffer: Buffer) -> None:
+    def test_claim_keeps_enqueue_order_across_calls_and_interleaved_crawlers(
+        self, buffer: Buffer
+    ) -> None:
         buffer.enqueue([row("a1"), row("b1", crawler="c2"), row("a2")], dedup=True)
         buffer.enqueue([row("b2", crawler="c2"), row("a3")], dedup=True)
         assert ids(buffer.claim("c1", "o", 10, 60)) == ["a1", "a2", "a3"]
@@ -209,7 +250,9 @@ class BufferContract:
         assert buffer.counts("c1") == {**dict.fromkeys(STATES, 0), PENDING: 1}
         assert buffer.counts("c2") == {**dict.fromkeys(STATES, 0), IN_FLIGHT: 1}
 
-    def test_claimed_rows_are_in_flight_and_not_claimed_again_until_lease_expires(self, buffer: Buffer, clock: Clock) -> None:
+    def test_claimed_rows_are_in_flight_and_not_claimed_again_until_lease_expires(
+        self, buffer: Buffer, clock: Clock
+    ) -> None:
         buffer.enqueue([row("a"), row("b")], dedup=True)
         assert ids(buffer.claim("c1", "o1", 1, LEASE)) == ["a"]
         assert nonzero(buffer.counts()) == {PENDING: 1, IN_FLIGHT: 1}
@@ -217,10 +260,14 @@ class BufferContract:
         assert ids(buffer.claim("c1", "o2", 10, LEASE)) == ["b"]
         clock.advance(LEASE / 2)
         assert buffer.claim("c1", "o3", 10, LEASE) == []
-        assert buffer.claim("c1", "o3", 10, LEASE, ignore_ready_at=True) == []  # a lease is not a ready_at
+        assert (
+            buffer.claim("c1", "o3", 10, LEASE, ignore_ready_at=True) == []
+        )  # a lease is not a ready_at
         assert buffer.counts()[IN_FLIGHT] == 2
 
-    def test_expired_lease_is_reclaimed_with_same_id_payload_and_attempts(self, buffer: Buffer, clock: Clock) -> None:
+    def test_expired_lease_is_reclaimed_with_same_id_payload_and_attempts(
+        self, buffer: Buffer, clock: Clock
+    ) -> None:
         buffer.enqueue([row("a")], dedup=True)
         (first,) = buffer.claim("c1", "dead-worker", 10, LEASE)
         clock.advance(LEASE * 2)
@@ -236,13 +283,17 @@ class BufferContract:
         clock.advance(1)
         assert ids(buffer.claim("c1", "o", 3, 60)) == ["a", "b", "c"]
 
-    def test_acked_row_is_not_claimed_again_after_its_lease_had_expired(self, buffer: Buffer, clock: Clock) -> None:
+    def test_acked_row_is_not_claimed_again_after_its_lease_had_expired(
+        self, buffer: Buffer, clock: Clock
+    ) -> None:
         """A slow request outlives its lease; a claim (any crawler) puts the row back; the ack then
         arrives. The row is delivered and must not be sent again."""
         buffer.enqueue([row("a"), row("z", crawler="c2")], dedup=True)
         assert ids(buffer.claim("c1", "slow", 10, LEASE)) == ["a"]
         clock.advance(1)
-        assert ids(buffer.claim("c2", "other", 10, 60)) == ["z"]  # expiry pass puts "a" back to pending
+        assert ids(buffer.claim("c2", "other", 10, 60)) == [
+            "z"
+        ]  # expiry pass puts "a" back to pending
         buffer.ack({"a": "accepted"}, {})
         assert buffer.counts("c1") == {**dict.fromkeys(STATES, 0), DELIVERED: 1}
         assert buffer.claim("c1", "o", 10, 60) == []
@@ -251,34 +302,61 @@ class BufferContract:
 
     # -- rows stored already leased (the delivery loop's hand-off) ----------------------------------
 
-    def test_a_lease_stores_the_first_rows_in_flight_and_returns_them(self, buffer: Buffer, clock: Clock) -> None:
-        rows = [row("f", state=FILTERED, reason="filter 1"), row("a"), row("dup", url="https://example.com/a"), row("b"), row("c")]
+    def test_a_lease_stores_the_first_rows_in_flight_and_returns_them(
+        self, buffer: Buffer, clock: Clock
+    ) -> None:
+        rows = [
+            row("f", state=FILTERED, reason="filter 1"),
+            row("a"),
+            row("dup", url="https://example.com/a"),
+            row("b"),
+            row("c"),
+        ]
         enqueued = buffer.enqueue(rows, dedup=True, lease=Lease("me", clock.now + 60, 2))
         assert enqueued == [True, True, False, True, True]
         assert [r.id for r in enqueued.leased] == ["a", "b"]  # filtered, dedup'd: never leased
         assert sorted(by_id(buffer, IN_FLIGHT)) == ["a", "b"]
-        assert [r.state for r in rows] == [FILTERED, PENDING, PENDING, PENDING, PENDING]  # the rows passed in are left as they came
+        assert [r.state for r in rows] == [
+            FILTERED,
+            PENDING,
+            PENDING,
+            PENDING,
+            PENDING,
+        ]  # the rows passed in are left as they came
         assert nonzero(buffer.counts()) == {FILTERED: 1, IN_FLIGHT: 2, PENDING: 1}
-        assert ids(buffer.claim("c1", "other", 10, 60)) == ["c"]  # leased rows are not claimed again
+        assert ids(buffer.claim("c1", "other", 10, 60)) == [
+            "c"
+        ]  # leased rows are not claimed again
         assert buffer.outstanding("c1", clock.now + 1) == 3
         buffer.ack({"a": "accepted"}, {"b": "bad"})
         assert {r["id"]: r["attempts"] for r in buffer.export(DELIVERED)} == {"a": 1}
         assert nonzero(buffer.counts()) == {FILTERED: 1, DELIVERED: 1, REJECTED: 1, IN_FLIGHT: 1}
 
-    def test_a_leased_row_of_a_dead_process_comes_back_when_its_lease_ends(self, buffer: Buffer, clock: Clock) -> None:
+    def test_a_leased_row_of_a_dead_process_comes_back_when_its_lease_ends(
+        self, buffer: Buffer, clock: Clock
+    ) -> None:
         buffer.enqueue([row("a"), row("b")], dedup=True, lease=Lease("dead", clock.now + LEASE, 5))
         assert buffer.claim("c1", "next", 10, 60) == []
         clock.advance(LEASE * 2)
-        assert buffer.claim("c1", "next", 10, 60) == [Claimed("a", b'{"id": "a"}', 0), Claimed("b", b'{"id": "b"}', 0)]
+        assert buffer.claim("c1", "next", 10, 60) == [
+            Claimed("a", b'{"id": "a"}', 0),
+            Claimed("b", b'{"id": "b"}', 0),
+        ]
 
-    def test_a_released_leased_row_is_pending_again_with_one_attempt(self, buffer: Buffer, clock: Clock) -> None:
+    def test_a_released_leased_row_is_pending_again_with_one_attempt(
+        self, buffer: Buffer, clock: Clock
+    ) -> None:
         buffer.enqueue([row("a")], dedup=True, lease=Lease("me", clock.now + 60, 1))
         buffer.release(["a"], "503", delay=0)
         assert [(c.id, c.attempts) for c in buffer.claim("c1", "o", 10, 60)] == [("a", 1)]
 
-    def test_a_lease_of_no_rows_and_no_lease_store_pending(self, buffer: Buffer, clock: Clock) -> None:
+    def test_a_lease_of_no_rows_and_no_lease_store_pending(
+        self, buffer: Buffer, clock: Clock
+    ) -> None:
         rows = [row("a"), row("b")]
-        assert buffer.enqueue(rows[:1], dedup=True, lease=Lease("me", clock.now + 60, 0)).leased == []
+        assert (
+            buffer.enqueue(rows[:1], dedup=True, lease=Lease("me", clock.now + 60, 0)).leased == []
+        )
         assert buffer.enqueue(rows[1:], dedup=True).leased == []
         assert buffer.counts()[IN_FLIGHT] == 0
         assert ids(buffer.claim("c1", "o", 10, 60)) == ["a", "b"]
@@ -291,14 +369,22 @@ class BufferContract:
         buffer.ack({"a": "accepted", "b": "duplicate"}, {"c": "422: title missing", "d": None})
         assert nonzero(buffer.counts()) == {DELIVERED: 2, REJECTED: 2}
         delivered = by_id(buffer, DELIVERED)
-        assert {k: v["outcome"] for k, v in delivered.items()} == {"a": "accepted", "b": "duplicate"}
+        assert {k: v["outcome"] for k, v in delivered.items()} == {
+            "a": "accepted",
+            "b": "duplicate",
+        }
         assert all(v["attempts"] == 1 and v["delivered_at"] is not None for v in delivered.values())
         rejected = by_id(buffer, REJECTED)
-        assert {k: v["reason"] for k, v in rejected.items()} == {"c": "422: title missing", "d": None}
+        assert {k: v["reason"] for k, v in rejected.items()} == {
+            "c": "422: title missing",
+            "d": None,
+        }
         assert all(v["attempts"] == 1 for v in rejected.values())
         assert buffer.claim("c1", "o", 10, 60, ignore_ready_at=True) == []
 
-    def test_release_returns_rows_to_pending_with_one_more_attempt_and_a_delay(self, buffer: Buffer, clock: Clock) -> None:
+    def test_release_returns_rows_to_pending_with_one_more_attempt_and_a_delay(
+        self, buffer: Buffer, clock: Clock
+    ) -> None:
         buffer.enqueue([row("a"), row("b"), row("c")], dedup=True)
         assert ids(buffer.claim("c1", "o", 2, 60)) == ["a", "b"]
         buffer.release(["a", "b"], "503 Service Unavailable", delay=30)
@@ -320,7 +406,9 @@ class BufferContract:
         buffer.claim("c1", "o", 10, 60)
         buffer.release(["a"], "timeout", delay=3600)
         assert buffer.claim("c1", "o", 10, 60) == []
-        assert [(c.id, c.attempts) for c in buffer.claim("c1", "o", 10, 60, ignore_ready_at=True)] == [("a", 1)]
+        assert [
+            (c.id, c.attempts) for c in buffer.claim("c1", "o", 10, 60, ignore_ready_at=True)
+        ] == [("a", 1)]
 
     def test_release_zero_delay_is_claimable_at_once(self, buffer: Buffer) -> None:
         buffer.enqueue([row("a")], dedup=True)
@@ -342,7 +430,9 @@ class BufferContract:
     def test_counts_has_every_state_key(self, buffer: Buffer) -> None:
         assert buffer.counts() == dict.fromkeys(STATES, 0)
         assert buffer.counts("nobody") == dict.fromkeys(STATES, 0)
-        buffer.enqueue([row("a"), row("b", crawler="c2"), row("f", state=FILTERED, reason="x")], dedup=True)
+        buffer.enqueue(
+            [row("a"), row("b", crawler="c2"), row("f", state=FILTERED, reason="x")], dedup=True
+        )
         assert set(buffer.counts()) == set(STATES)
         assert buffer.counts() == {**dict.fromkeys(STATES, 0), PENDING: 2, FILTERED: 1}
         assert buffer.counts("c2") == {**dict.fromkeys(STATES, 0), PENDING: 1}
@@ -357,7 +447,13 @@ class BufferContract:
         first = exported[0]
         for key in ("id", "crawler", "url", "state", "attempts", "reason", "payload"):
             assert key in first
-        assert (first["crawler"], first["url"], first["state"], first["attempts"], first["reason"]) == (
+        assert (
+            first["crawler"],
+            first["url"],
+            first["state"],
+            first["attempts"],
+            first["reason"],
+        ) == (
             "c1",
             "https://example.com/a",
             PENDING,
@@ -395,14 +491,24 @@ class BufferContract:
         assert nonzero(buffer.counts()) == {INVALID: 1}
 
     def test_replace_invalid_rewrites_only_rows_still_invalid(self, buffer: Buffer) -> None:
-        buffer.enqueue([row("i", state=INVALID, reason="bad"), row("j", state=INVALID, reason="bad"),
-                     row("f", state=FILTERED, reason="skip")], dedup=True)
+        buffer.enqueue(
+            [
+                row("i", state=INVALID, reason="bad"),
+                row("j", state=INVALID, reason="bad"),
+                row("f", state=FILTERED, reason="skip"),
+            ],
+            dedup=True,
+        )
         fixed = Row("new-i", "c1", "https://example.com/fixed", b'{"id": "new-i"}')
         still = Row("j", "c1", "https://example.com/j", b"ignored", INVALID, "still bad")
-        assert buffer.replace_invalid({"i": fixed, "j": still, "f": fixed, "gone": fixed}, dedup=True) == {PENDING: 1, INVALID: 1}
+        assert buffer.replace_invalid(
+            {"i": fixed, "j": still, "f": fixed, "gone": fixed}, dedup=True
+        ) == {PENDING: 1, INVALID: 1}
         assert nonzero(buffer.counts()) == {PENDING: 1, INVALID: 1, FILTERED: 1}
         assert by_id(buffer, INVALID)["j"]["reason"] == "still bad"
-        assert bytes(by_id(buffer, INVALID)["j"]["payload"]) == b'{"id": "j"}'  # the item's fields stay
+        assert (
+            bytes(by_id(buffer, INVALID)["j"]["payload"]) == b'{"id": "j"}'
+        )  # the item's fields stay
         (claimed,) = buffer.claim("c1", "o", 10, 60)
         assert claimed == Claimed("new-i", b'{"id": "new-i"}', 0)
         assert buffer.replace_invalid({"i": fixed}, dedup=True) == {}  # no longer invalid
@@ -410,16 +516,33 @@ class BufferContract:
 
     def test_replaced_row_counts_as_seen_for_dedup(self, buffer: Buffer) -> None:
         url = "https://example.com/fixed"
-        buffer.enqueue([row("i", state=INVALID, reason="bad"), row("k", state=INVALID, reason="bad")], dedup=True)
-        assert buffer.replace_invalid({"i": row("new-i", url), "k": row("new-k", url)}, dedup=True) == {PENDING: 1, INVALID: 1}
+        buffer.enqueue(
+            [row("i", state=INVALID, reason="bad"), row("k", state=INVALID, reason="bad")],
+            dedup=True,
+        )
+        assert buffer.replace_invalid(
+            {"i": row("new-i", url), "k": row("new-k", url)}, dedup=True
+        ) == {PENDING: 1, INVALID: 1}
         assert "already buffered" in by_id(buffer, INVALID)["k"]["reason"]
         assert buffer.enqueue([row("again", url)], dedup=True) == [False]
         assert buffer.counts()[PENDING] == 1
 
     # -- outstanding, crawlers, meta, prune -------------------------------------------------------
 
-    def test_outstanding_counts_pending_and_in_flight_of_one_crawler(self, buffer: Buffer, clock: Clock) -> None:
-        buffer.enqueue([row("a"), row("b"), row("c"), row("d"), row("x", crawler="c2"), row("f", state=FILTERED, reason="f")], dedup=True)
+    def test_outstanding_counts_pending_and_in_flight_of_one_crawler(
+        self, buffer: Buffer, clock: Clock
+    ) -> None:
+        buffer.enqueue(
+            [
+                row("a"),
+                row("b"),
+                row("c"),
+                row("d"),
+                row("x", crawler="c2"),
+                row("f", state=FILTERED, reason="f"),
+            ],
+            dedup=True,
+        )
         later = clock.now + 1
         assert buffer.outstanding("c1", later) == 4
         buffer.claim("c1", "o", 2, 60)
@@ -431,7 +554,14 @@ class BufferContract:
 
     def test_crawlers_with_pending(self, buffer: Buffer) -> None:
         assert buffer.crawlers_with_pending() == []
-        buffer.enqueue([row("a", crawler="c1"), row("b", crawler="c2"), row("f", crawler="c3", state=FILTERED, reason="x")], dedup=True)
+        buffer.enqueue(
+            [
+                row("a", crawler="c1"),
+                row("b", crawler="c2"),
+                row("f", crawler="c3", state=FILTERED, reason="x"),
+            ],
+            dedup=True,
+        )
         assert sorted(buffer.crawlers_with_pending()) == ["c1", "c2"]
         buffer.claim("c2", "o", 10, 60)
         assert sorted(buffer.crawlers_with_pending()) == ["c1", "c2"]  # in flight still counts
@@ -458,20 +588,42 @@ class BufferContract:
     # -- the filters a row passed ------------------------------------------------------------
 
     def test_claim_gives_the_key_of_the_filters_each_row_passed(self, buffer: Buffer) -> None:
-        buffer.enqueue([Row("a", "c1", "https://e.x/a", b"{}", filters_version="v1"), row("b")], dedup=False)
-        assert [(c.id, c.filters_version) for c in buffer.claim("c1", "o", 10, 60)] == [("a", "v1"), ("b", None)]
+        buffer.enqueue(
+            [Row("a", "c1", "https://e.x/a", b"{}", filters_version="v1"), row("b")], dedup=False
+        )
+        assert [(c.id, c.filters_version) for c in buffer.claim("c1", "o", 10, 60)] == [
+            ("a", "v1"),
+            ("b", None),
+        ]
 
-    def test_mark_filtered_keeps_waiting_rows_as_filtered_with_the_reason_and_nothing_else(self, buffer: Buffer, clock: Clock) -> None:
+    def test_mark_filtered_keeps_waiting_rows_as_filtered_with_the_reason_and_nothing_else(
+        self, buffer: Buffer, clock: Clock
+    ) -> None:
         buffer.enqueue([row("a"), row("b"), row("c"), row("d")], dedup=True)
         buffer.claim("c1", "o", 2, 60)  # a, b in flight; c, d pending
         buffer.ack({"b": "accepted"}, {})
-        buffer.mark_filtered({"a": "filter 1 (url exact 'x')", "b": "filter 1 (url exact 'x')", "c": "filter 2 (url glob '*')"})
-        assert {r["id"]: r["reason"] for r in buffer.export(FILTERED)} == {"a": "filter 1 (url exact 'x')", "c": "filter 2 (url glob '*')"}
-        assert nonzero(buffer.counts()) == {FILTERED: 2, DELIVERED: 1, PENDING: 1}  # a delivered row stays delivered
+        buffer.mark_filtered(
+            {
+                "a": "filter 1 (url exact 'x')",
+                "b": "filter 1 (url exact 'x')",
+                "c": "filter 2 (url glob '*')",
+            }
+        )
+        assert {r["id"]: r["reason"] for r in buffer.export(FILTERED)} == {
+            "a": "filter 1 (url exact 'x')",
+            "c": "filter 2 (url glob '*')",
+        }
+        assert nonzero(buffer.counts()) == {
+            FILTERED: 2,
+            DELIVERED: 1,
+            PENDING: 1,
+        }  # a delivered row stays delivered
         clock.advance(120)  # a's lease would have run out: a filtered row is never claimed again
         assert ids(buffer.claim("c1", "o", 10, 60)) == ["d"]
         assert buffer.outstanding("c1", clock.now) == 1
-        assert buffer.enqueue([row("a2", url="https://example.com/a")], dedup=True) == [True]  # filtered is not seen
+        assert buffer.enqueue([row("a2", url="https://example.com/a")], dedup=True) == [
+            True
+        ]  # filtered is not seen
 
     def test_a_requeued_row_has_passed_no_filters(self, buffer: Buffer) -> None:
         buffer.enqueue([Row("a", "c1", "https://e.x/a", b"{}", filters_version="v1")], dedup=False)
@@ -482,18 +634,28 @@ class BufferContract:
 
     def test_prune_forgets_delivered_rows_only(self, buffer: Buffer, clock: Clock) -> None:
         """A backend may keep delivered rows forever (0 pruned), never forget any other."""
-        buffer.enqueue([row("d"), row("r"), row("p"), row("f", state=FILTERED, reason="f")], dedup=True)
+        buffer.enqueue(
+            [row("d"), row("r"), row("p"), row("f", state=FILTERED, reason="f")], dedup=True
+        )
         buffer.claim("c1", "o", 2, 60)
         buffer.ack({"d": "accepted"}, {"r": "bad"})
         clock.advance(10 * 86400)
         pruned = buffer.prune(1)
         assert pruned in (0, 1)
-        assert buffer.counts() == {**dict.fromkeys(STATES, 0), DELIVERED: 1 - pruned, REJECTED: 1, PENDING: 1, FILTERED: 1}
+        assert buffer.counts() == {
+            **dict.fromkeys(STATES, 0),
+            DELIVERED: 1 - pruned,
+            REJECTED: 1,
+            PENDING: 1,
+            FILTERED: 1,
+        }
         assert buffer.prune(1) == 0
 
     # -- owners, location, the rest of the interface -----------------------------------------------
 
-    def test_a_held_owner_keeps_its_leases_and_reclaim_dead_counts_what_it_took(self, buffer: Buffer, clock: Clock) -> None:
+    def test_a_held_owner_keeps_its_leases_and_reclaim_dead_counts_what_it_took(
+        self, buffer: Buffer, clock: Clock
+    ) -> None:
         buffer.hold_owner("me")
         buffer.enqueue([row("a"), row("b")], dedup=True)
         assert ids(buffer.claim("c1", "me", 1, 60)) == ["a"]
@@ -509,4 +671,7 @@ class BufferContract:
         assert isinstance(buffer.durable, bool)
         buffer.enqueue([row("a"), row("b", crawler="c2")], dedup=True)
         by_crawler = buffer.counts_by_crawler()
-        assert {name: nonzero(counts) for name, counts in by_crawler.items()} == {"c1": {PENDING: 1}, "c2": {PENDING: 1}}
+        assert {name: nonzero(counts) for name, counts in by_crawler.items()} == {
+            "c1": {PENDING: 1},
+            "c2": {PENDING: 1},
+        }

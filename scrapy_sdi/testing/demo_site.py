@@ -129,8 +129,11 @@ def _render_index(catalog: list[Category]) -> bytes:
         f'<span class="count">{len(c.files)} files</span></li>\n'
         for c in catalog
     )
-    return _page("Browse categories", f'<ul class="categories">\n{items}</ul>',
-                 "Browse shared files by category.")
+    return _page(
+        "Browse categories",
+        f'<ul class="categories">\n{items}</ul>',
+        "Browse shared files by category.",
+    )
 
 
 def _render_file(f: DemoFile) -> str:
@@ -165,8 +168,11 @@ def _render_category(category: Category, page: int) -> bytes:
     shown = category.files[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
     listing = "".join(_render_file(f) for f in shown)
     body = f'<ul class="files">\n{listing}</ul>\n{_render_pagination(category, page)}'
-    return _page(f"{category.title} (page {page} of {category.pages})", body,
-                 f"Files shared in {category.title}.")
+    return _page(
+        f"{category.title} (page {page} of {category.pages})",
+        body,
+        f"Files shared in {category.title}.",
+    )
 
 
 class DemoSiteResource(Resource):
@@ -223,10 +229,18 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         description="Serve a small generated file-sharing site on loopback.",
     )
     parser.add_argument("--port", type=int, default=8751, help="TCP port; 0 picks a free one")
-    parser.add_argument("--categories", type=int, default=DEFAULT_CATEGORIES,
-                        help="number of category pages (default %(default)s)")
-    parser.add_argument("--files", type=int, default=DEFAULT_FILES,
-                        help="file links per category (default %(default)s)")
+    parser.add_argument(
+        "--categories",
+        type=int,
+        default=DEFAULT_CATEGORIES,
+        help="number of category pages (default %(default)s)",
+    )
+    parser.add_argument(
+        "--files",
+        type=int,
+        default=DEFAULT_FILES,
+        help="file links per category (default %(default)s)",
+    )
     args = parser.parse_args(argv)
     if args.categories < 0 or args.files < 0:
         parser.error("--categories and --files must be >= 0")

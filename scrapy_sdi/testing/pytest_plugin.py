@@ -95,8 +95,11 @@ class SDIServerProcess:
     @property
     def settings(self) -> dict[str, str]:
         """The Scrapy settings that point the pipeline at this server."""
-        return {"SDI_API_URL": self.url, "SDI_USERNAME": self.username,
-                "SDI_PASSWORD": self.password}
+        return {
+            "SDI_API_URL": self.url,
+            "SDI_USERNAME": self.username,
+            "SDI_PASSWORD": self.password,
+        }
 
     def start(self) -> SDIServerProcess:
         """Start (or restart, on the same port and db) and wait for the listening line."""
@@ -104,7 +107,10 @@ class SDIServerProcess:
             raise SDIServerError("the server is already running")
         with open(self.log_path, "ab") as log:
             self._process = subprocess.Popen(
-                self._command(), stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL,
+                self._command(),
+                stdout=subprocess.PIPE,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
             )
         self.url = self._wait_for_url()
         self.port = int(self.url.split("//", 1)[1].split("/", 1)[0].rsplit(":", 1)[1])
@@ -147,9 +153,18 @@ class SDIServerProcess:
         self._process = None
 
     def _command(self) -> list[str]:
-        command = [sys.executable, _SERVER_SCRIPT, "--host", self.host,
-                   "--port", str(self.port), "--db", str(self.db_path),
-                   "--user", f"{self.username}:{self.password}"]
+        command = [
+            sys.executable,
+            _SERVER_SCRIPT,
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+            "--db",
+            str(self.db_path),
+            "--user",
+            f"{self.username}:{self.password}",
+        ]
         for name, value in self.options.items():
             if value is None:
                 continue
@@ -176,14 +191,16 @@ class SDIServerProcess:
                 if not chunk:
                     self._process.wait()
                     self._close()
-                    raise SDIServerError(f"the server exited early; see {self.log_path}:\n"
-                                         + self.log_path.read_text(errors="replace")[-2000:])
+                    raise SDIServerError(
+                        f"the server exited early; see {self.log_path}:\n"
+                        + self.log_path.read_text(errors="replace")[-2000:]
+                    )
                 buffer += chunk
         line = buffer.split(b"\n", 1)[0].decode("utf-8")
         if not line.startswith(_LISTENING):
             self.kill()
             raise SDIServerError(f"unexpected first line from the server: {line!r}")
-        return line[len(_LISTENING):].strip()
+        return line[len(_LISTENING) :].strip()
 
     # admin API
 
@@ -228,11 +245,15 @@ class SDIServerProcess:
     def _admin(self, method: str, name: str, body: Any = None) -> Any:
         data = None if body is None else json.dumps(body).encode("utf-8")
         request = urllib.request.Request(
-            f"{self.admin_url}/{name}", data=data, method=method,
+            f"{self.admin_url}/{name}",
+            data=data,
+            method=method,
             headers={"Content-Type": "application/json"},
         )
         try:
-            with urllib.request.urlopen(request, timeout=30, context=self._tls_context()) as response:
+            with urllib.request.urlopen(
+                request, timeout=30, context=self._tls_context()
+            ) as response:
                 return json.load(response)
         except urllib.error.HTTPError as exc:
             raise SDIServerError(f"{method} /_admin/{name}: {exc.code} {exc.read()!r}") from None

@@ -54,9 +54,11 @@ MAX_STATUS_LOOKUPS = 1000
 MAX_ID_LENGTH = 128
 RECEIVED_KEPT = 10_000  # batches whose arrival GET /_admin/received reports
 #: What nginx answers a body over its client_max_body_size: HTML, not the contract's JSON.
-PROXY_413_PAGE = (b"<html><head><title>413 Request Entity Too Large</title></head><body>"
-                  b"<center><h1>413 Request Entity Too Large</h1></center><hr><center>nginx</center>"
-                  b"</body></html>")
+PROXY_413_PAGE = (
+    b"<html><head><title>413 Request Entity Too Large</title></head><body>"
+    b"<center><h1>413 Request Entity Too Large</h1></center><hr><center>nginx</center>"
+    b"</body></html>"
+)
 
 #: (code, name, description): the fixed list served by ``GET status-codes``.
 STATUS_CODES: tuple[tuple[int, str, str], ...] = (
@@ -188,7 +190,7 @@ _FAULT_HELP = {
     "max_results": "results per batch before 413 (default 1000)",
     "max_bytes": "decompressed body bytes before 413 (default 5 MiB)",
     "proxy_max_bytes": "as a reverse proxy in front: request bodies over this many bytes as sent "
-                       "(before gunzip) are answered 413 with an HTML page, no max_results (0: none)",
+    "(before gunzip) are answered 413 with an HTML page, no max_results (0: none)",
     "seed": "seed of the random faults",
 }
 
@@ -245,8 +247,19 @@ CREATE TABLE IF NOT EXISTS results (
 CREATE INDEX IF NOT EXISTS results_url ON results (url);
 CREATE INDEX IF NOT EXISTS results_crawler ON results (crawler);
 """
-_RESULT_COLUMNS = ("id", "crawler", "url", "filename", "referrer", "description", "uploader",
-                   "crawled_at", "extra", "status_code", "submitted_at")
+_RESULT_COLUMNS = (
+    "id",
+    "crawler",
+    "url",
+    "filename",
+    "referrer",
+    "description",
+    "uploader",
+    "crawled_at",
+    "extra",
+    "status_code",
+    "submitted_at",
+)
 
 
 class ResultStore:
@@ -284,8 +297,9 @@ class ResultStore:
             raise
         self._db.execute("COMMIT")
 
-    def insert_many(self, crawler: str, results: list[dict[str, Any]],
-                    submitted_at: str) -> list[bool]:
+    def insert_many(
+        self, crawler: str, results: list[dict[str, Any]], submitted_at: str
+    ) -> list[bool]:
         """Store the results whose id is new, in one transaction; for each, whether it was new.
 
         One ``executemany``, not an INSERT per result (the statement overhead was most of the
@@ -300,9 +314,20 @@ class ResultStore:
             new.append(is_new)
             if is_new:
                 fresh.add(id_)
-                rows.append((id_, crawler, r["url"], r["filename"], r.get("referrer"), r.get("description"),
-                             r.get("uploader"), r.get("crawled_at"), json.dumps(r["extra"]) if r.get("extra") else "{}",
-                             submitted_at))
+                rows.append(
+                    (
+                        id_,
+                        crawler,
+                        r["url"],
+                        r["filename"],
+                        r.get("referrer"),
+                        r.get("description"),
+                        r.get("uploader"),
+                        r.get("crawled_at"),
+                        json.dumps(r["extra"]) if r.get("extra") else "{}",
+                        submitted_at,
+                    )
+                )
         if rows:
             with self.transaction():
                 self._db.executemany(
@@ -377,8 +402,12 @@ class TokenRegistry:
         access, refresh = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
         self._access[access] = _AccessToken(user, self._clock.seconds() + lifetime)
         self._refresh[refresh] = user
-        return {"access_token": access, "refresh_token": refresh, "token_type": "Bearer",
-                "expires_in": math.ceil(lifetime)}
+        return {
+            "access_token": access,
+            "refresh_token": refresh,
+            "token_type": "Bearer",
+            "expires_in": math.ceil(lifetime),
+        }
 
     def rotate(self, refresh_token: str, lifetime: float) -> dict[str, Any] | None:
         """A refresh token works once: it is replaced by the new pair."""
@@ -415,8 +444,17 @@ class ServerStats:
         self.received: deque[dict[str, Any]] = deque(maxlen=RECEIVED_KEPT)
 
     def as_dict(self) -> dict[str, Any]:
-        names = ("accepted", "duplicates", "rejected", "omitted", "logins", "login_failures",
-                 "refreshes", "refresh_failures", "garbled")
+        names = (
+            "accepted",
+            "duplicates",
+            "rejected",
+            "omitted",
+            "logins",
+            "login_failures",
+            "refreshes",
+            "refresh_failures",
+            "garbled",
+        )
         return {
             **{name: self.counters[name] for name in names},
             "requests": {path: dict(counts) for path, counts in sorted(self.requests.items())},
@@ -559,8 +597,10 @@ class SDIResource(Resource):
             ADMIN_PREFIX + "/results": {"GET": (self._admin_results, False)},
             ADMIN_PREFIX + "/stats": {"GET": (self._admin_stats, False)},
             ADMIN_PREFIX + "/received": {"GET": (self._admin_received, False)},
-            ADMIN_PREFIX + "/faults": {"GET": (self._admin_get_faults, False),
-                                       "POST": (self._admin_set_faults, False)},
+            ADMIN_PREFIX + "/faults": {
+                "GET": (self._admin_get_faults, False),
+                "POST": (self._admin_set_faults, False),
+            },
             ADMIN_PREFIX + "/filters": {"POST": (self._admin_filters, False)},
             ADMIN_PREFIX + "/revoke": {"POST": (self._admin_revoke, False)},
             ADMIN_PREFIX + "/status": {"POST": (self._admin_status, False)},
@@ -649,8 +689,9 @@ class SDIResource(Resource):
         except _BadBody as exc:
             return exc.answer
         except Exception:
-            logger.exception("Unexpected error answering %(method)s %(path)s",
-                             {"method": method, "path": path})
+            logger.exception(
+                "Unexpected error answering %(method)s %(path)s", {"method": method, "path": path}
+            )
             return _error(500, "internal_error")
 
     def _send(self, request: Request, answer: _Answer) -> None:
@@ -760,14 +801,16 @@ class SDIResource(Resource):
 
     def _note_received(self, request: Request, answer: _Answer, body: bytes | None) -> None:
         """What arrived, when, and how it was answered: tests check what was really sent."""
-        self.stats.received.append({
-            "at": self.clock.seconds(),
-            "status": answer.label,
-            "content_encoding": _header(request, b"content-encoding"),
-            "wire_bytes": _wire_bytes(request),
-            "body_bytes": None if body is None else len(body),
-            "body_sha256": None if body is None else hashlib.sha256(body).hexdigest(),
-        })
+        self.stats.received.append(
+            {
+                "at": self.clock.seconds(),
+                "status": answer.label,
+                "content_encoding": _header(request, b"content-encoding"),
+                "wire_bytes": _wire_bytes(request),
+                "body_bytes": None if body is None else len(body),
+                "body_sha256": None if body is None else hashlib.sha256(body).hexdigest(),
+            }
+        )
 
     def _random_fault(self) -> _Answer | None:
         retry_after = {"Retry-After": format(self.faults.retry_after, "g")}
@@ -807,7 +850,9 @@ class SDIResource(Resource):
             return _Answer(200, {"result": "ok"})
         if kind == 2:
             return _Answer(200, {"results": [], "junk": "x" * 2_000_000})
-        return _Answer(200, {"results": [{"id": f"never-sent-{i}", "status": "accepted"} for i in range(3)]})
+        return _Answer(
+            200, {"results": [{"id": f"never-sent-{i}", "status": "accepted"} for i in range(3)]}
+        )
 
     def _store_results(self, crawler: str, results: list[dict[str, Any]]) -> list[dict[str, Any]]:
         outcomes, kept, kept_outcomes = [], [], []
@@ -817,8 +862,13 @@ class SDIResource(Resource):
                 self.stats.counters["omitted"] += 1
             elif reject and re.search(reject, result["url"]):
                 self.stats.counters["rejected"] += 1
-                outcomes.append({"id": result["id"], "status": "rejected",
-                                 "reason": f"url matches the rejected pattern {reject!r}"})
+                outcomes.append(
+                    {
+                        "id": result["id"],
+                        "status": "rejected",
+                        "reason": f"url matches the rejected pattern {reject!r}",
+                    }
+                )
             else:
                 outcome = {"id": result["id"], "status": "accepted"}
                 outcomes.append(outcome)
@@ -831,8 +881,10 @@ class SDIResource(Resource):
         accepted = sum(new)
         self.stats.counters["accepted"] += accepted
         self.stats.counters["duplicates"] += len(new) - accepted
-        logger.debug("Batch of %(n)d results from %(crawler)r stored",
-                     {"n": len(results), "crawler": crawler})
+        logger.debug(
+            "Batch of %(n)d results from %(crawler)r stored",
+            {"n": len(results), "crawler": crawler},
+        )
         return outcomes
 
     def _status_lookup(self, request: Request, body: bytes) -> _Answer:
@@ -860,9 +912,16 @@ class SDIResource(Resource):
                 entries.append({"url": url, "status_code": None, "status": "not_found"})
                 continue
             name, description = _STATUS_BY_CODE[row["status_code"]]
-            entries.append({"url": url, "status_code": row["status_code"], "status": name,
-                            "description": description, "crawler": row["crawler"],
-                            "submitted_at": row["submitted_at"]})
+            entries.append(
+                {
+                    "url": url,
+                    "status_code": row["status_code"],
+                    "status": name,
+                    "description": description,
+                    "crawler": row["crawler"],
+                    "submitted_at": row["submitted_at"],
+                }
+            )
         return {"results": entries}
 
     def _lookup_crawlers(self, crawlers: list[str]) -> dict[str, Any]:
@@ -870,8 +929,9 @@ class SDIResource(Resource):
         for crawler in crawlers:
             counts = self.store.counts_by_status(crawler)
             by_status = {_STATUS_BY_CODE[code][0]: n for code, n in sorted(counts.items())}
-            entries.append({"crawler": crawler, "total": sum(counts.values()),
-                            "by_status": by_status})
+            entries.append(
+                {"crawler": crawler, "total": sum(counts.values()), "by_status": by_status}
+            )
         return {"crawlers": entries}
 
     @staticmethod
@@ -925,7 +985,9 @@ class SDIResource(Resource):
             options = json.loads(body or b"{}")
         except ValueError:
             options = {}
-        self.tokens.revoke_all(access_only=bool(isinstance(options, dict) and options.get("access_only")))
+        self.tokens.revoke_all(
+            access_only=bool(isinstance(options, dict) and options.get("access_only"))
+        )
         return _Answer(200, {"revoked": True})
 
     def _admin_status(self, request: Request, body: bytes) -> _Answer:
@@ -985,31 +1047,57 @@ def _argument_type(parser: Callable[[Any], Any]) -> Callable[[str], Any]:
 
 def parse_args(argv: list[str] | None = None) -> ServerConfig:
     """Turn command-line flags into a ServerConfig (``--fail-rate`` sets ``faults.fail_rate``)."""
-    parser = argparse.ArgumentParser(prog="python -m scrapy_sdi.testing.server",
-                                     description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m scrapy_sdi.testing.server", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--db", default=":memory:", help="SQLite file for stored results")
-    parser.add_argument("--user", type=_user, action="append", default=[],
-                        metavar="NAME:PASSWORD", help="an account; repeatable")
-    parser.add_argument("--filters", metavar="FILE",
-                        help="JSON list of filters, or {'version': ..., 'filters': [...]}")
-    parser.add_argument("--tls-cert", metavar="PEM",
-                        help="serve https with this certificate (chain) file; needs --tls-key")
+    parser.add_argument(
+        "--user",
+        type=_user,
+        action="append",
+        default=[],
+        metavar="NAME:PASSWORD",
+        help="an account; repeatable",
+    )
+    parser.add_argument(
+        "--filters",
+        metavar="FILE",
+        help="JSON list of filters, or {'version': ..., 'filters': [...]}",
+    )
+    parser.add_argument(
+        "--tls-cert",
+        metavar="PEM",
+        help="serve https with this certificate (chain) file; needs --tls-key",
+    )
     parser.add_argument("--tls-key", metavar="PEM", help="the private key of --tls-cert")
     defaults = Faults()
     for name, converter in FAULT_PARSERS.items():
-        parser.add_argument("--" + name.replace("_", "-"), dest=name,
-                            type=_argument_type(converter), default=getattr(defaults, name),
-                            metavar=name.split("_")[-1].upper(), help=_FAULT_HELP[name])
+        parser.add_argument(
+            "--" + name.replace("_", "-"),
+            dest=name,
+            type=_argument_type(converter),
+            default=getattr(defaults, name),
+            metavar=name.split("_")[-1].upper(),
+            help=_FAULT_HELP[name],
+        )
     args = parser.parse_args(argv)
     if bool(args.tls_cert) != bool(args.tls_key):
         parser.error("--tls-cert and --tls-key go together")
     faults = Faults(**{name: getattr(args, name) for name in FAULT_PARSERS})
     filters, version = load_filters(args.filters) if args.filters else ([], None)
-    return ServerConfig(host=args.host, port=args.port, db_path=args.db, users=dict(args.user),
-                        filters=filters, filters_version=version, faults=faults,
-                        tls_cert=args.tls_cert, tls_key=args.tls_key)
+    return ServerConfig(
+        host=args.host,
+        port=args.port,
+        db_path=args.db,
+        users=dict(args.user),
+        filters=filters,
+        filters_version=version,
+        faults=faults,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -1018,8 +1106,11 @@ def main(argv: list[str] | None = None) -> None:
     from twisted.logger import STDLibLogObserver, globalLogBeginner
 
     config = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
     globalLogBeginner.beginLoggingTo([STDLibLogObserver()], redirectStandardIO=False)
     if not config.users:
         logger.warning("No --user NAME:PASSWORD given: nobody can log in")
@@ -1028,7 +1119,9 @@ def main(argv: list[str] | None = None) -> None:
         from twisted.internet import ssl
 
         pem = Path(config.tls_cert).read_bytes() + b"\n" + Path(config.tls_key).read_bytes()
-        port = IReactorSSL(reactor).listenSSL(config.port, site, ssl.PrivateCertificate.loadPEM(pem).options(), interface=config.host)
+        port = IReactorSSL(reactor).listenSSL(
+            config.port, site, ssl.PrivateCertificate.loadPEM(pem).options(), interface=config.host
+        )
     else:
         # Twisted's annotations: a Site (ServerFactory of HTTP channels) does not match listenTCP's
         # ServerFactory of its default protocol type (Factory is invariant in it); it is one

@@ -19,14 +19,26 @@ LIMIT = 40
 PAGES, PER_PAGE = 6, 100
 
 
-def test_waiting_rows_never_exceed_the_limit_however_many_items_arrive_at_once(sdi_server, tmp_path):
+def test_waiting_rows_never_exceed_the_limit_however_many_items_arrive_at_once(
+    sdi_server, tmp_path
+):
     buffer = tmp_path / "buffer.db"
     watch_waiting_rows(buffer)
     sdi_server.stop()  # the API is down as the pages arrive
-    settings = {**sdi_server.settings, **FAST_RETRIES, "SDI_BUFFER_PATH": str(buffer),
-                "SDI_BUFFER_MAX_PENDING": LIMIT, "SDI_BATCH_SIZE": 10, "SDI_CLOSE_TIMEOUT": 30}
-    cmd, env = crawl_command(tmp_path, settings, {"pages": PAGES, "per_page": PER_PAGE}, spider="ListingSpider")
-    crawl = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    settings = {
+        **sdi_server.settings,
+        **FAST_RETRIES,
+        "SDI_BUFFER_PATH": str(buffer),
+        "SDI_BUFFER_MAX_PENDING": LIMIT,
+        "SDI_BATCH_SIZE": 10,
+        "SDI_CLOSE_TIMEOUT": 30,
+    }
+    cmd, env = crawl_command(
+        tmp_path, settings, {"pages": PAGES, "per_page": PER_PAGE}, spider="ListingSpider"
+    )
+    crawl = subprocess.Popen(
+        cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     try:
         wait_for(lambda: waiting_peak(buffer) >= LIMIT, 60, "the limit to be reached")
         sdi_server.start()  # delivery frees room while hundreds of items wait for it

@@ -100,12 +100,20 @@ CASES = [
 ]
 #: One of each kind, for the other entry points.
 SAMPLE = [
-    case for case in CASES
-    if case.label in ("SDI_ENABLED='maybe'", "SDI_BATCH_SIZE='lots'", "SDI_PASSWORD=''",
-                      "SDI_LEASE_TIMEOUT=10", "SDI_BUFFER='no.such.Class'", "SDI_FIELD_MAP={'sku': 'id'}")
+    case
+    for case in CASES
+    if case.label
+    in (
+        "SDI_ENABLED='maybe'",
+        "SDI_BATCH_SIZE='lots'",
+        "SDI_PASSWORD=''",
+        "SDI_LEASE_TIMEOUT=10",
+        "SDI_BUFFER='no.such.Class'",
+        "SDI_FIELD_MAP={'sku': 'id'}",
+    )
 ]
 
-SPIDER = '''
+SPIDER = """
 import scrapy
 
 
@@ -114,8 +122,8 @@ class OneFileSpider(scrapy.Spider):
 
     async def start(self):
         yield {"url": "https://files.example.com/f/1/file1.mp3"}
-'''
-ASYNC_SCRIPT = '''
+"""
+ASYNC_SCRIPT = """
 import sys
 import warnings
 
@@ -129,7 +137,7 @@ process = AsyncCrawlerProcess(get_project_settings())
 process.crawl("synthetic", n="5")
 process.start()
 sys.exit(1 if process.bootstrap_failed else 0)
-'''
+"""
 
 
 @dataclass
@@ -147,7 +155,11 @@ class Outcome:
         """
         out = self.output
         naming = [line for line in out.splitlines() if re.search(rf"\b{self.case.setting}\b", line)]
-        ours = [line for line in naming if f" ERROR: Bad scrapy_sdi setting: {self.case.setting}" in line]
+        ours = [
+            line
+            for line in naming
+            if f" ERROR: Bad scrapy_sdi setting: {self.case.setting}" in line
+        ]
         problems = [
             "exit status 0" if self.returncode == 0 else "",
             f"{len(ours)} ERROR lines name {self.case.setting}" if len(ours) != 1 else "",
@@ -157,9 +169,13 @@ class Outcome:
         ]
         if not runner_reports:
             problems += [
-                f"{len(naming) - len(ours)} more lines name {self.case.setting}" if len(naming) != len(ours) else "",
+                f"{len(naming) - len(ours)} more lines name {self.case.setting}"
+                if len(naming) != len(ours)
+                else "",
                 "a traceback" if "Traceback" in out else "",
-                "'Task exception was never retrieved'" if "Task exception was never retrieved" in out else "",
+                "'Task exception was never retrieved'"
+                if "Task exception was never retrieved" in out
+                else "",
                 "an unhandled error" if "Unhandled error" in out else "",
             ]
         return [problem for problem in problems if problem]
@@ -171,35 +187,62 @@ def _project(root: Path, number: int, case: Case, extra: dict[str, Any]) -> tupl
     work.mkdir()
     module = f"sdi_bad_{number:02d}"
     enable = (
-        {"ADDONS": {"scrapy_sdi.Addon": 500}} if number % 2 else {"ITEM_PIPELINES": PIPELINE, "EXTENSIONS": STATUS}
+        {"ADDONS": {"scrapy_sdi.Addon": 500}}
+        if number % 2
+        else {"ITEM_PIPELINES": PIPELINE, "EXTENSIONS": STATUS}
     )
     values = {
-        "BOT_NAME": "promise", "SPIDER_MODULES": ["tests.support.spiders"], "LOG_LEVEL": "INFO",
-        "TELNETCONSOLE_ENABLED": False, "SDI_BUFFER_PATH": str(work / "buffer.db"),
-        **enable, **GOOD, **extra, **case.values,
+        "BOT_NAME": "promise",
+        "SPIDER_MODULES": ["tests.support.spiders"],
+        "LOG_LEVEL": "INFO",
+        "TELNETCONSOLE_ENABLED": False,
+        "SDI_BUFFER_PATH": str(work / "buffer.db"),
+        **enable,
+        **GOOD,
+        **extra,
+        **case.values,
     }
-    (work / f"{module}.py").write_text("".join(f"{k} = {v!r}\n" for k, v in values.items()), encoding="utf-8")
+    (work / f"{module}.py").write_text(
+        "".join(f"{k} = {v!r}\n" for k, v in values.items()), encoding="utf-8"
+    )
     return work, module
 
 
 def _run(root: Path, number: int, case: Case, command: list[str], extra: dict[str, Any]) -> Outcome:
     work, module = _project(root, number, case, extra)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SDI_") and k != "DEFAULT_LOCAL_DATABASE_PATH"}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("SDI_") and k != "DEFAULT_LOCAL_DATABASE_PATH"
+    }
     env["SCRAPY_SETTINGS_MODULE"] = module
-    env["PYTHONPATH"] = os.pathsep.join([str(work), str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(work), str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
+    )
     proc = subprocess.run(command, cwd=work, env=env, capture_output=True, text=True, timeout=120)
     return Outcome(case, proc.returncode, proc.stdout + proc.stderr, work / "buffer.db")
 
 
 def run_all(
-    root: Path, cases: list[Case], command: list[str], extra: dict[str, Any] | None = None, *, runner_reports: bool = False
+    root: Path,
+    cases: list[Case],
+    command: list[str],
+    extra: dict[str, Any] | None = None,
+    *,
+    runner_reports: bool = False,
 ) -> None:
     """Run every case at once (PARALLEL at a time) and fail with each broken promise, by case."""
     with ThreadPoolExecutor(PARALLEL) as pool:
-        outcomes = list(pool.map(lambda pair: _run(root, *pair, command, extra or {}), enumerate(cases)))
+        outcomes = list(
+            pool.map(lambda pair: _run(root, *pair, command, extra or {}), enumerate(cases))
+        )
     problems = [(o, o.broken(runner_reports=runner_reports)) for o in outcomes]
-    broken = [f"{o.case.label}: {', '.join(found)}\n{o.output[-1500:]}" for o, found in problems if found]
-    assert not broken, f"{len(broken)} of {len(cases)} bad settings broke the promise:\n\n" + "\n\n".join(broken)
+    broken = [
+        f"{o.case.label}: {', '.join(found)}\n{o.output[-1500:]}" for o, found in problems if found
+    ]
+    assert not broken, (
+        f"{len(broken)} of {len(cases)} bad settings broke the promise:\n\n" + "\n\n".join(broken)
+    )
 
 
 SCRAPY = [sys.executable, "-m", "tests.support.scrapy_strict"]
@@ -225,7 +268,12 @@ def test_an_async_crawler_process_script_stops_in_one_line(tmp_path):
 
 
 def test_without_a_reactor_it_stops_in_one_line(tmp_path):
-    run_all(tmp_path, SAMPLE, [*SCRAPY, "crawl", "synthetic", "-a", "n=5"], {"TWISTED_REACTOR_ENABLED": False})
+    run_all(
+        tmp_path,
+        SAMPLE,
+        [*SCRAPY, "crawl", "synthetic", "-a", "n=5"],
+        {"TWISTED_REACTOR_ENABLED": False},
+    )
 
 
 EPOLL = {"TWISTED_REACTOR": "twisted.internet.epollreactor.EPollReactor"}
@@ -233,7 +281,9 @@ EPOLL = {"TWISTED_REACTOR": "twisted.internet.epollreactor.EPollReactor"}
 
 def test_on_a_plain_twisted_reactor_the_line_the_exit_status_and_the_empty_buffer_hold(tmp_path):
     """Scrapy runs this reactor with its Deferred-based CrawlerProcess, which reports the failed crawl itself."""
-    run_all(tmp_path, SAMPLE, [*SCRAPY, "crawl", "synthetic", "-a", "n=5"], EPOLL, runner_reports=True)
+    run_all(
+        tmp_path, SAMPLE, [*SCRAPY, "crawl", "synthetic", "-a", "n=5"], EPOLL, runner_reports=True
+    )
 
 
 @pytest.mark.xfail(

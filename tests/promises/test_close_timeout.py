@@ -50,11 +50,23 @@ def recover(server) -> None:
     server.set_faults(latency=0, rate_limit_rate=0.0)
 
 
-@pytest.mark.parametrize("fault", [go_down, turn_slow, throttle], ids=["down", "slower than SDI_TIMEOUT", "Retry-After 1 h"])
+@pytest.mark.parametrize(
+    "fault",
+    [go_down, turn_slow, throttle],
+    ids=["down", "slower than SDI_TIMEOUT", "Retry-After 1 h"],
+)
 def test_close_keeps_its_timeout_and_the_next_run_delivers_the_rest(sdi_server, tmp_path, fault):
-    settings = {**sdi_server.settings, **FAST_RETRIES, "SDI_TIMEOUT": 30, "SDI_LEASE_TIMEOUT": 60,
-                "SDI_BUFFER_PATH": str(tmp_path / "buffer.db"), "SDI_BATCH_SIZE": 20, "SDI_CRAWLER_NAME": "closing",
-                "SDI_CLOSE_TIMEOUT": CLOSE_TIMEOUT, "LOG_FORMAT": TIMED_LOG_FORMAT}
+    settings = {
+        **sdi_server.settings,
+        **FAST_RETRIES,
+        "SDI_TIMEOUT": 30,
+        "SDI_LEASE_TIMEOUT": 60,
+        "SDI_BUFFER_PATH": str(tmp_path / "buffer.db"),
+        "SDI_BATCH_SIZE": 20,
+        "SDI_CRAWLER_NAME": "closing",
+        "SDI_CLOSE_TIMEOUT": CLOSE_TIMEOUT,
+        "LOG_FORMAT": TIMED_LOG_FORMAT,
+    }
     crawl = Crawl(tmp_path / "first", settings, {"n": RESULTS}, gates=1)
     try:
         assert crawl.wait_for_line(PIPELINE_OPEN_LINE, timeout=60), crawl.tail()
@@ -65,7 +77,9 @@ def test_close_keeps_its_timeout_and_the_next_run_delivers_the_rest(sdi_server, 
         crawl.kill()
     assert first.returncode == 0, first.log[-3000:]
     took = close_seconds(first.log)
-    assert took <= CLOSE_TIMEOUT + SLACK, f"the close took {took:.1f}s with SDI_CLOSE_TIMEOUT = {CLOSE_TIMEOUT:g}"
+    assert took <= CLOSE_TIMEOUT + SLACK, (
+        f"the close took {took:.1f}s with SDI_CLOSE_TIMEOUT = {CLOSE_TIMEOUT:g}"
+    )
     buffered, left = first.stats["sdi/items_buffered"], first.stats["sdi/pending_at_close"]
     assert left > 0 and left == buffered - first.stats["sdi/items_delivered"], first.stats
 

@@ -30,7 +30,12 @@ from tests.support.filter_crawls import (
 )
 
 NOTHING_RELEVANT = [{"id": 90, "field": "url", "kind": "domain", "pattern": "elsewhere.invalid"}]
-EVEN = {"id": 91, "field": "url", "kind": "regex", "pattern": r"/f/\d*[02468]/"}  # SyntheticSpider's even results
+EVEN = {
+    "id": 91,
+    "field": "url",
+    "kind": "regex",
+    "pattern": r"/f/\d*[02468]/",
+}  # SyntheticSpider's even results
 EVEN_REASON = f"filter 91 (url regex {EVEN['pattern']!r})"
 
 
@@ -62,24 +67,43 @@ def rows_once_created(tmp_path: Path) -> list[tuple[str, str, str | None]]:
         raise
 
 
-def test_results_buffered_unfiltered_stay_unsent_through_a_restart_that_finds_them_again_and_a_flush(sdi_server_factory, tmp_path):
+def test_results_buffered_unfiltered_stay_unsent_through_a_restart_that_finds_them_again_and_a_flush(
+    sdi_server_factory, tmp_path
+):
     server = sdi_server_factory(filters=EXCLUDING)
     server.stop()
     expected = cases()
     items = [item for item, _ in expected]
-    down = run_crawl(tmp_path, settings(server, tmp_path, SDI_CLOSE_TIMEOUT=0.5), write_script(tmp_path, [{"items": items}]), spider="ScriptedSpider")
-    assert down.stats["sdi/pending_at_close"] == len(items), down.log[-3000:]  # unfiltered: the API was down
+    down = run_crawl(
+        tmp_path,
+        settings(server, tmp_path, SDI_CLOSE_TIMEOUT=0.5),
+        write_script(tmp_path, [{"items": items}]),
+        spider="ScriptedSpider",
+    )
+    assert down.stats["sdi/pending_at_close"] == len(items), down.log[
+        -3000:
+    ]  # unfiltered: the API was down
     server.start()
-    server.set_faults(fail_rate=1.0)  # the restart finds everything again, and cannot send before it closes
-    again = run_crawl(tmp_path, settings(server, tmp_path, SDI_CLOSE_TIMEOUT=0.5, SDI_BATCH_SIZE=1),
-                      write_script(tmp_path, [{"items": items}], "again.json"), spider="ScriptedSpider")
+    server.set_faults(
+        fail_rate=1.0
+    )  # the restart finds everything again, and cannot send before it closes
+    again = run_crawl(
+        tmp_path,
+        settings(server, tmp_path, SDI_CLOSE_TIMEOUT=0.5, SDI_BATCH_SIZE=1),
+        write_script(tmp_path, [{"items": items}], "again.json"),
+        spider="ScriptedSpider",
+    )
     assert again.returncode == 0 and again.stats["sdi/filters_source"] == "api", again.log[-3000:]
     states: dict[str, set[str]] = {}
     for u, state, _r in rows(tmp_path):
         states.setdefault(u, set()).add(state)
-    assert not {u for u, seen in states.items() if "filtered" in seen and seen & {"pending", "in_flight"}}  # no row says "send" beside one that says "never"
+    assert not {
+        u for u, seen in states.items() if "filtered" in seen and seen & {"pending", "in_flight"}
+    }  # no row says "send" beside one that says "never"
     server.set_faults(fail_rate=0.0)
-    flush = sdi(tmp_path, "flush", settings=command_settings(server, tmp_path), secret=server.password)
+    flush = sdi(
+        tmp_path, "flush", settings=command_settings(server, tmp_path), secret=server.password
+    )
     assert flush.returncode == 0, flush.stdout + flush.stderr
 
     excluded = {item["url"]: fid for item, fid in expected if fid is not None}
@@ -87,7 +111,9 @@ def test_results_buffered_unfiltered_stay_unsent_through_a_restart_that_finds_th
     # no excluded URL is left waiting beside its filtered row, for a later run to send
     left = {(u, state) for u, state, _r in rows(tmp_path) if u in excluded}
     assert {state for _u, state in left} == {"filtered"}
-    assert {(u, r) for u, _s, r in rows(tmp_path) if u in excluded} == {(u, describe(fid)) for u, fid in excluded.items()}
+    assert {(u, r) for u, _s, r in rows(tmp_path) if u in excluded} == {
+        (u, describe(fid)) for u, fid in excluded.items()
+    }
 
 
 def test_a_refresh_during_throttling_stops_results_already_buffered(sdi_server_factory, tmp_path):
@@ -99,34 +125,69 @@ def test_a_refresh_during_throttling_stops_results_already_buffered(sdi_server_f
         wait_until(lambda: server.stats()["accepted"] == 20, "the first third delivered", proc)
         server.set_faults(rate_limit_rate=1.0, retry_after=0.3)
         (gates / "gate-1").touch()
-        wait_until(lambda: sum(1 for _u, state, _r in rows(tmp_path) if state in ("pending", "in_flight")) == 20, "the second third buffered", proc)
-        wait_until(lambda: server.stats()["batches"].get("429", 0) >= 2, "throttled submissions", proc)
+        wait_until(
+            lambda: (
+                sum(1 for _u, state, _r in rows(tmp_path) if state in ("pending", "in_flight"))
+                == 20
+            ),
+            "the second third buffered",
+            proc,
+        )
+        wait_until(
+            lambda: server.stats()["batches"].get("429", 0) >= 2, "throttled submissions", proc
+        )
         server.set_filters([EVEN], version="v2")
         wait_until(lambda: filter_requests(server).get("200", 0) >= 2, "the crawl to load v2", proc)
         server.set_faults(rate_limit_rate=0.0)
         (gates / "gate-2").touch()
 
     rc, _stats, log = run_during(
-        tmp_path, settings(server, tmp_path, SDI_FILTERS_REFRESH_INTERVAL=0.2, SDI_CLOSE_TIMEOUT=30, SDI_BATCH_SIZE=5),
-        {"n": 60, "phases": 3, "gates": str(gates), "timeout": "60"}, "GatedSpider", throttle_refresh_heal,
+        tmp_path,
+        settings(
+            server,
+            tmp_path,
+            SDI_FILTERS_REFRESH_INTERVAL=0.2,
+            SDI_CLOSE_TIMEOUT=30,
+            SDI_BATCH_SIZE=5,
+        ),
+        {"n": 60, "phases": 3, "gates": str(gates), "timeout": "60"},
+        "GatedSpider",
+        throttle_refresh_heal,
     )
     assert rc == 0, log[-3000:]
     sent_before_v2 = {url(i): 1 for i in range(20)}
     assert submitted(server) == sent_before_v2 | {url(i): 1 for i in range(21, 60, 2)}
-    assert {u for u, state, r in rows(tmp_path) if state == "filtered" and r == EVEN_REASON} == {url(i) for i in range(20, 60, 2)}
+    assert {u for u, state, r in rows(tmp_path) if state == "filtered" and r == EVEN_REASON} == {
+        url(i) for i in range(20, 60, 2)
+    }
 
 
-def test_rows_a_killed_run_left_leased_are_matched_when_the_next_run_takes_them_back(sdi_server_factory, tmp_path):
-    server = sdi_server_factory(filters={"version": "v1", "filters": NOTHING_RELEVANT}, latency=2.0, drop_before_rate=1.0)
-    cmd, env = crawl_command(tmp_path, settings(server, tmp_path, SDI_BATCH_SIZE=5), {"n": 30, "offset": 0}, "SyntheticSpider")
+def test_rows_a_killed_run_left_leased_are_matched_when_the_next_run_takes_them_back(
+    sdi_server_factory, tmp_path
+):
+    server = sdi_server_factory(
+        filters={"version": "v1", "filters": NOTHING_RELEVANT}, latency=2.0, drop_before_rate=1.0
+    )
+    cmd, env = crawl_command(
+        tmp_path,
+        settings(server, tmp_path, SDI_BATCH_SIZE=5),
+        {"n": 30, "offset": 0},
+        "SyntheticSpider",
+    )
 
     def all_buffered_some_in_flight() -> bool:
         states = [state for _u, state, _r in rows_once_created(tmp_path)]
         return len(states) == 30 and "in_flight" in states
 
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
-        wait_until(all_buffered_some_in_flight, "every result buffered, some in flight (each request hangs, then is dropped unstored)", proc)
+        wait_until(
+            all_buffered_some_in_flight,
+            "every result buffered, some in flight (each request hangs, then is dropped unstored)",
+            proc,
+        )
     finally:
         proc.kill()
         proc.wait()
@@ -134,27 +195,48 @@ def test_rows_a_killed_run_left_leased_are_matched_when_the_next_run_takes_them_
     server.set_faults(latency=0.0, drop_before_rate=0.0)
     server.set_filters([EVEN], version="v2")
     restart = run_crawl(tmp_path, settings(server, tmp_path, SDI_CLOSE_TIMEOUT=30), {"n": 0})
-    assert restart.returncode == 0 and restart.stats["sdi/pending_at_close"] == 0, restart.log[-3000:]
+    assert restart.returncode == 0 and restart.stats["sdi/pending_at_close"] == 0, restart.log[
+        -3000:
+    ]
     assert submitted(server) == {url(i): 1 for i in range(1, 30, 2)}
-    assert {u for u, state, _r in rows(tmp_path) if state == "filtered"} == {url(i) for i in range(0, 30, 2)}
+    assert {u for u, state, _r in rows(tmp_path) if state == "filtered"} == {
+        url(i) for i in range(0, 30, 2)
+    }
     assert restart.stats["sdi/items_filtered"] == 15
 
 
 @pytest.mark.parametrize("resend", ["flush", "restart"])
-def test_a_requeued_rejected_result_the_filters_now_exclude_is_not_resent(sdi_server_factory, tmp_path, resend):
-    server = sdi_server_factory(filters={"version": "v1", "filters": NOTHING_RELEVANT}, reject_url_pattern=r"/f/\d*[02468]/")
+def test_a_requeued_rejected_result_the_filters_now_exclude_is_not_resent(
+    sdi_server_factory, tmp_path, resend
+):
+    server = sdi_server_factory(
+        filters={"version": "v1", "filters": NOTHING_RELEVANT}, reject_url_pattern=r"/f/\d*[02468]/"
+    )
     crawl = run_crawl(tmp_path, settings(server, tmp_path), {"n": 20})
     assert crawl.stats["sdi/items_rejected"] == 10, crawl.log[-3000:]
     server.set_faults(reject_url_pattern="")
     server.set_filters([EVEN], version="v2")
-    requeue = sdi(tmp_path, "requeue", "--state", "rejected", settings=command_settings(server, tmp_path), secret=server.password)
+    requeue = sdi(
+        tmp_path,
+        "requeue",
+        "--state",
+        "rejected",
+        settings=command_settings(server, tmp_path),
+        secret=server.password,
+    )
     assert requeue.returncode == 0, requeue.stdout + requeue.stderr
     if resend == "flush":
-        done = sdi(tmp_path, "flush", settings=command_settings(server, tmp_path), secret=server.password)
+        done = sdi(
+            tmp_path, "flush", settings=command_settings(server, tmp_path), secret=server.password
+        )
         assert done.returncode == 0, done.stdout + done.stderr
     else:
         restart = run_crawl(tmp_path, settings(server, tmp_path), {"n": 0})
         assert restart.returncode == 0, restart.log[-3000:]
-    assert server.stats()["rejected"] == 10  # the excluded results were submitted only before v2 existed
+    assert (
+        server.stats()["rejected"] == 10
+    )  # the excluded results were submitted only before v2 existed
     assert submitted(server) == {url(i): 1 for i in range(1, 20, 2)}
-    assert {(u, r) for u, state, r in rows(tmp_path) if state == "filtered"} == {(url(i), EVEN_REASON) for i in range(0, 20, 2)}
+    assert {(u, r) for u, state, r in rows(tmp_path) if state == "filtered"} == {
+        (url(i), EVEN_REASON) for i in range(0, 20, 2)
+    }

@@ -21,7 +21,9 @@ from tests.reliability.harness import (
 )
 
 
-def test_kill_9_at_random_moments_then_reruns_lose_nothing(form, sdi_server_factory, crawls, rng, tmp_path):
+def test_kill_9_at_random_moments_then_reruns_lose_nothing(
+    form, sdi_server_factory, crawls, rng, tmp_path
+):
     server = sdi_server_factory(latency=0.05, drop_after_rate=0.1, seed=rng.randrange(2**31))
 
     def check(figures):
@@ -31,7 +33,9 @@ def test_kill_9_at_random_moments_then_reruns_lose_nothing(form, sdi_server_fact
     kill_and_rerun(form, server, crawls, rng, tmp_path, settings, check=check)
 
 
-def test_a_run_killed_beside_a_live_one_loses_nothing_once_the_live_one_closes(sdi_server_factory, crawls, tmp_path):
+def test_a_run_killed_beside_a_live_one_loses_nothing_once_the_live_one_closes(
+    sdi_server_factory, crawls, tmp_path
+):
     """Both crawl for one crawler into one file; the killed run's results are the live one's to
     deliver before its close ends, since no later run may come. The API hangs and restarts around
     the kill, so the killed run's batches in flight never reached it."""

@@ -39,7 +39,10 @@ def _runs(server, tmp_path: Path, password: str, refusing) -> dict[str, str]:
     cases = {
         "check": settings,
         "refused": {**settings, "SDI_API_URL": refusing.url},
-        "userinfo": {**settings, "SDI_API_URL": _with_userinfo(server.url, server.username, password)},
+        "userinfo": {
+            **settings,
+            "SDI_API_URL": _with_userinfo(server.url, server.username, password),
+        },
         "unreachable": {**settings, "SDI_API_URL": UNREACHABLE},
     }
     shown = {name: _shown(sdi(tmp_path, "check", settings=s)) for name, s in cases.items()}
@@ -60,15 +63,22 @@ def _normalised(text: str, tmp_path: Path) -> str:
 
 
 @pytest.mark.parametrize("password", SHORT_PASSWORDS)
-def test_nothing_a_command_prints_depends_on_a_short_password(password, sdi_server_factory, tmp_path):
+def test_nothing_a_command_prints_depends_on_a_short_password(
+    password, sdi_server_factory, tmp_path
+):
     twin = "Z" * len(password)
     refusing = sdi_server_factory()  # its own random password: every login is refused
     shown = [
         _runs(sdi_server_factory(password=pw), tmp_path / name, pw, refusing)
-        for name, pw in (("one", password), ("two", twin))  # names of one length: column widths match
+        for name, pw in (
+            ("one", password),
+            ("two", twin),
+        )  # names of one length: column widths match
     ]
     first = shown[0]
-    assert first["check"].startswith("exit 0") and "login refused" in first["refused"], first  # the password was used
+    assert first["check"].startswith("exit 0") and "login refused" in first["refused"], (
+        first
+    )  # the password was used
     assert "3 delivered" in first["flush"] and "carries credentials" in first["userinfo"], first
     for case in first:
         assert first[case] == shown[1][case], case
@@ -86,11 +96,20 @@ def test_no_command_shows_a_long_password(sdi_server_factory, tmp_path):
     rejected = fill(tmp_path / "buffer.db", "beta", urls(2, "r"), REJECTED, "bad url")
     fill(tmp_path / "buffer.db", "alpha", urls(5))
     actions = (
-        ("check",), ("check", "--json", "-L", "DEBUG"), ("settings",), ("settings", "--json"), ("buffer",),
-        ("buffer", "--json"), ("flush", "-L", "DEBUG"), ("status", "--url", urls(5)[0]),
-        ("status", "--crawler", "alpha", "--json"), ("export", "--state", "rejected"),
-        ("export", "--state", "delivered", "--format", "csv"), ("requeue", "--state", "rejected", "--id", rejected[0]),
-        ("metrics",), ("metrics", "--output", str(tmp_path / "sdi.prom"), "-L", "DEBUG"),
+        ("check",),
+        ("check", "--json", "-L", "DEBUG"),
+        ("settings",),
+        ("settings", "--json"),
+        ("buffer",),
+        ("buffer", "--json"),
+        ("flush", "-L", "DEBUG"),
+        ("status", "--url", urls(5)[0]),
+        ("status", "--crawler", "alpha", "--json"),
+        ("export", "--state", "rejected"),
+        ("export", "--state", "delivered", "--format", "csv"),
+        ("requeue", "--state", "rejected", "--id", rejected[0]),
+        ("metrics",),
+        ("metrics", "--output", str(tmp_path / "sdi.prom"), "-L", "DEBUG"),
     )
     for action in actions:
         assert sdi(tmp_path, *action, settings=settings, secret=secret).returncode == 0, action
@@ -98,8 +117,17 @@ def test_no_command_shows_a_long_password(sdi_server_factory, tmp_path):
     refused = sdi_server_factory()
     fill(tmp_path / "buffer.db", "alpha", urls(2, "later"))
     for api_url in (refused.url, UNREACHABLE, _with_userinfo(server.url, server.username, secret)):
-        for action in (("check",), ("flush", "--timeout", "2", "-L", "DEBUG"), ("status", "--url", urls(1)[0])):
-            assert sdi(tmp_path, *action, settings={**settings, "SDI_API_URL": api_url}, secret=secret).returncode == 1
+        for action in (
+            ("check",),
+            ("flush", "--timeout", "2", "-L", "DEBUG"),
+            ("status", "--url", urls(1)[0]),
+        ):
+            assert (
+                sdi(
+                    tmp_path, *action, settings={**settings, "SDI_API_URL": api_url}, secret=secret
+                ).returncode
+                == 1
+            )
 
 
 DASHBOARD_APIS = {
@@ -116,18 +144,34 @@ def test_no_dashboard_page_shows_a_long_password(api, sdi_server_factory, tmp_pa
     path = tmp_path / "buffer.db"
     rejected = fill(path, "beta", urls(2, "r"), REJECTED, "bad url")
     fill(path, "alpha", urls(3))
-    assert sdi(tmp_path, "flush", settings=settings_for(server, tmp_path), secret=secret).returncode == 0
+    assert (
+        sdi(tmp_path, "flush", settings=settings_for(server, tmp_path), secret=secret).returncode
+        == 0
+    )
     env = {"SDI_USERNAME": server.username, "SDI_PASSWORD": secret}
-    dashboard = Dashboard(path, tmp_path, "--api-url", DASHBOARD_APIS[api](server, sdi_server_factory), env=env)
+    dashboard = Dashboard(
+        path, tmp_path, "--api-url", DASHBOARD_APIS[api](server, sdi_server_factory), env=env
+    )
     try:
-        pages = ("/", "/api/overview", "/throughput", "/rows?state=rejected", "/remote", f"/row?id={rejected[0]}",
-                 "/export?state=rejected&format=csv", "/export?state=delivered&format=jsonl", "/metrics")
+        pages = (
+            "/",
+            "/api/overview",
+            "/throughput",
+            "/rows?state=rejected",
+            "/remote",
+            f"/row?id={rejected[0]}",
+            "/export?state=rejected&format=csv",
+            "/export?state=delivered&format=jsonl",
+            "/metrics",
+        )
         bodies = [fetch(dashboard.url + page)[2].decode("utf-8", "replace") for page in pages]
     finally:
         dashboard.stop()
     _assert_hidden(secret, *bodies, dashboard.stderr())
     # the remote statuses page logged in with the password, or showed why it could not
-    expected = {"right": "received", "refused": "login refused", "unreachable": "lookup failed"}[api]
+    expected = {"right": "received", "refused": "login refused", "unreachable": "lookup failed"}[
+        api
+    ]
     assert expected in bodies[4], bodies[4]
 
 
@@ -135,7 +179,9 @@ def test_the_dashboard_refuses_a_password_in_its_api_url_without_showing_it(sdi_
     path = tmp_path / "buffer.db"
     fill(path, "alpha", urls(1))
     api_url = _with_userinfo(sdi_server.url, sdi_server.username, sdi_server.password)
-    (proc,) = run_dashboard_cli(tmp_path, ("--buffer", str(path), "--api-url", api_url, "--port", "0"))
+    (proc,) = run_dashboard_cli(
+        tmp_path, ("--buffer", str(path), "--api-url", api_url, "--port", "0")
+    )
     assert proc.returncode == 1 and "carries credentials" in proc.stderr, proc.stderr
     _assert_hidden(sdi_server.password, proc.stdout, proc.stderr)
 
@@ -143,21 +189,36 @@ def test_the_dashboard_refuses_a_password_in_its_api_url_without_showing_it(sdi_
 CRAWLS = {
     "delivered": lambda server: {"LOG_LEVEL": "DEBUG", "SDI_STATUS_ON_CLOSE": True},
     "refused": lambda server: {},  # the server has a password of its own
-    "userinfo": lambda server: {"SDI_API_URL": _with_userinfo(server.url, server.username, server.password)},
+    "userinfo": lambda server: {
+        "SDI_API_URL": _with_userinfo(server.url, server.username, server.password)
+    },
     "unreachable": lambda server: {"SDI_API_URL": UNREACHABLE},
 }
 
 
 @pytest.mark.parametrize("case", CRAWLS)
-def test_a_crawl_shows_no_password_in_its_log_stats_or_audit_log(case, sdi_server_factory, tmp_path):
+def test_a_crawl_shows_no_password_in_its_log_stats_or_audit_log(
+    case, sdi_server_factory, tmp_path
+):
     secret = secrets.token_urlsafe(24)
     server = sdi_server_factory(password=None if case == "refused" else secret)
     audit = tmp_path / "audit.jsonl"
-    settings = {**server.settings, "SDI_PASSWORD": secret, **CRAWLS[case](server), **FAST_RETRIES,
-                "SDI_CLOSE_TIMEOUT": 2, "SDI_BUFFER_PATH": str(tmp_path / "b.db"), "SDI_AUDIT_LOG": str(audit)}
+    settings = {
+        **server.settings,
+        "SDI_PASSWORD": secret,
+        **CRAWLS[case](server),
+        **FAST_RETRIES,
+        "SDI_CLOSE_TIMEOUT": 2,
+        "SDI_BUFFER_PATH": str(tmp_path / "b.db"),
+        "SDI_AUDIT_LOG": str(audit),
+    }
     result = run_crawl(tmp_path, settings, {"n": 30})
     if case == "delivered":
         assert result.stats["sdi/items_delivered"] == 30, result.log[-3000:]
     if case == "userinfo":  # refused at start, the URL shown masked
-        assert f"{server.username}:***@" in result.log and "carries credentials" in result.log, result.log[-3000:]
-    _assert_hidden(secret, result.log, json.dumps(result.stats), audit.read_text() if audit.exists() else "")
+        assert f"{server.username}:***@" in result.log and "carries credentials" in result.log, (
+            result.log[-3000:]
+        )
+    _assert_hidden(
+        secret, result.log, json.dumps(result.stats), audit.read_text() if audit.exists() else ""
+    )

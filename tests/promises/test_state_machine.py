@@ -51,8 +51,14 @@ CANDIDATE_FILTERS = (
     {"id": 3, "field": "url", "kind": "regex", "pattern": "/f/[0-9]*3/"},
 )
 REJECTED_PATTERN = r"/f/[0-9]*7/"
-HEALTHY = {"fail_rate": 0.0, "omit_rate": 0.0, "drop_after_rate": 0.0, "rate_limit_rate": 0.0,
-           "reject_url_pattern": None, "retry_after": 0.1}
+HEALTHY = {
+    "fail_rate": 0.0,
+    "omit_rate": 0.0,
+    "drop_after_rate": 0.0,
+    "rate_limit_rate": 0.0,
+    "reject_url_pattern": None,
+    "retry_after": 0.1,
+}
 STEP_TIMEOUT = 60.0
 
 
@@ -76,12 +82,22 @@ class Worker:
     """One crawl process on the shared buffer file, answering one JSON line per command."""
 
     def __init__(self, settings_: dict[str, Any], log: Path) -> None:
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(
+                p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p
+            ),
+        }
         self.log = log
         with open(log, "ab") as stderr:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "tests.support.pipeline_worker", json.dumps(settings_)],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, text=True, cwd=log.parent, env=env,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                text=True,
+                cwd=log.parent,
+                env=env,
             )
         self.read()  # ready
 
@@ -89,7 +105,9 @@ class Worker:
         line = self.proc.stdout.readline() if self.proc.stdout else ""
         if not line:
             self.proc.wait(STEP_TIMEOUT)
-            raise AssertionError(f"the worker died (exit {self.proc.returncode}); see {self.log}:\n{self.log.read_text()[-3000:]}")
+            raise AssertionError(
+                f"the worker died (exit {self.proc.returncode}); see {self.log}:\n{self.log.read_text()[-3000:]}"
+            )
         answer = json.loads(line)
         assert "error" not in answer, f"{answer['error']}; see {self.log}"
         return answer
@@ -136,23 +154,26 @@ def test_random_interleavings_keep_every_promise(machine_server, tmp_path_factor
             self.worker = self._start()
 
         def _start(self) -> Worker:
-            return Worker({
-                **server.settings,
-                "SDI_CRAWLER_NAME": self.crawler,
-                "SDI_BUFFER_PATH": str(self.buffer_path),
-                "SDI_BATCH_SIZE": 5,
-                "SDI_CONCURRENT_REQUESTS": 2,
-                "SDI_TIMEOUT": 1.0,
-                "SDI_LEASE_TIMEOUT": 2.0,
-                "SDI_RETRY_BACKOFF_BASE": 0.02,
-                "SDI_RETRY_BACKOFF_MAX": 0.2,
-                "SDI_RETRY_TIMES": 2,
-                "SDI_UNLOCK_DELAY": 0.3,
-                "SDI_FILTERS_REFRESH_INTERVAL": 0,
-                "SDI_CLOSE_TIMEOUT": 30,
-                "SDI_LOG_INTERVAL": 0,
-                "LOG_LEVEL": "WARNING",
-            }, self.dir / "worker.log")
+            return Worker(
+                {
+                    **server.settings,
+                    "SDI_CRAWLER_NAME": self.crawler,
+                    "SDI_BUFFER_PATH": str(self.buffer_path),
+                    "SDI_BATCH_SIZE": 5,
+                    "SDI_CONCURRENT_REQUESTS": 2,
+                    "SDI_TIMEOUT": 1.0,
+                    "SDI_LEASE_TIMEOUT": 2.0,
+                    "SDI_RETRY_BACKOFF_BASE": 0.02,
+                    "SDI_RETRY_BACKOFF_MAX": 0.2,
+                    "SDI_RETRY_TIMES": 2,
+                    "SDI_UNLOCK_DELAY": 0.3,
+                    "SDI_FILTERS_REFRESH_INTERVAL": 0,
+                    "SDI_CLOSE_TIMEOUT": 30,
+                    "SDI_LOG_INTERVAL": 0,
+                    "LOG_LEVEL": "WARNING",
+                },
+                self.dir / "worker.log",
+            )
 
         def stored(self) -> list[dict[str, Any]]:
             return [r for r in server.results() if r["crawler"] == self.crawler]
@@ -172,11 +193,24 @@ def test_random_interleavings_keep_every_promise(machine_server, tmp_path_factor
         def delivery_works(self, seconds: float) -> None:
             self.worker.call("run", seconds=seconds)
 
-        @rule(fail=st.sampled_from([0.0, 0.3]), omit=st.sampled_from([0.0, 0.3]),
-              drop_after=st.sampled_from([0.0, 0.3]), throttle=st.sampled_from([0.0, 0.3]), reject=st.booleans())
-        def the_api_misbehaves(self, fail: float, omit: float, drop_after: float, throttle: float, reject: bool) -> None:
-            server.set_faults(fail_rate=fail, omit_rate=omit, drop_after_rate=drop_after, rate_limit_rate=throttle,
-                              retry_after=0.1, reject_url_pattern=REJECTED_PATTERN if reject else None)
+        @rule(
+            fail=st.sampled_from([0.0, 0.3]),
+            omit=st.sampled_from([0.0, 0.3]),
+            drop_after=st.sampled_from([0.0, 0.3]),
+            throttle=st.sampled_from([0.0, 0.3]),
+            reject=st.booleans(),
+        )
+        def the_api_misbehaves(
+            self, fail: float, omit: float, drop_after: float, throttle: float, reject: bool
+        ) -> None:
+            server.set_faults(
+                fail_rate=fail,
+                omit_rate=omit,
+                drop_after_rate=drop_after,
+                rate_limit_rate=throttle,
+                retry_after=0.1,
+                reject_url_pattern=REJECTED_PATTERN if reject else None,
+            )
 
         @rule(access_only=st.booleans())
         def tokens_are_revoked(self, access_only: bool) -> None:
@@ -186,7 +220,9 @@ def test_random_interleavings_keep_every_promise(machine_server, tmp_path_factor
         def the_filters_change(self, chosen: set[int]) -> None:
             self.filters = [CANDIDATE_FILTERS[k] for k in sorted(chosen)]
             server.set_filters(self.filters, version=f"{self.crawler}-{len(self.epochs)}")
-            self.worker.call("refresh")  # waits for the batches in flight: what is sent next sees them
+            self.worker.call(
+                "refresh"
+            )  # waits for the batches in flight: what is sent next sees them
             self.epochs.append((len(self.stored()), self.filters))
 
         @rule(after=st.sampled_from([0.0, 0.05, 0.15, 0.3]))
@@ -210,7 +246,9 @@ def test_random_interleavings_keep_every_promise(machine_server, tmp_path_factor
             assert not [u for u, n in urls.items() if n > 1], "stored twice"
             for index, result in enumerate(stored):
                 filters = [f for start, f in self.epochs if start <= index][-1]
-                assert not excluded(filters, result["url"]), f"{result['url']} was sent while {filters} excluded it"
+                assert not excluded(filters, result["url"]), (
+                    f"{result['url']} was sent while {filters} excluded it"
+                )
 
         def teardown(self) -> None:
             try:
@@ -227,11 +265,17 @@ def test_random_interleavings_keep_every_promise(machine_server, tmp_path_factor
             assert stats.get("sdi/pending_at_close") == 0, stats
             stored = {r["url"] for r in self.stored()}
             with sqlite3.connect(self.buffer_path) as db:
-                rows = db.execute("SELECT url, state FROM results WHERE crawler = ?", (self.crawler,)).fetchall()
+                rows = db.execute(
+                    "SELECT url, state FROM results WHERE crawler = ?", (self.crawler,)
+                ).fetchall()
             states: dict[str, set[str]] = {}
             for url, state in rows:
                 states.setdefault(url, set()).add(state)
-            lost = [u for u in self.arrived if u not in stored and not states.get(u, set()) & {"filtered", "rejected"}]
+            lost = [
+                u
+                for u in self.arrived
+                if u not in stored and not states.get(u, set()) & {"filtered", "rejected"}
+            ]
             assert not lost, f"lost: {lost[:5]}"
             left = [u for u, s in states.items() if s & {"pending", "in_flight"}]
             assert not left, f"left undelivered: {left[:5]}"

@@ -19,7 +19,11 @@ from tests.reliability.harness import (
 
 
 def test_answers_dropped_after_storing_and_kills_at_random_moments_store_nothing_twice(
-    form, sdi_server_factory, crawls, rng, tmp_path,
+    form,
+    sdi_server_factory,
+    crawls,
+    rng,
+    tmp_path,
 ):
     server = sdi_server_factory(latency=0.05, drop_after_rate=0.3, seed=rng.randrange(2**31))
 
@@ -32,7 +36,10 @@ def test_answers_dropped_after_storing_and_kills_at_random_moments_store_nothing
 
 
 def test_runs_sharing_a_file_finding_the_same_results_one_killed_and_rerun_store_nothing_twice(
-    sdi_server_factory, crawls, rng, tmp_path,
+    sdi_server_factory,
+    crawls,
+    rng,
+    tmp_path,
 ):
     """The killed run buffered first what the live one finds later; its rerun finds it all again."""
     server = sdi_server_factory(latency=0.2, drop_after_rate=0.1, seed=rng.randrange(2**31))

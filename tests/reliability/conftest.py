@@ -12,8 +12,12 @@ import pytest
 from tests.reliability.harness import LONG, SHORT, Crawls, Report
 
 
-@pytest.fixture(params=[pytest.param(SHORT, id="short", marks=pytest.mark.short_form),
-                        pytest.param(LONG, id="long", marks=pytest.mark.slow)])
+@pytest.fixture(
+    params=[
+        pytest.param(SHORT, id="short", marks=pytest.mark.short_form),
+        pytest.param(LONG, id="long", marks=pytest.mark.slow),
+    ]
+)
 def form(request):
     """Each scenario has a short form (default suite) and a long one (``--long``, marked slow)."""
     return request.param.from_environment(os.environ)
@@ -29,7 +33,9 @@ def reliability_seed() -> int:
 @pytest.fixture
 def rng(request, reliability_seed) -> random.Random:
     """A random source per test, derived from the session's seed, which is printed to reproduce a failure."""
-    print(f"reliability seed {reliability_seed}: SDI_RELIABILITY_SEED={reliability_seed} repeats these choices")
+    print(
+        f"reliability seed {reliability_seed}: SDI_RELIABILITY_SEED={reliability_seed} repeats these choices"
+    )
     return random.Random(f"{reliability_seed}:{request.node.name}")
 
 
@@ -44,6 +50,8 @@ def crawls():
 def reliability_report(request, reliability_seed):
     report = Report(reliability_seed)
     yield report
-    path = request.config.getoption("--reliability-report") or os.environ.get("SDI_RELIABILITY_REPORT")
+    path = request.config.getoption("--reliability-report") or os.environ.get(
+        "SDI_RELIABILITY_REPORT"
+    )
     if path and report.rows:
         report.write(Path(path))

@@ -31,7 +31,9 @@ RESULT_URL = "https://files.example.com/f/{i}/file{i}.mp3"
 #: Log lines the tests wait for.
 PIPELINE_OPEN_LINE = "SDI delivery to "  # scrapy_sdi.pipeline, at the end of open_spider
 CLOSING_LINE = "Closing spider ("  # Scrapy's engine: the spider is done, close_spider drains
-RESUMED_LINE = "the API answers again; delivery resumed"  # scrapy_sdi.delivery, after a failure streak
+RESUMED_LINE = (
+    "the API answers again; delivery resumed"  # scrapy_sdi.delivery, after a failure streak
+)
 NOT_DELIVERED_LINE = "not delivered ("  # scrapy_sdi.delivery, the first failure of a streak
 
 
@@ -66,16 +68,26 @@ def result_urls(n: int, offset: int = 0) -> set[str]:
 
 def crawl_settings(server: Any, buffer_path: Path, **extra: Any) -> dict[str, Any]:
     """Settings of a crawl against ``server``: fast retries, small batches (many requests to fail)."""
-    return {**server.settings, **FAST_RETRIES, "SDI_BUFFER_PATH": str(buffer_path), "SDI_BATCH_SIZE": 20, **extra}
+    return {
+        **server.settings,
+        **FAST_RETRIES,
+        "SDI_BUFFER_PATH": str(buffer_path),
+        "SDI_BATCH_SIZE": 20,
+        **extra,
+    }
 
 
 def short_close_settings(server: Any, buffer_path: Path, **extra: Any) -> dict[str, Any]:
     """``crawl_settings`` with a close timeout far below SDI_LEASE_TIMEOUT (its default): a run
     cannot wait for a dead run's leases to run out."""
-    return crawl_settings(server, buffer_path, SDI_TIMEOUT=5, SDI_LEASE_TIMEOUT=120, SDI_CLOSE_TIMEOUT=5, **extra)
+    return crawl_settings(
+        server, buffer_path, SDI_TIMEOUT=5, SDI_LEASE_TIMEOUT=120, SDI_CLOSE_TIMEOUT=5, **extra
+    )
 
 
-def wait_until(condition: Callable[[], Any], what: str, *, timeout: float = 90.0, poll: float = 0.02) -> Any:
+def wait_until(
+    condition: Callable[[], Any], what: str, *, timeout: float = 90.0, poll: float = 0.02
+) -> Any:
     """Poll ``condition`` until it gives something true, and return it; fail after ``timeout`` s."""
     return wait_for(condition, timeout, what, poll)
 
@@ -86,7 +98,14 @@ def wait_until(condition: Callable[[], Any], what: str, *, timeout: float = 90.0
 class Crawl:
     """One crawl in its own process group, its log read as it comes so a test can wait for a line."""
 
-    def __init__(self, workdir: Path, settings: dict[str, Any], spider_args: dict[str, Any], *, gates: int = 0) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        settings: dict[str, Any],
+        spider_args: dict[str, Any],
+        *,
+        gates: int = 0,
+    ) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         self.workdir = workdir
         self.audit_path = Path(settings["SDI_AUDIT_LOG"]) if settings.get("SDI_AUDIT_LOG") else None
@@ -95,16 +114,27 @@ class Crawl:
         spider = "SyntheticSpider"
         if gates:  # tests.support.spiders.GatedSpider: the results come in gates + 1 parts
             self._gates.mkdir(exist_ok=True)
-            spider, spider_args = "GatedSpider", {**spider_args, "gates": str(self._gates), "phases": gates + 1}
+            spider, spider_args = (
+                "GatedSpider",
+                {**spider_args, "gates": str(self._gates), "phases": gates + 1},
+            )
         cmd, env = crawl_command(workdir, settings, spider_args, spider)
         self.proc = subprocess.Popen(
-            cmd, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            errors="replace", start_new_session=True,
+            cmd,
+            cwd=workdir,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            errors="replace",
+            start_new_session=True,
         )
         self._lines: list[str] = []
         self._ended = False
         self._changed = threading.Condition()
-        self._reader = threading.Thread(target=self._read, name=f"crawl {self.proc.pid} log", daemon=True)
+        self._reader = threading.Thread(
+            target=self._read, name=f"crawl {self.proc.pid} log", daemon=True
+        )
         self._reader.start()
 
     def _read(self) -> None:
@@ -150,7 +180,9 @@ class Crawl:
                     return False
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    raise AssertionError(f"no log line with {text!r} within {timeout:g}s; log tail:\n{self.tail()}")
+                    raise AssertionError(
+                        f"no log line with {text!r} within {timeout:g}s; log tail:\n{self.tail()}"
+                    )
                 self._changed.wait(remaining)
 
     def audit(self) -> list[dict[str, Any]]:
@@ -172,7 +204,9 @@ class Crawl:
             self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.kill()
-            raise AssertionError(f"the crawl did not end within {timeout:g}s; log tail:\n{self.tail()}") from None
+            raise AssertionError(
+                f"the crawl did not end within {timeout:g}s; log tail:\n{self.tail()}"
+            ) from None
         self._reader.join(10)
         stats_path = self.workdir / "stats.json"  # written by tests.support.statsdump at close
         stats: dict[str, Any] = {}
@@ -191,7 +225,14 @@ class Crawls:
     def __init__(self) -> None:
         self.started: list[Crawl] = []
 
-    def start(self, workdir: Path, settings: dict[str, Any], spider_args: dict[str, Any], *, gates: int = 0) -> Crawl:
+    def start(
+        self,
+        workdir: Path,
+        settings: dict[str, Any],
+        spider_args: dict[str, Any],
+        *,
+        gates: int = 0,
+    ) -> Crawl:
         crawl = Crawl(workdir, settings, spider_args, gates=gates)
         self.started.append(crawl)
         return crawl
@@ -236,8 +277,16 @@ class Killed:
     runs: int
 
 
-def kill_and_rerun(form: Form, server: Any, crawls: Crawls, rng: Any, workdir: Path, settings: dict[str, Any],
-                   *, check: Callable[[Figures], None]) -> Killed:
+def kill_and_rerun(
+    form: Form,
+    server: Any,
+    crawls: Crawls,
+    rng: Any,
+    workdir: Path,
+    settings: dict[str, Any],
+    *,
+    check: Callable[[Figures], None],
+) -> Killed:
     """Crawl rounds of new URLs into one buffer, SIGKILL runs at random moments, rerun until one ends
     with nothing pending; ``check`` the server's figures after every round.
 
@@ -262,13 +311,19 @@ def kill_and_rerun(form: Form, server: Any, crawls: Crawls, rng: Any, workdir: P
             crawl = crawls.start(workdir / "crawl", settings, args)
             if killed_this_round < form.kills_per_round and sum(kills.values()) < form.kills:
                 moment = _choose(rng, left, first=not kills)
-                _wait_for_moment(crawl, server, moment, rng.randint(1, max(1, left)), answered_before)
+                _wait_for_moment(
+                    crawl, server, moment, rng.randint(1, max(1, left)), answered_before
+                )
                 if crawl.kill():
                     kills[moment] += 1
                     killed_this_round += 1
-                    states = buffer_states(Path(settings["SDI_BUFFER_PATH"]))  # the file survives a kill at any moment
-                    print(f"kill {sum(kills.values())} ({moment}): round {round_number}, run {runs}; "
-                          f"buffer left {states['pending']} pending, {states['in_flight']} in flight")
+                    states = buffer_states(
+                        Path(settings["SDI_BUFFER_PATH"])
+                    )  # the file survives a kill at any moment
+                    print(
+                        f"kill {sum(kills.values())} ({moment}): round {round_number}, run {runs}; "
+                        f"buffer left {states['pending']} pending, {states['in_flight']} in flight"
+                    )
                     continue
             result = crawl.finish()
             assert result.returncode == 0, result.log[-3000:]
@@ -284,13 +339,22 @@ def kill_and_rerun(form: Form, server: Any, crawls: Crawls, rng: Any, workdir: P
     return Killed(figures, kills, runs)
 
 
-def start_side_by_side(crawls: Crawls, workdir: Path, settings: dict[str, Any], live_args: dict[str, Any],
-                       doomed_args: dict[str, Any]) -> tuple[Crawl, Crawl]:
+def start_side_by_side(
+    crawls: Crawls,
+    workdir: Path,
+    settings: dict[str, Any],
+    live_args: dict[str, Any],
+    doomed_args: dict[str, Any],
+) -> tuple[Crawl, Crawl]:
     """Two gated crawls on one buffer, both open: one to live on (its gate opens when the test
     says), one to kill (with an audit log for ``kill_mid_delivery``; its gate never opens)."""
     live = crawls.start(workdir / "live", settings, live_args, gates=1)
-    doomed = crawls.start(workdir / "doomed", {**settings, "SDI_AUDIT_LOG": str(workdir / "doomed.jsonl")},
-                          doomed_args, gates=1)
+    doomed = crawls.start(
+        workdir / "doomed",
+        {**settings, "SDI_AUDIT_LOG": str(workdir / "doomed.jsonl")},
+        doomed_args,
+        gates=1,
+    )
     for crawl in (live, doomed):
         assert crawl.wait_for_line(PIPELINE_OPEN_LINE), crawl.tail()
     return live, doomed
@@ -308,7 +372,9 @@ def kill_with_the_api_hung(crawl: Crawl, server: Any, buffer_path: Path, urls: s
     ``urls`` are in flight, then restart the API: those batches never reached it."""
     server.pause()
     crawl.open_gate()
-    wait_until(lambda: buffered_urls(buffer_path, ("in_flight",)) & urls, "a batch of the crawl in flight")
+    wait_until(
+        lambda: buffered_urls(buffer_path, ("in_flight",)) & urls, "a batch of the crawl in flight"
+    )
     assert crawl.kill(), f"the crawl ended by itself before the kill:\n{crawl.tail()}"
     server.kill()
     server.start()
@@ -318,17 +384,24 @@ def _some_attempts(crawl: Crawl, rng: Any, most: int = 4) -> int:
     """Wait until 1 to ``most`` (at random) of the crawl's submission attempts ended (its audit log
     says so; SDI_AUDIT_LOG must be set): it has more results to send. Return that number."""
     attempts = rng.randint(1, most)
-    wait_until(lambda: len(crawl.audit()) >= attempts or not crawl.alive, f"{attempts} submission attempts")
+    wait_until(
+        lambda: len(crawl.audit()) >= attempts or not crawl.alive, f"{attempts} submission attempts"
+    )
     return attempts
 
 
-def _wait_for_moment(crawl: Crawl, server: Any, moment: str, target: int, answered_before: int) -> None:
+def _wait_for_moment(
+    crawl: Crawl, server: Any, moment: str, target: int, answered_before: int
+) -> None:
     if moment == "start":
         crawl.wait_for_line(PIPELINE_OPEN_LINE)
     elif moment == "closing":
         crawl.wait_for_line(CLOSING_LINE)
     else:
-        wait_until(lambda: answered(server) - answered_before >= target or not crawl.alive, f"{target} results answered")
+        wait_until(
+            lambda: answered(server) - answered_before >= target or not crawl.alive,
+            f"{target} results answered",
+        )
 
 
 def answered(server: Any) -> int:
@@ -362,8 +435,10 @@ class Figures:
         return self.lost == 0 and self.duplicated == 0 and self.unexpected == 0
 
     def describe(self) -> str:
-        return (f"{self.results} results: {self.lost} lost, {self.duplicated} stored more than once, "
-                f"{self.unexpected} unexpected")
+        return (
+            f"{self.results} results: {self.lost} lost, {self.duplicated} stored more than once, "
+            f"{self.unexpected} unexpected"
+        )
 
 
 def stored_figures(server: Any, urls: set[str], duplicate_answers: int | None = None) -> Figures:
@@ -386,18 +461,25 @@ def buffer_states(path: Path) -> Counter[str]:
     try:
         (check,) = conn.execute("PRAGMA integrity_check").fetchone()
         assert check == "ok", f"buffer {path} is damaged: {check}"
-        return Counter(dict(conn.execute("SELECT state, count(*) FROM results GROUP BY state").fetchall()))
+        return Counter(
+            dict(conn.execute("SELECT state, count(*) FROM results GROUP BY state").fetchall())
+        )
     finally:
         conn.close()
 
 
-def buffered_urls(path: Path, states: tuple[str, ...] = ("pending", "in_flight", "delivered")) -> set[str]:
+def buffered_urls(
+    path: Path, states: tuple[str, ...] = ("pending", "in_flight", "delivered")
+) -> set[str]:
     """URLs of a buffer file's results in ``states``; by default those to deliver or delivered, which
     are all the results crawls passed on (rows are committed first)."""
     conn = sqlite3.connect(str(path))
     try:
         marks = ",".join("?" * len(states))
-        return {url for (url,) in conn.execute(f"SELECT url FROM results WHERE state IN ({marks})", states)}
+        return {
+            url
+            for (url,) in conn.execute(f"SELECT url FROM results WHERE state IN ({marks})", states)
+        }
     finally:
         conn.close()
 
@@ -452,7 +534,9 @@ class Report:
             "|---|---|---:|---:|---:|---:|---:|",
         ]
         for r in self.rows:
-            lines.append(f"| {r.fault} | {r.setting} | {r.runs} | {r.results} | {r.lost} | {r.duplicated} | {r.duplicate_answers} |")
+            lines.append(
+                f"| {r.fault} | {r.setting} | {r.runs} | {r.results} | {r.lost} | {r.duplicated} | {r.duplicate_answers} |"
+            )
         minutes = (time.monotonic() - self.started) / 60
         lines += [
             "",

@@ -34,7 +34,9 @@ class Scenario:
     fault: str
     setting: str
     server: dict[str, Any]  # fault flags of the reference server
-    proof: Callable[[dict[str, Any], dict[str, Any]], None]  # (server stats, crawl stats): the fault hit
+    proof: Callable[
+        [dict[str, Any], dict[str, Any]], None
+    ]  # (server stats, crawl stats): the fault hit
     settings: dict[str, Any] = field(default_factory=dict)  # extra crawl settings
     during: Callable[[Any, Crawl, int], None] | None = None  # drives the fault while the crawl runs
     gates: int = 0  # parts of the results ``during`` holds back until its faults are set up
@@ -53,11 +55,16 @@ def revoke_tokens_twice(server, crawl: Crawl, n: int) -> None:
     before = server.stats()
     server.revoke_tokens()
     crawl.open_gate()
-    wait_until(lambda: server.stats()["logins"] > before["logins"], "a new login after the revocation")
+    wait_until(
+        lambda: server.stats()["logins"] > before["logins"], "a new login after the revocation"
+    )
     before = server.stats()
     server.revoke_tokens(access_only=True)
     crawl.open_gate()
-    wait_until(lambda: server.stats()["refreshes"] > before["refreshes"], "a refresh after the access tokens were revoked")
+    wait_until(
+        lambda: server.stats()["refreshes"] > before["refreshes"],
+        "a refresh after the access tokens were revoked",
+    )
 
 
 def answer_too_late_for_a_while(server, crawl: Crawl, n: int, *, until_resent: bool = True) -> None:
@@ -74,9 +81,14 @@ def answer_too_late_for_a_while(server, crawl: Crawl, n: int, *, until_resent: b
     server.set_faults(latency=SLOW_LATENCY)
     crawl.open_gate()  # one gate: the results behind it meet the slow answers
     try:
-        wait_until(lambda: failed_attempts(crawl.audit(), "no answer within"), "a batch that timed out")
+        wait_until(
+            lambda: failed_attempts(crawl.audit(), "no answer within"), "a batch that timed out"
+        )
         if until_resent:
-            wait_until(lambda: server.stats()["duplicates"] > 0, "a batch stored, answered too late, and resent")
+            wait_until(
+                lambda: server.stats()["duplicates"] > 0,
+                "a batch stored, answered too late, and resent",
+            )
     finally:
         server.set_faults(latency=latency)
 
@@ -95,7 +107,9 @@ def _crawler_results(server_stats: dict[str, Any]) -> dict[str, int]:
 
 def answered(status: str) -> Callable[[dict[str, Any], dict[str, Any]], None]:
     def proof(server_stats: dict[str, Any], stats: dict[str, Any]) -> None:
-        assert stats.get(f"sdi/response_status_count/{status}", 0) > 0, f"the crawl never got a {status}"
+        assert stats.get(f"sdi/response_status_count/{status}", 0) > 0, (
+            f"the crawl never got a {status}"
+        )
         assert stats["sdi/batches_failed"] > 0
 
     return proof
@@ -127,7 +141,9 @@ def tokens_revoked(server_stats: dict[str, Any], stats: dict[str, Any]) -> None:
 
 def timed_out(server_stats: dict[str, Any], stats: dict[str, Any]) -> None:
     assert stats["sdi/batches_failed"] > 0
-    assert server_stats["duplicates"] > 0, "a batch stored but answered too late must come back as duplicate"
+    assert server_stats["duplicates"] > 0, (
+        "a batch stored but answered too late must come back as duplicate"
+    )
 
 
 def garbled(server_stats: dict[str, Any], stats: dict[str, Any]) -> None:
@@ -138,7 +154,9 @@ def garbled(server_stats: dict[str, Any], stats: dict[str, Any]) -> None:
 def everything(server_stats: dict[str, Any], stats: dict[str, Any]) -> None:
     # each fault's own proof is in its own scenario; the mix must show many of them at once
     requests = _crawler_results(server_stats)
-    kinds = [status for status in ("503", "429", "401", "413", "dropped") if requests.get(status, 0)]
+    kinds = [
+        status for status in ("503", "429", "401", "413", "dropped") if requests.get(status, 0)
+    ]
     kinds += [name for name in ("omitted", "garbled") if server_stats[name]]
     assert len(kinds) >= 4, f"only {kinds} were seen"
     assert stats["sdi/batches_failed"] > 0 and stats["sdi/retries"] > 0
@@ -146,33 +164,93 @@ def everything(server_stats: dict[str, Any], stats: dict[str, Any]) -> None:
 
 
 SCENARIOS = [
-    Scenario("API error 5xx", "`fail_rate` 0.3 (503)", {"fail_rate": 0.3, "retry_after": 0.05}, answered("503")),
-    Scenario("throttled: 429 with Retry-After", "`rate_limit_rate` 0.3, Retry-After 0.2 s",
-             {"rate_limit_rate": 0.3, "retry_after": 0.2}, answered("429")),
-    Scenario("connection dropped before storing", "`drop_before_rate` 0.3", {"drop_before_rate": 0.3}, dropped(False)),
-    Scenario("connection dropped after storing", "`drop_after_rate` 0.3", {"drop_after_rate": 0.3}, dropped(True)),
-    Scenario("results missing from the answer", "`omit_rate` 0.1 per result", {"omit_rate": 0.1}, omitted),
+    Scenario(
+        "API error 5xx",
+        "`fail_rate` 0.3 (503)",
+        {"fail_rate": 0.3, "retry_after": 0.05},
+        answered("503"),
+    ),
+    Scenario(
+        "throttled: 429 with Retry-After",
+        "`rate_limit_rate` 0.3, Retry-After 0.2 s",
+        {"rate_limit_rate": 0.3, "retry_after": 0.2},
+        answered("429"),
+    ),
+    Scenario(
+        "connection dropped before storing",
+        "`drop_before_rate` 0.3",
+        {"drop_before_rate": 0.3},
+        dropped(False),
+    ),
+    Scenario(
+        "connection dropped after storing",
+        "`drop_after_rate` 0.3",
+        {"drop_after_rate": 0.3},
+        dropped(True),
+    ),
+    Scenario(
+        "results missing from the answer", "`omit_rate` 0.1 per result", {"omit_rate": 0.1}, omitted
+    ),
     Scenario("token used up", "`token_max_uses` 5", {"token_max_uses": 5}, token_renewed),
-    Scenario("token expired", "`token_lifetime` 0.3 s (answers delayed 0.1 s)",
-             {"token_lifetime": 0.3, "latency": 0.1}, token_renewed),
-    Scenario("tokens revoked", "all tokens, then access tokens only, as delivery starts",
-             {"latency": 0.1}, tokens_revoked, during=revoke_tokens_twice, gates=2),
-    Scenario("answers slower than `SDI_TIMEOUT`", f"answers held {SLOW_LATENCY:g} s > `SDI_TIMEOUT` {SLOW_TIMEOUT} s until a batch timed out",
-             {}, timed_out, settings={"SDI_TIMEOUT": SLOW_TIMEOUT}, during=answer_too_late_for_a_while, gates=1),
-    Scenario("garbled answers", "`garble_rate` 0.4 (stored, then a broken 200)", {"garble_rate": 0.4}, garbled),
+    Scenario(
+        "token expired",
+        "`token_lifetime` 0.3 s (answers delayed 0.1 s)",
+        {"token_lifetime": 0.3, "latency": 0.1},
+        token_renewed,
+    ),
+    Scenario(
+        "tokens revoked",
+        "all tokens, then access tokens only, as delivery starts",
+        {"latency": 0.1},
+        tokens_revoked,
+        during=revoke_tokens_twice,
+        gates=2,
+    ),
+    Scenario(
+        "answers slower than `SDI_TIMEOUT`",
+        f"answers held {SLOW_LATENCY:g} s > `SDI_TIMEOUT` {SLOW_TIMEOUT} s until a batch timed out",
+        {},
+        timed_out,
+        settings={"SDI_TIMEOUT": SLOW_TIMEOUT},
+        during=answer_too_late_for_a_while,
+        gates=1,
+    ),
+    Scenario(
+        "garbled answers",
+        "`garble_rate` 0.4 (stored, then a broken 200)",
+        {"garble_rate": 0.4},
+        garbled,
+    ),
     Scenario(
         "all of the above mixed",
         "5xx 0.2, 429 0.1, drops 0.1 + 0.1, omit 0.1, garble 0.1, token 15 uses, 413 above 40 results,"
         " revocations, a slow episode; batches of 100",
-        {"fail_rate": 0.2, "rate_limit_rate": 0.1, "retry_after": 0.2, "drop_before_rate": 0.1,
-         "drop_after_rate": 0.1, "omit_rate": 0.1, "garble_rate": 0.1, "token_max_uses": 15, "max_results": 40},
-        everything, settings={"SDI_TIMEOUT": SLOW_TIMEOUT, "SDI_BATCH_SIZE": 100}, during=revoke_and_slow, gates=3,
+        {
+            "fail_rate": 0.2,
+            "rate_limit_rate": 0.1,
+            "retry_after": 0.2,
+            "drop_before_rate": 0.1,
+            "drop_after_rate": 0.1,
+            "omit_rate": 0.1,
+            "garble_rate": 0.1,
+            "token_max_uses": 15,
+            "max_results": 40,
+        },
+        everything,
+        settings={"SDI_TIMEOUT": SLOW_TIMEOUT, "SDI_BATCH_SIZE": 100},
+        during=revoke_and_slow,
+        gates=3,
     ),
 ]
 
 
 def test_each_server_fault_alone_and_all_mixed_store_every_result_exactly_once(
-    form, sdi_server_factory, crawls, rng, tmp_path, reliability_report,
+    form,
+    sdi_server_factory,
+    crawls,
+    rng,
+    tmp_path,
+    reliability_report,
 ):
     """A fault may make the client send a result twice (at-least-once), never store it twice or lose it."""
     n = form.results
@@ -184,13 +262,31 @@ def test_each_server_fault_alone_and_all_mixed_store_every_result_exactly_once(
             seed = rng.randrange(2**31)
             server = sdi_server_factory(seed=seed, **scenario.server)
             workdir = tmp_path / f"run{run}-scenario{number}"
-            settings = crawl_settings(server, workdir / "buffer.db", SDI_AUDIT_LOG=str(workdir / "audit.jsonl"), **scenario.settings)
-            started.append((scenario, seed, server, crawls.start(workdir, settings, {"n": n}, gates=scenario.gates)))
+            settings = crawl_settings(
+                server,
+                workdir / "buffer.db",
+                SDI_AUDIT_LOG=str(workdir / "audit.jsonl"),
+                **scenario.settings,
+            )
+            started.append(
+                (
+                    scenario,
+                    seed,
+                    server,
+                    crawls.start(workdir, settings, {"n": n}, gates=scenario.gates),
+                )
+            )
         with ThreadPoolExecutor(max_workers=len(started)) as pool:
-            driving = [(s, seed, pool.submit(s.during, server, crawl, n)) for s, seed, server, crawl in started if s.during]
+            driving = [
+                (s, seed, pool.submit(s.during, server, crawl, n))
+                for s, seed, server, crawl in started
+                if s.during
+            ]
         for scenario, seed, future in driving:
             if future.exception() is not None:
-                failures.append(f"{scenario.fault} (run {run}, server seed {seed}): {future.exception()}")
+                failures.append(
+                    f"{scenario.fault} (run {run}, server seed {seed}): {future.exception()}"
+                )
         for scenario, seed, server, crawl in started:
             result = crawl.finish()
             figures = stored_figures(server, result_urls(n))
@@ -200,7 +296,9 @@ def test_each_server_fault_alone_and_all_mixed_store_every_result_exactly_once(
                 assert "Traceback" not in result.log, result.log[-3000:]
                 assert figures.exactly_once, figures.describe()
                 assert result.stats["sdi/items_buffered"] == n
-                assert result.stats["sdi/items_delivered"] == n  # each row acknowledged once, by its outcome
+                assert (
+                    result.stats["sdi/items_delivered"] == n
+                )  # each row acknowledged once, by its outcome
                 assert result.stats["sdi/pending_at_close"] == 0
                 scenario.proof(server.stats(), result.stats)
             except AssertionError as exc:

@@ -15,7 +15,12 @@ from tests.reliability.harness import (
 
 
 def test_kill_9_at_random_moments_then_rerun_stores_every_result_once(
-    form, sdi_server_factory, crawls, rng, tmp_path, reliability_report,
+    form,
+    sdi_server_factory,
+    crawls,
+    rng,
+    tmp_path,
+    reliability_report,
 ):
     """A dead crawl leaves committed rows, some leased to it; the next run takes them back and
     resends them under the same ids, so the API answers duplicate.
@@ -35,12 +40,17 @@ def test_kill_9_at_random_moments_then_rerun_stores_every_result_once(
     killed = kill_and_rerun(form, server, crawls, rng, tmp_path, settings, check=check)
     assert buffer_states(buffer_path)["delivered"] == killed.figures.results
     spread = ", ".join(f"{killed.kills[m]} {m}" for m in MOMENTS)
-    row = reliability_report.row(form, "crawl killed (`kill -9`), then rerun on the same buffer",
-                                 f"{sum(killed.kills.values())} kills at random moments ({spread})")
+    row = reliability_report.row(
+        form,
+        "crawl killed (`kill -9`), then rerun on the same buffer",
+        f"{sum(killed.kills.values())} kills at random moments ({spread})",
+    )
     row.add(killed.figures, runs=killed.runs)
 
 
-def test_rerun_after_kill_9_takes_back_the_dead_runs_batches_at_once(sdi_server_factory, crawls, tmp_path):
+def test_rerun_after_kill_9_takes_back_the_dead_runs_batches_at_once(
+    sdi_server_factory, crawls, tmp_path
+):
     """Batches a killed crawl had in flight are resent by the next run at once, not after SDI_LEASE_TIMEOUT.
 
     The API hangs with the crawl's batches in flight, the crawl is killed, and the API restarts
@@ -49,7 +59,9 @@ def test_rerun_after_kill_9_takes_back_the_dead_runs_batches_at_once(sdi_server_
     """
     server = sdi_server_factory()
     buffer_path = tmp_path / "buffer.db"
-    settings = crawl_settings(server, buffer_path, SDI_CRAWLER_NAME="files", SDI_TIMEOUT=30, SDI_LEASE_TIMEOUT=120)
+    settings = crawl_settings(
+        server, buffer_path, SDI_CRAWLER_NAME="files", SDI_TIMEOUT=30, SDI_LEASE_TIMEOUT=120
+    )
     n = 200
     crawl = crawls.start(tmp_path / "crawl", settings, {"n": n}, gates=1)
     wait_until(lambda: server.stats()["accepted"] >= n // 2, "the first half delivered")
@@ -60,4 +72,3 @@ def test_rerun_after_kill_9_takes_back_the_dead_runs_batches_at_once(sdi_server_
     assert result.returncode == 0, result.log[-3000:]
     figures = stored_figures(server, result_urls(n))
     assert figures.exactly_once, figures.describe()
-

@@ -21,30 +21,41 @@ from tests.reliability.harness import (
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_a_live_runs_batch_in_flight_is_never_taken_by_another_run_closing_on_the_file(sdi_server_factory, crawls, tmp_path):
+def test_a_live_runs_batch_in_flight_is_never_taken_by_another_run_closing_on_the_file(
+    sdi_server_factory, crawls, tmp_path
+):
     """Two crawls of one crawler share a buffer; one has a batch in flight on a hung API while the
     other closes, waiting for that crawler's rows and looking for dead processes' leases. It must
     leave the batch to its live owner: taking it back would send it a second time."""
     server = sdi_server_factory()
     buffer_path = tmp_path / "buffer.db"
-    settings = crawl_settings(server, buffer_path, SDI_CRAWLER_NAME="files", SDI_TIMEOUT=60, SDI_LEASE_TIMEOUT=120)
+    settings = crawl_settings(
+        server, buffer_path, SDI_CRAWLER_NAME="files", SDI_TIMEOUT=60, SDI_LEASE_TIMEOUT=120
+    )
     n = 40
     live = crawls.start(tmp_path / "live", settings, {"n": n}, gates=1)
-    other = crawls.start(tmp_path / "other", {**settings, "SDI_CLOSE_TIMEOUT": 3}, {"n": 0}, gates=1)
+    other = crawls.start(
+        tmp_path / "other", {**settings, "SDI_CLOSE_TIMEOUT": 3}, {"n": 0}, gates=1
+    )
     for crawl in (live, other):
         assert crawl.wait_for_line(PIPELINE_OPEN_LINE), crawl.tail()
     wait_until(lambda: server.stats()["accepted"] >= n // 2, "the live run's first half delivered")
     server.pause()  # the live run's next batch hangs for as long as the other run lives
     live.open_gate()
     second_half = result_urls(n // 2, n // 2)
-    wait_until(lambda: buffered_urls(buffer_path, ("in_flight",)) & second_half, "the live run's batch in flight")
+    wait_until(
+        lambda: buffered_urls(buffer_path, ("in_flight",)) & second_half,
+        "the live run's batch in flight",
+    )
     other.open_gate()
     closed = other.finish()
     server.kill()  # back without the hung batch: its live owner sends it again
     server.start()
     finished = live.finish()
 
-    assert closed.returncode == 0 and finished.returncode == 0, closed.log[-3000:] + finished.log[-3000:]
+    assert closed.returncode == 0 and finished.returncode == 0, (
+        closed.log[-3000:] + finished.log[-3000:]
+    )
     assert closed.stats["sdi/batches_sent"] == 0, "the other run sent a batch of the live one"
     figures = stored_figures(server, result_urls(n))
     assert figures.exactly_once, figures.describe()
@@ -64,15 +75,22 @@ buffer.close()
 
 
 def _holder(path, owner: str) -> subprocess.Popen[str]:
-    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(path), owner], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(path), owner],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert proc.stdout is not None and int(proc.stdout.readline()) > 0, "the holder leased nothing"
     return proc
 
 
 def _buffer_with_rows(path, n: int) -> SQLiteBuffer:
     buffer = SQLiteBuffer(path)
-    buffer.enqueue([Row(f"id-{i}", "c", f"https://example.com/{i}", b"{}") for i in range(n)], dedup=False)
+    buffer.enqueue(
+        [Row(f"id-{i}", "c", f"https://example.com/{i}", b"{}") for i in range(n)], dedup=False
+    )
     return buffer
 
 
@@ -90,7 +108,9 @@ def test_the_leases_of_a_killed_owner_come_back_at_once_and_its_lock_file_goes(t
     assert buffer.reclaim_dead() == 5
     assert buffer.counts("c")[PENDING] == 5
     assert not (owners / "dead-owner.lock").exists()
-    assert [row.attempts for row in buffer.claim("c", "me", 10, 120.0)] == [0] * 5  # no attempt counted
+    assert [row.attempts for row in buffer.claim("c", "me", 10, 120.0)] == [
+        0
+    ] * 5  # no attempt counted
     buffer.close()
 
 

@@ -57,7 +57,9 @@ def enqueue(db: str, out: str, go: str, crawler: str, worker: str, n_urls: str, 
     buffer = SQLiteBuffer(db)
     order = list(range(int(n_urls)))
     random.Random(worker).shuffle(order)
-    rows = [Row(f"{worker}-{k}", crawler, f"https://example.com/u{k}", b'{"k": %d}' % k) for k in order]
+    rows = [
+        Row(f"{worker}-{k}", crawler, f"https://example.com/u{k}", b'{"k": %d}' % k) for k in order
+    ]
     stored: list[str] = []
     try:
         size = int(batch)

@@ -37,7 +37,10 @@ def schema_1_buffer(path: Path, rows: list[tuple[str, str, str | None]]) -> None
         conn.execute(statement)
     conn.executemany(
         "INSERT INTO results (id, crawler, url, payload, state, reason, created_at) VALUES (?, 'c1', ?, ?, ?, ?, 0)",
-        [(id_, f"https://example.com/{id_}", f'{{"id": "{id_}"}}'.encode(), state, reason) for id_, state, reason in rows],
+        [
+            (id_, f"https://example.com/{id_}", f'{{"id": "{id_}"}}'.encode(), state, reason)
+            for id_, state, reason in rows
+        ],
     )
     conn.execute("PRAGMA user_version = 1")
     conn.commit()

@@ -24,7 +24,11 @@ FAST = {"SDI_RETRY_BACKOFF_BASE": "0.02", "SDI_RETRY_BACKOFF_MAX": "0.2", "SDI_U
 
 def command_env(**extra: str) -> dict[str, str]:
     """The test runner's environment without its SDI_ settings, so only ``-s`` and ``extra`` count."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SDI_") and k != "SCRAPY_SETTINGS_MODULE"}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("SDI_") and k != "SCRAPY_SETTINGS_MODULE"
+    }
     env.pop("DEFAULT_LOCAL_DATABASE_PATH", None)
     return {**env, "PYTHONPATH": str(ROOT), **extra}
 
@@ -36,10 +40,23 @@ def sdi_command(*args: str, settings: dict[str, str] | None = None) -> list[str]
     return command
 
 
-def sdi(cwd: Path, *args: str, settings: dict[str, str] | None = None, secret: str | None = None,
-        env: dict[str, str] | None = None, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(sdi_command(*args, settings=settings), cwd=cwd, env=env or command_env(), input=stdin,
-                          capture_output=True, text=True, timeout=60)
+def sdi(
+    cwd: Path,
+    *args: str,
+    settings: dict[str, str] | None = None,
+    secret: str | None = None,
+    env: dict[str, str] | None = None,
+    stdin: str | None = None,
+) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        sdi_command(*args, settings=settings),
+        cwd=cwd,
+        env=env or command_env(),
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     if secret:
         assert secret not in proc.stdout + proc.stderr, f"the password was printed by sdi {args}"
     assert "Traceback" not in proc.stderr, proc.stderr
@@ -51,16 +68,27 @@ def settings_for(server: Any, tmp_path: Path, **extra: str) -> dict[str, str]:
     return {**server.settings, "SDI_BUFFER_PATH": str(tmp_path / "buffer.db"), **FAST, **extra}
 
 
-def fill(path: Path, crawler: str, urls: list[str], state: str = PENDING, reason: str | None = None) -> list[str]:
+def fill(
+    path: Path, crawler: str, urls: list[str], state: str = PENDING, reason: str | None = None
+) -> list[str]:
     """Buffer results as the pipeline does; return their ids."""
     buffer = SQLiteBuffer(path)
     try:
         rows = []
         for url in urls:
             result_id = new_result_id()
-            result = {"url": url, "filename": url.rsplit("/", 1)[-1], "referrer": None, "description": None,
-                      "uploader": None, "crawled_at": "2026-11-22T18:15:51Z", "extra": {"n": len(rows)}}
-            rows.append(Row(result_id, crawler, url, encode_result(result, result_id), state, reason))
+            result = {
+                "url": url,
+                "filename": url.rsplit("/", 1)[-1],
+                "referrer": None,
+                "description": None,
+                "uploader": None,
+                "crawled_at": "2026-11-22T18:15:51Z",
+                "extra": {"n": len(rows)},
+            }
+            rows.append(
+                Row(result_id, crawler, url, encode_result(result, result_id), state, reason)
+            )
         assert all(buffer.enqueue(rows, dedup=False))
         return [row.id for row in rows]
     finally:

@@ -37,10 +37,18 @@ class CrawlResult:
     log: str
 
 
-def crawl_command(tmp_path: Path, settings: dict[str, Any], spider_args: dict[str, Any] | None = None, spider: str = "SyntheticSpider", extra_env: dict[str, str] | None = None) -> tuple[list[str], dict[str, str]]:
+def crawl_command(
+    tmp_path: Path,
+    settings: dict[str, Any],
+    spider_args: dict[str, Any] | None = None,
+    spider: str = "SyntheticSpider",
+    extra_env: dict[str, str] | None = None,
+) -> tuple[list[str], dict[str, str]]:
     stats_path = tmp_path / "stats.json"
     all_settings = {
-        "EXTENSIONS": json.dumps({"tests.support.statsdump.StatsDump": 0, "scrapy_sdi.SDIStatus": 500}),
+        "EXTENSIONS": json.dumps(
+            {"tests.support.statsdump.StatsDump": 0, "scrapy_sdi.SDIStatus": 500}
+        ),
         "ITEM_PIPELINES": json.dumps({"scrapy_sdi.SDIPipeline": 800}),
         "STATS_DUMP_PATH": str(stats_path),
         "LOG_LEVEL": "INFO",
@@ -53,14 +61,28 @@ def crawl_command(tmp_path: Path, settings: dict[str, Any], spider_args: dict[st
         cmd += ["-s", f"{key}={value}"]
     for key, value in (spider_args or {}).items():
         cmd += ["-a", f"{key}={value}"]
-    env = {**os.environ, **(extra_env or {}), "PYTHONPATH": os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), str(ROOT)) if p)}
+    env = {
+        **os.environ,
+        **(extra_env or {}),
+        "PYTHONPATH": os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), str(ROOT)) if p),
+    }
     env.pop("SCRAPY_SETTINGS_MODULE", None)
     return cmd, env
 
 
-def run_crawl(tmp_path: Path, settings: dict[str, Any], spider_args: dict[str, Any] | None = None, *, timeout: float = 120, spider: str = "SyntheticSpider", extra_env: dict[str, str] | None = None) -> CrawlResult:
+def run_crawl(
+    tmp_path: Path,
+    settings: dict[str, Any],
+    spider_args: dict[str, Any] | None = None,
+    *,
+    timeout: float = 120,
+    spider: str = "SyntheticSpider",
+    extra_env: dict[str, str] | None = None,
+) -> CrawlResult:
     cmd, env = crawl_command(tmp_path, settings, spider_args, spider, extra_env)
-    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout
+    )
     stats_path = tmp_path / "stats.json"
     stats = json.loads(stats_path.read_text()) if stats_path.exists() else {}
     if stats_path.exists():

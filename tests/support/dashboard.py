@@ -24,16 +24,33 @@ LISTENING = re.compile(r"SDI dashboard listening on (http://\S+)")
 class Dashboard:
     """The dashboard over ``buffer``, started on a free port; ``url`` is where it listens."""
 
-    def __init__(self, buffer: Path, workdir: Path, *args: str, env: dict[str, str] | None = None) -> None:
-        command = [sys.executable, "-m", "scrapy_sdi.dashboard", "--buffer", str(buffer), "--port", "0", *args]
+    def __init__(
+        self, buffer: Path, workdir: Path, *args: str, env: dict[str, str] | None = None
+    ) -> None:
+        command = [
+            sys.executable,
+            "-m",
+            "scrapy_sdi.dashboard",
+            "--buffer",
+            str(buffer),
+            "--port",
+            "0",
+            *args,
+        ]
         full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
         for name in ("SDI_API_URL", "SDI_USERNAME", "SDI_PASSWORD"):
             if env is None or name not in env:
                 full_env.pop(name, None)
         self.stderr_path = workdir / f"dashboard-{time.monotonic_ns()}.err"
         with open(self.stderr_path, "wb") as stderr:
-            self.process = subprocess.Popen(command, cwd=workdir, env=full_env, stdout=subprocess.PIPE,
-                                            stderr=stderr, stdin=subprocess.DEVNULL)
+            self.process = subprocess.Popen(
+                command,
+                cwd=workdir,
+                env=full_env,
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                stdin=subprocess.DEVNULL,
+            )
         self.url = self._wait_for_url().rstrip("/")
 
     def _wait_for_url(self, timeout: float = 30.0) -> str:
@@ -86,12 +103,23 @@ def fetch(url: str, *, data: dict | None = None, headers: dict[str, str] | None 
         return exc.code, exc.headers, exc.read()
 
 
-def run_dashboard_cli(tmp_path: Path, *commands: tuple[str, ...]) -> list[subprocess.CompletedProcess[str]]:
+def run_dashboard_cli(
+    tmp_path: Path, *commands: tuple[str, ...]
+) -> list[subprocess.CompletedProcess[str]]:
     """Run several dashboard command lines at once (each start imports Scrapy) and wait for all."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    procs = [subprocess.Popen([sys.executable, "-m", "scrapy_sdi.dashboard", *args], cwd=tmp_path, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
-             for args in commands]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "scrapy_sdi.dashboard", *args],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+        )
+        for args in commands
+    ]
     results = []
     for proc in procs:
         try:

@@ -48,7 +48,10 @@ def cases(tag: str = "") -> list[tuple[dict[str, str], int | None]]:
     return [
         ({"url": f"https://example.org/a.mp3{q}"}, 1),
         ({"url": f"https://Sub.EXAMPLE.org/b.mp3{q}"}, 1),  # subdomain, any case
-        ({"url": f"https://example.org/both.tmp{q}"}, 1),  # url and filename match: first listed wins
+        (
+            {"url": f"https://example.org/both.tmp{q}"},
+            1,
+        ),  # url and filename match: first listed wins
         ({"url": f"https://badexample.org/c.mp3{q}"}, None),  # look-alike, not a subdomain
         ({"url": f"https://example.org.evil.test/d.mp3{q}"}, None),
         ({"url": f"https://files.test/e.TMP{q}"}, 2),  # default filename, case-insensitive glob
@@ -71,7 +74,9 @@ def field_of(fid: int) -> str:
     return next(f["field"] for f in FILTERS if f["id"] == fid)
 
 
-def write_script(tmp_path: Path, phases: list[dict[str, Any]], name: str = "script.json") -> dict[str, str]:
+def write_script(
+    tmp_path: Path, phases: list[dict[str, Any]], name: str = "script.json"
+) -> dict[str, str]:
     """Write a ScriptedSpider script of ``phases``; returns the spider argument that names it."""
     path = tmp_path / name
     path.write_text(json.dumps({"phases": phases}), encoding="utf-8")
@@ -93,7 +98,12 @@ def filter_requests(server: Any) -> dict[str, int]:
     return server.stats()["requests"].get("/api/v1/filters", {})
 
 
-def wait_until(condition: Callable[[], Any], what: str, proc: subprocess.Popen[str] | None = None, timeout: float = 30) -> None:
+def wait_until(
+    condition: Callable[[], Any],
+    what: str,
+    proc: subprocess.Popen[str] | None = None,
+    timeout: float = 30,
+) -> None:
     """Poll ``condition`` until it is true; fail after ``timeout`` s, or at once if the crawl ``proc`` ended."""
     deadline = time.monotonic() + timeout
     while not condition():
@@ -104,10 +114,18 @@ def wait_until(condition: Callable[[], Any], what: str, proc: subprocess.Popen[s
         time.sleep(0.02)
 
 
-def run_during(tmp_path: Path, crawl_settings: dict[str, Any], spider_args: dict[str, Any], spider: str, during: Callable[[subprocess.Popen[str]], Any]) -> tuple[int, dict[str, Any], str]:
+def run_during(
+    tmp_path: Path,
+    crawl_settings: dict[str, Any],
+    spider_args: dict[str, Any],
+    spider: str,
+    during: Callable[[subprocess.Popen[str]], Any],
+) -> tuple[int, dict[str, Any], str]:
     """Run a crawl, call ``during(proc)`` while it runs, return (rc, stats, log)."""
     cmd, env = crawl_command(tmp_path, crawl_settings, spider_args, spider)
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     try:
         during(proc)
         log = proc.communicate(timeout=90)[0]

@@ -14,7 +14,9 @@ if TYPE_CHECKING:
 
 def put_all(outbox: Outbox, rows: list[Row]) -> defer.Deferred[list[bool]]:
     """Each row put at once, as a callback's items reach the pipelines; fires with what was stored."""
-    return defer.gatherResults([deferred_from_coro(outbox.put(row)) for row in rows], consumeErrors=True)
+    return defer.gatherResults(
+        [deferred_from_coro(outbox.put(row)) for row in rows], consumeErrors=True
+    )
 
 
 async def turns(n: int = 2) -> None:

@@ -75,7 +75,9 @@ async def _serve(pipeline: SDIPipeline) -> None:
         if op == "arrive":
             _answer(await _arrive(pipeline, command["urls"]))
         elif op == "run":
-            await maybe_deferred_to_future(task.deferLater(reactor, command["seconds"], lambda: None))
+            await maybe_deferred_to_future(
+                task.deferLater(reactor, command["seconds"], lambda: None)
+            )
             _answer({"ran": command["seconds"]})
         elif op == "refresh":
             assert pipeline.outbox is not None and pipeline.filters is not None
@@ -85,10 +87,22 @@ async def _serve(pipeline: SDIPipeline) -> None:
             _answer({"refreshed": True})
         elif op == "requeue":
             assert pipeline.session.buffer is not None
-            _answer({"requeued": pipeline.session.buffer.requeue("rejected", pipeline.settings.crawler_name)})
+            _answer(
+                {
+                    "requeued": pipeline.session.buffer.requeue(
+                        "rejected", pipeline.settings.crawler_name
+                    )
+                }
+            )
         elif op == "close":
             await pipeline.close_spider()
-            _answer({key: value for key, value in pipeline.stats.get_stats().items() if key.startswith("sdi/")})
+            _answer(
+                {
+                    key: value
+                    for key, value in pipeline.stats.get_stats().items()
+                    if key.startswith("sdi/")
+                }
+            )
             return
 
 
@@ -97,7 +111,12 @@ def main() -> None:
     crawler = get_crawler(WorkerSpider, settings)
     pipeline = SDIPipeline.from_crawler(crawler)
     done = deferred_from_coro(_serve(pipeline))
-    done.addErrback(lambda failure: (_answer({"error": repr(failure.value)}), failure.printTraceback(sys.stderr)))
+    done.addErrback(
+        lambda failure: (
+            _answer({"error": repr(failure.value)}),
+            failure.printTraceback(sys.stderr),
+        )
+    )
     done.addBoth(lambda _: reactor.stop())
     reactor.run(installSignalHandlers=False)
 

@@ -34,7 +34,9 @@ def main() -> int:
         settings.set(key, _value(value), priority="cmdline")
     spider_args = dict(pair.partition("=")[::2] for pair in args.a)
     reactor = settings.get("TWISTED_REACTOR")
-    process_cls = CrawlerProcess if reactor and "asyncio" not in str(reactor) else AsyncCrawlerProcess
+    process_cls = (
+        CrawlerProcess if reactor and "asyncio" not in str(reactor) else AsyncCrawlerProcess
+    )
     process = process_cls(settings)
     process.crawl(getattr(spiders, args.spider), **spider_args)
     process.start()

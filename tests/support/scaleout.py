@@ -142,20 +142,34 @@ class DemoSite:
 
     def start(self) -> DemoSite:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "scrapy_sdi.testing.demo_site", "--port", "0",
-             "--categories", str(self.categories), "--files", str(self.files)],
-            cwd=ROOT, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
+            [
+                sys.executable,
+                "-m",
+                "scrapy_sdi.testing.demo_site",
+                "--port",
+                "0",
+                "--categories",
+                str(self.categories),
+                "--files",
+                str(self.files),
+            ],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
         )
         line = _read_first_line(self.proc, 30, "demo site")
         prefix = "Demo site listening on "
         assert line.startswith(prefix), line
-        self.url = line[len(prefix):].strip()
+        self.url = line[len(prefix) :].strip()
         return self
 
     def expected_urls(self) -> set[str]:
         from scrapy_sdi.testing.demo_site import expected_files
 
-        return {urllib.parse.urljoin(self.url, path) for path in expected_files(self.categories, self.files)}
+        return {
+            urllib.parse.urljoin(self.url, path)
+            for path in expected_files(self.categories, self.files)
+        }
 
     def stop(self) -> None:
         stop_process(self.proc)
@@ -185,9 +199,24 @@ class RedisServer:
             log = open(self.workdir / "redis.log", "ab")  # noqa: SIM115 (kept by the child)
             with log:
                 self.proc = subprocess.Popen(
-                    [_which("redis-server") or "redis-server", "--bind", "127.0.0.1", "--port", str(self.port),
-                     "--dir", str(self.workdir), "--save", "", "--appendonly", "no", "--protected-mode", "yes"],
-                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                    [
+                        _which("redis-server") or "redis-server",
+                        "--bind",
+                        "127.0.0.1",
+                        "--port",
+                        str(self.port),
+                        "--dir",
+                        str(self.workdir),
+                        "--save",
+                        "",
+                        "--appendonly",
+                        "no",
+                        "--protected-mode",
+                        "yes",
+                    ],
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
                 )
             if wait_for(self._ready_or_exited, 20, "redis-server to answer PING") == "ready":
                 return self
@@ -258,8 +287,12 @@ class ScrapydServer:
             log = open(self.log_path, "ab")  # noqa: SIM115 (kept by the child)
             with log:
                 self.proc = subprocess.Popen(
-                    [sys.executable, "-m", "scrapyd"], cwd=self.workdir, env=env,
-                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                    [sys.executable, "-m", "scrapyd"],
+                    cwd=self.workdir,
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
                 )
             if wait_for(self._ready_or_exited, 30, "Scrapyd's daemonstatus.json") == "ready":
                 return self
@@ -286,19 +319,27 @@ class ScrapydServer:
         assert answer.get("status") == "ok", answer
         return answer
 
-    def deploy(self, project_dir: Path, project: str, version: str) -> subprocess.CompletedProcess[str]:
+    def deploy(
+        self, project_dir: Path, project: str, version: str
+    ) -> subprocess.CompletedProcess[str]:
         """``scrapyd-deploy``, as a user runs it, from a copy of the project with this target."""
         cfg = project_dir / "scrapy.cfg"
         cfg.write_text(
-            cfg.read_text(encoding="utf-8") + f"\n[deploy:scaleout]\nurl = {self.url}\nproject = {project}\n",
+            cfg.read_text(encoding="utf-8")
+            + f"\n[deploy:scaleout]\nurl = {self.url}\nproject = {project}\n",
             encoding="utf-8",
         )
         return subprocess.run(
             [_which("scrapyd-deploy") or "scrapyd-deploy", "scaleout", "-v", version],
-            cwd=project_dir, capture_output=True, text=True, timeout=120,
+            cwd=project_dir,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
 
-    def schedule(self, project: str, spider: str, settings: dict[str, str], args: dict[str, str]) -> str:
+    def schedule(
+        self, project: str, spider: str, settings: dict[str, str], args: dict[str, str]
+    ) -> str:
         fields = [("project", project), ("spider", spider)]
         fields += [("setting", f"{k}={v}") for k, v in settings.items()]
         fields += list(args.items())
@@ -314,7 +355,11 @@ class ScrapydServer:
 
 def copy_example_project(dest: Path) -> Path:
     """A copy to deploy from: scrapyd-deploy writes setup.py and build files next to scrapy.cfg."""
-    shutil.copytree(EXAMPLE_PROJECT, dest, ignore=shutil.ignore_patterns("__pycache__", ".scrapy", "*.egg-info", "build"))
+    shutil.copytree(
+        EXAMPLE_PROJECT,
+        dest,
+        ignore=shutil.ignore_patterns("__pycache__", ".scrapy", "*.egg-info", "build"),
+    )
     return dest
 
 
@@ -347,7 +392,9 @@ class Worker:
         self.runs += 1
         self.workdir.mkdir(parents=True, exist_ok=True)
         settings = {
-            "EXTENSIONS": json.dumps({"tests.support.statsdump.StatsDump": 0, "scrapy_sdi.SDIStatus": 500}),
+            "EXTENSIONS": json.dumps(
+                {"tests.support.statsdump.StatsDump": 0, "scrapy_sdi.SDIStatus": 500}
+            ),
             "STATS_DUMP_PATH": str(self.stats_path),
             "TELNETCONSOLE_ENABLED": "False",
             "LOG_LEVEL": "INFO",
@@ -357,13 +404,27 @@ class Worker:
         command = [sys.executable, "-m", "scrapy", "crawl", "redis_files"]
         for key, value in settings.items():
             command += ["-s", f"{key}={value}"]
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-        for name in ("SCRAPY_SETTINGS_MODULE", "SDI_API_URL", "SDI_USERNAME", "SDI_PASSWORD", "SDI_BUFFER_PATH"):
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+        }
+        for name in (
+            "SCRAPY_SETTINGS_MODULE",
+            "SDI_API_URL",
+            "SDI_USERNAME",
+            "SDI_PASSWORD",
+            "SDI_BUFFER_PATH",
+        ):
             env.pop(name, None)
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
-                command, cwd=EXAMPLE_PROJECT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True,
+                command,
+                cwd=EXAMPLE_PROJECT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
             )
         return self
 
@@ -388,7 +449,9 @@ def buffer_rows(path: Path) -> list[dict[str, Any]]:
     conn = sqlite3.connect(str(path), timeout=30)
     try:
         conn.row_factory = sqlite3.Row
-        return [dict(row) for row in conn.execute("SELECT id, url, state FROM results ORDER BY rowid")]
+        return [
+            dict(row) for row in conn.execute("SELECT id, url, state FROM results ORDER BY rowid")
+        ]
     except sqlite3.OperationalError as exc:
         if "no such table" in str(exc):
             return []

@@ -12,10 +12,16 @@ class SyntheticSpider(scrapy.Spider):
 
     name = "synthetic"
 
-    def __init__(self, n="100", offset="0", bad_every="0", poison_every="0", big_every="0", **kwargs):
+    def __init__(
+        self, n="100", offset="0", bad_every="0", poison_every="0", big_every="0", **kwargs
+    ):
         super().__init__(**kwargs)
         self.n, self.offset = int(n), int(offset)
-        self.bad_every, self.poison_every, self.big_every = int(bad_every), int(poison_every), int(big_every)
+        self.bad_every, self.poison_every, self.big_every = (
+            int(bad_every),
+            int(poison_every),
+            int(big_every),
+        )
 
     async def start(self):
         for i in range(self.offset, self.offset + self.n):
@@ -60,20 +66,30 @@ class ScriptedSpider(scrapy.Spider):
         yielded = 0
         for number, phase in enumerate(self.phases):
             wanted = phase.get("wait_for") or {}
-            if not await self._wait(lambda wanted=wanted: all(_reached(self.crawler.stats.get_value(k), v) for k, v in wanted.items()), f"phase {number}: {wanted}"):
+            if not await self._wait(
+                lambda wanted=wanted: all(
+                    _reached(self.crawler.stats.get_value(k), v) for k, v in wanted.items()
+                ),
+                f"phase {number}: {wanted}",
+            ):
                 return
             for item in phase.get("items", []):
                 yielded += 1
                 yield dict(item)
             target = yielded
-            if not await self._wait(lambda target=target: self._processed() >= target, f"phase {number}: {target} items processed"):
+            if not await self._wait(
+                lambda target=target: self._processed() >= target,
+                f"phase {number}: {target} items processed",
+            ):
                 return
             if phase.get("done_file"):
                 Path(phase["done_file"]).touch()
 
     def _processed(self):
         stats = self.crawler.stats
-        return (stats.get_value("item_scraped_count") or 0) + (stats.get_value("item_dropped_count") or 0)
+        return (stats.get_value("item_scraped_count") or 0) + (
+            stats.get_value("item_dropped_count") or 0
+        )
 
     async def _wait(self, condition, what):
         return await _poll(self, condition, what, self.timeout)
@@ -99,7 +115,10 @@ class GatedSpider(SyntheticSpider):
             if k and not await _poll(self, gate.exists, f"the file {gate}", self.timeout):
                 return
             for i in range(bounds[k], bounds[k + 1]):
-                yield {"url": f"https://files.example.com/f/{i}/file{i}.mp3", "description": f"sample {i}"}
+                yield {
+                    "url": f"https://files.example.com/f/{i}/file{i}.mp3",
+                    "description": f"sample {i}",
+                }
 
 
 async def _poll(spider, condition, what, timeout):
@@ -141,15 +160,36 @@ BAD_RESULTS = [
     ("url null", lambda i: {"url": None}, "url is missing"),
     ("url not a string", lambda i: {"url": 10_000 + i}, "url is not a string: int"),
     ("url relative", lambda i: {"url": f"/f/{i}.mp3"}, "url is not an absolute http(s) URL"),
-    ("url not http(s)", lambda i: {"url": f"ftp://files.example.com/{i}.mp3"}, "url is not an absolute http(s) URL"),
-    ("NUL byte", lambda i: {"url": f"https://files.example.com/{i}\x00.mp3"}, "url contains a NUL byte"),
-    ("lone surrogate", lambda i: {"url": f"https://files.example.com/{i}\ud800.mp3"}, "url contains a lone surrogate"),
-    ("6 MB description", lambda i: {"url": f"https://files.example.com/big/{i}.mp3", "description": "x" * 6_000_000},
-     "description is 6000000 bytes"),
-    ("not JSON-serializable", lambda i: {"url": f"https://files.example.com/obj/{i}.mp3", "thing": object()},
-     "extra field 'thing' is not JSON-serializable"),
-    ("2,000 levels deep", lambda i: {"url": f"https://files.example.com/deep/{i}.mp3", "nested": _nested(2000)},
-     "extra field 'nested' nests deeper than"),
+    (
+        "url not http(s)",
+        lambda i: {"url": f"ftp://files.example.com/{i}.mp3"},
+        "url is not an absolute http(s) URL",
+    ),
+    (
+        "NUL byte",
+        lambda i: {"url": f"https://files.example.com/{i}\x00.mp3"},
+        "url contains a NUL byte",
+    ),
+    (
+        "lone surrogate",
+        lambda i: {"url": f"https://files.example.com/{i}\ud800.mp3"},
+        "url contains a lone surrogate",
+    ),
+    (
+        "6 MB description",
+        lambda i: {"url": f"https://files.example.com/big/{i}.mp3", "description": "x" * 6_000_000},
+        "description is 6000000 bytes",
+    ),
+    (
+        "not JSON-serializable",
+        lambda i: {"url": f"https://files.example.com/obj/{i}.mp3", "thing": object()},
+        "extra field 'thing' is not JSON-serializable",
+    ),
+    (
+        "2,000 levels deep",
+        lambda i: {"url": f"https://files.example.com/deep/{i}.mp3", "nested": _nested(2000)},
+        "extra field 'nested' nests deeper than",
+    ),
 ]
 
 
@@ -161,14 +201,27 @@ _NONE_FIELDS = ("url", "filename", "referrer", "description", "uploader", "crawl
 BAD_ITEMS = [
     *BAD_RESULTS,
     ("scrapy.Item without url", lambda i: FileItem(description=f"item {i}"), "url is missing"),
-    ("dataclass with a mailto url", lambda i: FileDataclass(url=f"mailto:files{i}@example.com"),
-     "url is not an absolute http(s) URL"),
-    ("attrs with a list as filename", lambda i: FileAttrs(url=f"https://files.example.com/attrs/{i}.mp3", filename=["a"]),
-     "filename is not a string: list"),
+    (
+        "dataclass with a mailto url",
+        lambda i: FileDataclass(url=f"mailto:files{i}@example.com"),
+        "url is not an absolute http(s) URL",
+    ),
+    (
+        "attrs with a list as filename",
+        lambda i: FileAttrs(url=f"https://files.example.com/attrs/{i}.mp3", filename=["a"]),
+        "filename is not a string: list",
+    ),
     ("every field None", lambda i: dict.fromkeys(_NONE_FIELDS), "url is missing"),
-    ("crawled_at not a time", lambda i: {"url": f"https://files.example.com/when/{i}.mp3", "crawled_at": "yesterday"},
-     "crawled_at is not a valid time"),
-    ("url under another name", lambda i: {"link": LINK_URL.format(i=i), "description": f"linked {i}"}, "url is missing"),
+    (
+        "crawled_at not a time",
+        lambda i: {"url": f"https://files.example.com/when/{i}.mp3", "crawled_at": "yesterday"},
+        "crawled_at is not a valid time",
+    ),
+    (
+        "url under another name",
+        lambda i: {"link": LINK_URL.format(i=i), "description": f"linked {i}"},
+        "url is missing",
+    ),
 ]
 
 
@@ -192,7 +245,10 @@ class BadResultsSpider(scrapy.Spider):
             for kind in [None, *self.kinds]:
                 if kind is not None:
                     yield kind[1](round_number)
-                yield {"url": f"https://files.example.com/f/{good}/file{good}.mp3", "description": f"sample {good}"}
+                yield {
+                    "url": f"https://files.example.com/f/{good}/file{good}.mp3",
+                    "description": f"sample {good}",
+                }
                 good += 1
 
 
@@ -214,4 +270,7 @@ class ListingSpider(scrapy.Spider):
 
     def parse(self, response, page):
         for i in range(page * self.per_page, (page + 1) * self.per_page):
-            yield {"url": f"https://files.example.com/f/{i}/file{i}.mp3", "description": f"sample {i}"}
+            yield {
+                "url": f"https://files.example.com/f/{i}/file{i}.mp3",
+                "description": f"sample {i}",
+            }

@@ -20,7 +20,11 @@ class StatsDump:
 
     def spider_closed(self, reason):
         if self.path:
-            stats = {k: v for k, v in self.crawler.stats.get_stats().items() if isinstance(v, (int, float, str))}
+            stats = {
+                k: v
+                for k, v in self.crawler.stats.get_stats().items()
+                if isinstance(v, (int, float, str))
+            }
             stats["finish_reason"] = reason
             with open(self.path, "w", encoding="utf-8") as f:
                 json.dump(stats, f)
