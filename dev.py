@@ -156,26 +156,33 @@ def ensure_env(extras: frozenset[str] = frozenset()) -> Path:
         target = f".[{','.join(sorted(install))}]" if install else "."
         what = f"and its {', '.join(sorted(install))} extra" if install else "and its dependencies"
         shown = f'"{target}"' if install else target
-        print(
-            f"dev.py: installing scrapy_sdi {what} into .venv (pip install -e {shown})...",
-            flush=True,
+        _pip_install(
+            python,
+            ["-e", target],
+            f"installing scrapy_sdi {what} into .venv (pip install -e {shown})",
         )
-        started = time.monotonic()
-        cmd = [
-            str(python),
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "-e",
-            target,
-        ]
-        if subprocess.call(cmd, cwd=ROOT) != 0:
-            raise DevError("pip install failed; see its output above")
         write_stamp(digest, install)
-        print(f"dev.py: installed in {time.monotonic() - started:.0f} s", flush=True)
     return python
+
+
+def _pip_install(python: Path, arguments: list[str], doing: str, env_name: str = "") -> None:
+    """``pip install`` quietly into ``python``'s venv, saying what and how long: pip's own output is
+    for errors only. ``env_name`` names a matrix environment in every line."""
+    where = f"{env_name}: " if env_name else ""
+    print(f"dev.py: {where}{doing}...", flush=True)
+    started = time.monotonic()
+    cmd = [
+        str(python),
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        *arguments,
+    ]
+    if subprocess.call(cmd, cwd=ROOT) != 0:
+        raise DevError(f"{where}pip install failed; see its output above")
+    print(f"dev.py: {where}installed in {time.monotonic() - started:.0f} s", flush=True)
 
 
 # --- processes --------------------------------------------------------------------------
@@ -493,27 +500,13 @@ def ensure_matrix_env(name: str, python: Path, scrapy: str) -> Path:
     digest = hashlib.sha256((_inputs_digest() + "\0" + scrapy).encode()).hexdigest()
     stamp = venv / ".dev-install-stamp"
     if not stamp.exists() or stamp.read_text().strip() != digest:
-        print(
-            f"dev.py: {name}: installing scrapy_sdi with its smoke extra and {scrapy}"
-            f' (pip install -e ".[smoke]" "{scrapy}")...',
-            flush=True,
+        _pip_install(
+            target,
+            ["-e", ".[smoke]", scrapy],
+            f'installing scrapy_sdi with its smoke extra and {scrapy} (pip install -e ".[smoke]" "{scrapy}")',
+            env_name=name,
         )
-        started = time.monotonic()
-        cmd = [
-            str(target),
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "-e",
-            ".[smoke]",
-            scrapy,
-        ]
-        if subprocess.call(cmd, cwd=ROOT) != 0:
-            raise DevError(f"{name}: pip install failed; see its output above")
         stamp.write_text(digest + "\n")
-        print(f"dev.py: {name}: installed in {time.monotonic() - started:.0f} s", flush=True)
     return target
 
 
