@@ -980,9 +980,8 @@ class MemoryBuffer(Buffer):
             if row["state"] in (PENDING, IN_FLIGHT):
                 self._leased.pop(id_, None)
                 self._pending.get(row["crawler"], {}).pop(id_, None)
-                self._seen.discard(
-                    (row["crawler"], row["url"])
-                )  # as in SQLite: filtered is not seen
+                # as in SQLite: filtered is not seen
+                self._seen.discard((row["crawler"], row["url"]))
                 row.update(state=FILTERED, reason=reason)
 
     def release(self, ids: Iterable[str], error: str, delay: float) -> None:

@@ -668,9 +668,8 @@ class Delivery:
         if retry_after is not None:
             delay = max(delay, retry_after)
         self._paused_until = self._clock.seconds() + delay
-        self._give_back_handed(
-            "held back while delivery backs off"
-        )  # a pause may outlast their lease
+        # a pause may outlast their lease
+        self._give_back_handed("held back while delivery backs off")
 
     def _record(
         self,

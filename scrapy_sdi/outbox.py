@@ -97,9 +97,8 @@ class Outbox:
             if was_pending and stored
         )
         self._inc("sdi/items_buffered", buffered, always=True)
-        self._inc(
-            "sdi/items_deduplicated", len(enqueued) - sum(enqueued)
-        )  # only pending and filtered rows are skipped
+        # only pending and filtered rows are skipped
+        self._inc("sdi/items_deduplicated", len(enqueued) - sum(enqueued))
         self._delivery.wake(buffered, enqueued.leased)
         # every pending row came through back-pressure: stored or skipped, it is counted now
         self._delivery.backpressure.counted(sum(pending))

@@ -52,9 +52,8 @@ class SDIPipeline:
         #: Where rows go, and the filters they are matched against (set by ``open_spider``).
         self.outbox: Outbox | None = None
         self.filters: FilterSource | None = None
-        self._stop_crawl = CrawlStop(
-            crawler
-        )  # once the buffer failed: results found later would be lost too
+        # once the buffer failed: results found later would be lost too
+        self._stop_crawl = CrawlStop(crawler)
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
@@ -90,9 +89,8 @@ class SDIPipeline:
         crawler = self.settings.crawler_name
         try:
             result = self.mapper.to_result(item)
-            passed = (
-                self.filters.in_force()
-            )  # what the row passes is remembered, so delivery need not match it again
+            # what the row passes is remembered, so delivery need not match it again
+            passed = self.filters.in_force()
             matched = self.filters.match(result["url"], result["filename"])
             # filtered rows get a random id: if the filters change, the URL may still be sent later
             dedup_id = self.settings.dedup and matched is None
