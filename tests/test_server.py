@@ -650,6 +650,20 @@ def test_reject_url_pattern(sdi_server_factory: Callable[..., SDIServerProcess])
     assert server.stats()["rejected"] == 1
 
 
+def test_a_result_already_accepted_stays_duplicate_when_its_url_is_rejected_later(
+    sdi_server: SDIServerProcess,
+) -> None:
+    """The contract: resending an id the server accepted answers duplicate, whatever else."""
+    access = token(sdi_server)
+    assert outcomes(submit(sdi_server, [result("a", "https://e.com/bad/a")], access)) == [
+        ("a", "accepted")
+    ]
+    sdi_server.set_faults(reject_url_pattern=r"/bad/")
+    reply = submit(sdi_server, [result("a", "https://e.com/bad/a")], access)
+    assert outcomes(reply) == [("a", "duplicate")]
+    assert stored_ids(sdi_server) == ["a"]
+
+
 def test_bad_request_url_pattern(sdi_server_factory: Callable[..., SDIServerProcess]) -> None:
     server = sdi_server_factory(bad_request_url_pattern="poison")
     access = token(server)

@@ -182,7 +182,7 @@ _FAULT_HELP = {
     "drop_after_rate": "fraction stored, then dropped without an answer",
     "omit_rate": "chance that each result is neither stored nor answered",
     "garble_rate": "fraction stored, then answered 200 with a broken body (not JSON, wrong shape, 2 MB of junk, or ids never sent), in turn",
-    "reject_url_pattern": "regex: matching results are answered rejected, not stored",
+    "reject_url_pattern": "regex: matching results not stored before are answered rejected",
     "bad_request_url_pattern": "regex: a batch with a matching url is answered 400 as a whole",
     "latency": "seconds every API answer is delayed (without blocking)",
     "token_lifetime": "seconds an access token lives (default 3600)",
@@ -296,6 +296,10 @@ class ResultStore:
             self._db.execute("ROLLBACK")
             raise
         self._db.execute("COMMIT")
+
+    def __contains__(self, id_: str) -> bool:
+        """Whether ``id_`` was stored: a resent id is a duplicate before anything else."""
+        return id_ in self._ids
 
     def insert_many(
         self, crawler: str, results: list[dict[str, Any]], submitted_at: str
@@ -860,7 +864,8 @@ class SDIResource(Resource):
         for result in results:
             if self._roll(self.faults.omit_rate):
                 self.stats.counters["omitted"] += 1
-            elif reject and re.search(reject, result["url"]):
+            # an id accepted before is answered duplicate, never rejected: each id is stored once
+            elif reject and result["id"] not in self.store and re.search(reject, result["url"]):
                 self.stats.counters["rejected"] += 1
                 outcomes.append(
                     {
