@@ -1,7 +1,7 @@
 """One benchmark crawl in its own process; ``benchmarks/run.py`` starts one per variant and round.
 
     python benchmarks/crawl.py VARIANT --items N --out RESULT.json [-s NAME=VALUE ...]
-                               [--offset K] [--profile PROFILE.html]
+                               [--offset K] [--profile PROFILE.html] [--cprofile STATS]
 
 VARIANT is ``none`` (no pipeline), ``noop`` (a pipeline returning the item), ``sdi``
 (scrapy_sdi.SDIPipeline; point it at the API with -s SDI_...), ``feed`` (FEEDS to the JSON lines
@@ -27,6 +27,10 @@ import scrapy
 from scrapy import signals
 from scrapy.crawler import AsyncCrawlerProcess
 from scrapy.settings import Settings
+
+# the checkout's package, not an installed copy: a worktree's benchmark measures its own code
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import scrapy_sdi  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -186,6 +190,7 @@ def crawl(variant: str, items: int, offset: int, overrides: list[str]) -> dict[s
         "cpu_seconds": cpu,  # this process only, from the start of the crawl: immune to other load
         "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
         "ok": not process.bootstrap_failed and "closed" in timer.times,
+        "package": str(Path(scrapy_sdi.__file__).parent),  # the code measured
     }
 
 
@@ -202,8 +207,27 @@ def main() -> int:
     parser.add_argument("--out", required=True)
     parser.add_argument("-s", dest="settings", action="append", default=[], metavar="NAME=VALUE")
     parser.add_argument("--profile", help="write a pyinstrument HTML profile of the crawl here")
+    parser.add_argument(
+        "--cprofile",
+        help="write cProfile stats of the crawl here, and the top functions to STATS.txt",
+    )
     args = parser.parse_args()
-    if args.profile:
+    if args.cprofile:
+        import cProfile
+        import io
+        import pstats
+
+        cprofiler = cProfile.Profile()
+        cprofiler.enable()
+        result = crawl(args.variant, args.items, args.offset, args.settings)
+        cprofiler.disable()
+        cprofiler.dump_stats(args.cprofile)
+        text = io.StringIO()
+        stats = pstats.Stats(cprofiler, stream=text)
+        stats.sort_stats("tottime").print_stats(40)
+        stats.sort_stats("cumulative").print_stats(40)
+        Path(args.cprofile + ".txt").write_text(text.getvalue(), encoding="utf-8")
+    elif args.profile:
         from pyinstrument import Profiler
 
         profiler = Profiler(interval=0.0005)

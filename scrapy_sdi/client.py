@@ -90,14 +90,15 @@ class SDIClient:
 
     async def filters(self, version: str | None = None) -> dict[str, Any] | None:
         """The API's filters, or None when ``version`` is still current (304)."""
+        reply = await self.filters_reply(version)
+        return None if reply is None else filters_answer(reply)
+
+    async def filters_reply(self, version: str | None = None) -> Reply | None:
+        """The API's filters answer unread, or None when ``version`` is still current (304): a
+        long list is parsed with :func:`filters_answer` where it costs the loop nothing."""
         headers = {"If-None-Match": f'"{version}"'} if version else None  # the version is our ETag
         reply = await self._call("GET", "/filters", headers=headers, ok=(200, 304))
-        if reply.code == 304:
-            return None
-        body = _json_object(reply)
-        if not isinstance(body.get("filters"), list):
-            raise SDIServiceError("filters answer has no 'filters' list", status=reply.code)
-        return body
+        return None if reply.code == 304 else reply
 
     async def submit(self, body: bytes) -> list[Outcome]:
         """POST one pre-encoded batch; return the outcomes the API gave (missing ids were not stored)."""
@@ -264,6 +265,14 @@ class SDIClient:
     def _inc(self, key: str) -> None:
         if self._stats is not None:
             self._stats.inc_value(key)
+
+
+def filters_answer(reply: Reply) -> dict[str, Any]:
+    """The filters answer's body, checked; pure, so it may run on any thread."""
+    body = _json_object(reply)
+    if not isinstance(body.get("filters"), list):
+        raise SDIServiceError("filters answer has no 'filters' list", status=reply.code)
+    return body
 
 
 def _json_object(reply: Reply) -> dict[str, Any]:

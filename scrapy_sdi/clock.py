@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from scrapy.utils.asyncio import CallLaterResult, call_later
+from twisted.internet import defer
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IDelayedCall
+
+
+T = TypeVar("T")
 
 
 class ReactorTime(Protocol):
@@ -44,3 +48,27 @@ class Timers:
         if self._clock is None:
             return call_later(delay, func, *args)
         return CallLaterResult.from_twisted(self._clock.callLater(delay, func, *args))  # type: ignore[arg-type]  # an IDelayedCall
+
+    def within(self, d: defer.Deferred[T], seconds: float) -> defer.Deferred[T]:
+        """``d``'s outcome, or TimeoutError once ``seconds`` pass first; ``d`` itself is left to
+        fire later, unwatched (a buffer call cannot be interrupted, only no longer waited for)."""
+        if d.called or seconds <= 0:
+            if not d.called:
+                d.addErrback(lambda _: None)
+                return defer.fail(TimeoutError())
+            return d
+        outer: defer.Deferred[T] = defer.Deferred()
+
+        def expire() -> None:
+            if not outer.called:
+                outer.errback(TimeoutError())
+
+        timer = self.call_later(seconds, expire)
+
+        def passed(result: Any) -> None:
+            if not outer.called:
+                timer.cancel()
+                outer.callback(result)  # a Failure goes on as one
+
+        d.addBoth(passed)
+        return outer

@@ -20,7 +20,8 @@ import orjson
 from twisted.internet import defer
 
 from scrapy_sdi.backpressure import Backpressure
-from scrapy_sdi.buffer import Lease
+from scrapy_sdi.buffer import BufferFault, Lease
+from scrapy_sdi.buffer_calls import BufferCalls
 from scrapy_sdi.clock import Timers
 from scrapy_sdi.errors import (
     SDIAuthError,
@@ -50,6 +51,9 @@ logger = logging.getLogger(__name__)
 
 LINGER = 0.5  # seconds a partial batch may wait for more rows before it is sent anyway
 TICK = 1.0  # seconds between looks at the buffer for rows that became ready
+#: Seconds past the close deadline the last count of what is left may take: a buffer on a server
+#: answers it in milliseconds; a stalled one is then said not to have answered.
+LAST_COUNT_GRACE = 0.25
 THROTTLE_QUIET = 10.0  # seconds without a request to wait after which the API no longer throttles
 
 
@@ -158,8 +162,11 @@ class Delivery:
         audit: Callable[[dict[str, Any]], None] | None = None,
         filters: FilterSource | None = None,
         clock: ReactorTime | None = None,
+        calls: BufferCalls | None = None,
     ) -> None:
         self.buffer = buffer
+        #: Every buffer call goes through it: off the loop thread when the buffer blocks.
+        self.calls = calls if calls is not None else BufferCalls(buffer)
         #: Linger, tick, backoff and the close deadline run on it (``twisted.internet.task.Clock``
         #: in tests; None: Scrapy's loop); the Outbox's group commit runs on the same one.
         self.clock = clock
@@ -191,6 +198,9 @@ class Delivery:
         self._timer: CallLaterResult | None = None
         self._timer_due = 0.0
         self._running = False
+        self._filling = False  # a fill (claims, then batches started) is under way
+        self._refill = False  # a pump asked for while it was: fill again as it ends
+        self._buffer_failing = False  # a claim failed: said once, and once when claims work again
         self._next_reclaim = 0.0  # monotonic time of the next look for dead processes' leases
         #: Since when the API has been failing (None: it answers), for the status line.
         self.failing_since: float | None = None
@@ -203,25 +213,29 @@ class Delivery:
 
     # -- control --------------------------------------------------------------------------
 
-    def start(self) -> None:
-        self._hold_lease_owner()
-        self.backlog = self.buffer.outstanding(self.crawler, float("inf"))
+    def start(self) -> defer.Deferred[None]:
+        """Take this run's place among the buffer's users, then start the loop; fires once started."""
+        return defer.Deferred.fromCoroutine(self._start())
+
+    async def _start(self) -> None:
+        await self._hold_lease_owner()
+        self.backlog = await self.calls.call(self.buffer.outstanding, self.crawler, float("inf"))
         self._running = True
         self._schedule(0)
 
-    def _hold_lease_owner(self) -> None:
+    async def _hold_lease_owner(self) -> None:
         """Prove this run alive to the others sharing the buffer, and take back dead runs' rows."""
-        self.buffer.hold_owner(self.owner)
-        self._reclaim_dead(force=True)
+        await self.calls.call(self.buffer.hold_owner, self.owner)
+        await self._reclaim_dead(force=True)
 
-    def _reclaim_dead(self, *, force: bool = False) -> int:
+    async def _reclaim_dead(self, *, force: bool = False) -> int:
         """Rows leased to dead processes back to pending; at most once a TICK unless ``force``d,
         since it runs when a claim finds nothing, and an idle loop claims every TICK."""
         now = self._clock.seconds()
         if not force and now < self._next_reclaim:
             return 0
         self._next_reclaim = now + TICK
-        n = self.buffer.reclaim_dead()
+        n = await self.calls.call(self.buffer.reclaim_dead)
         if n:
             logger.info(
                 "SDI: took back %(n)d results a process that died had in flight; they are sent again",
@@ -234,11 +248,14 @@ class Delivery:
 
         A claim reads back and rewrites every row the crawl has just written. While delivery
         keeps up (no older row waits in the buffer, no backoff holds), rows skip it, as many as
-        fit in flight: the rest are claimed later, oldest first, as usual.
+        fit in flight plus the next batch, which waits in memory for the first request slot
+        free: without it, every row arriving while the slots are busy went pending, and so
+        (oldest first) did every row after it until a claim caught up. The rest are claimed
+        later, oldest first, as usual.
         """
         if not self._running or self._waiting() > 0 or self._paused_until > self._clock.seconds():
             return None
-        room = self.settings.concurrent_requests * self._batch_size - self._in_flight_rows
+        room = (self.settings.concurrent_requests + 1) * self._batch_size - self._in_flight_rows
         if room <= 0:
             return None
         return Lease(self.owner, time.time() + self.settings.lease_timeout, min(n, room))
@@ -254,17 +271,25 @@ class Delivery:
         self._pump()
 
     async def drain(self, timeout: float) -> int:
-        """Deliver until no row buffered before now is left, or ``timeout`` passes; return how many are left."""
+        """Deliver until no row buffered before now is left, or ``timeout`` passes; return how many are left.
+
+        The deadline holds even when a blocking buffer stops answering: the call cannot be
+        interrupted, so the drain stops waiting for it, and its rows stay pending or leased.
+        """
         self._draining = True
         if not self._running:  # `scrapy sdi flush` drains without a start
-            self._hold_lease_owner()
+            await self._hold_lease_owner()
         self._running = True
         deadline = self._clock.seconds() + timeout
         cutoff = time.time()
         while True:
             self._pump()
-            if not self._active and self.buffer.outstanding(self.crawler, cutoff) == 0:
-                return 0
+            if not self._active:
+                try:
+                    if await self._outstanding(cutoff, deadline) == 0:
+                        return 0
+                except TimeoutError:
+                    break
             remaining = deadline - self._clock.seconds()
             if remaining <= 0:
                 break
@@ -275,7 +300,24 @@ class Delivery:
             await self._progress(wait)
         self._abandon()
         await self.stop()
-        return self.buffer.outstanding(self.crawler, cutoff)
+        try:
+            # a deadline the API (or another process's leases) used up still leaves the buffer
+            # a moment to count what is left: it is not the buffer that failed to answer
+            last = max(deadline, self._clock.seconds() + LAST_COUNT_GRACE)
+            return await self._outstanding(cutoff, last)
+        except TimeoutError:
+            left = max(self.backlog, 0)
+            logger.warning(
+                "SDI buffer %(where)s did not answer before SDI_CLOSE_TIMEOUT; about %(n)d "
+                "results are left pending or leased, for the next run",
+                {"where": self.buffer.location, "n": left},
+            )
+            return left
+
+    async def _outstanding(self, cutoff: float, deadline: float) -> int:
+        """Rows buffered before ``cutoff`` still to deliver; TimeoutError once ``deadline`` passes."""
+        asked = self.calls.call(self.buffer.outstanding, self.crawler, cutoff)
+        return await self._clock.within(asked, deadline - self._clock.seconds())
 
     def _abandon(self) -> None:
         """At the close deadline, give up the requests still unanswered: waiting for them could
@@ -299,7 +341,7 @@ class Delivery:
     def _give_back_handed(self, why: str) -> None:
         """Rows held in memory go back to the buffer as pending, for a later claim (or run)."""
         if self._handed:
-            self.buffer.release(self._handed.ids, why, 0)
+            self._write(self.buffer.release, self._handed.ids, why, 0)
             self._in_flight_rows -= len(self._handed)
             self._handed = _Batch.empty()
             self._handed_keys.clear()
@@ -338,16 +380,70 @@ class Delivery:
         if pause > 0:
             self._schedule(pause)
             return
-        partial = partial or self._draining
-        while len(self._active) < self.settings.concurrent_requests:
-            batch = self._from_memory(partial) or self._claim(partial)
-            if not batch:
-                break
-            d = defer.Deferred.fromCoroutine(self._deliver(batch))
-            self._active.add(d)
-            d.addErrback(self._crashed, batch)
-            d.addBoth(self._finished, d, len(batch))
-        self._schedule(LINGER if self._waiting() > 0 or self._handed else TICK)
+        if self._filling:  # a claim is under way (on a blocking buffer's thread): it fills again
+            self._refill = True
+            return
+        self._filling = True
+        filling = defer.Deferred.fromCoroutine(self._fill(partial or self._draining))
+        filling.addErrback(self._fill_crashed)
+
+    async def _fill(self, partial: bool) -> None:
+        """Start batches while there is room: from memory, else claimed (awaited: on a blocking
+        buffer the loop thread goes on meanwhile). With a fast buffer, all of it runs at once."""
+        try:
+            while True:
+                self._refill = False
+                while self._running and len(self._active) < self.settings.concurrent_requests:
+                    if self._paused_until > self._clock.seconds():
+                        break
+                    batch = self._from_memory(partial) or await self._claim(partial)
+                    if not batch:
+                        break
+                    if not self._running:  # stopped while the claim ran: the rows go back
+                        self._in_flight_rows -= len(batch)
+                        self._write(
+                            self.buffer.release, batch.ids, "not sent before the spider closed", 0
+                        )
+                        break
+                    d = defer.Deferred.fromCoroutine(self._deliver(batch))
+                    self._active.add(d)
+                    d.addErrback(self._crashed, batch)
+                    d.addBoth(self._finished, d, len(batch))
+                if not self._refill:
+                    break
+        finally:
+            self._filling = False
+        if self._buffer_failing:
+            self._buffer_failing = False
+            logger.info("SDI buffer %(where)s answers again", {"where": self.buffer.location})
+        pause = self._paused_until - self._clock.seconds()
+        self._schedule(
+            pause if pause > 0 else LINGER if self._waiting() > 0 or self._handed else TICK
+        )
+
+    def _fill_crashed(self, failure: Any) -> None:
+        """A claim that failed (a locked or unreachable buffer): tried again at every tick, said
+        once per streak; the rows wait in the buffer, nothing is dropped."""
+        logger.log(
+            logging.DEBUG if self._buffer_failing else logging.WARNING,
+            "SDI buffer %(where)s: claiming results failed (%(error)s); trying again every %(tick)gs",
+            {"where": self.buffer.location, "error": failure.value, "tick": TICK},
+        )
+        self._buffer_failing = True
+        self._schedule(TICK)
+
+    def _write(self, method: Any, *args: Any) -> None:
+        """A buffer write nobody waits for (rows given back): calls run in order, so the next
+        claim sees it; a failure leaves the rows leased until their lease ends, said once here."""
+
+        def failed(failure: Any) -> None:
+            logger.warning(
+                "SDI buffer %(where)s: could not give back results (%(error)s); "
+                "they are sent again once their lease ends",
+                {"where": self.buffer.location, "error": failure.value},
+            )
+
+        self.calls.call(method, *args).addErrback(failed)
 
     def _from_memory(self, partial: bool) -> _Batch | None:
         """A batch of the handed rows (already counted in flight).
@@ -367,16 +463,17 @@ class Delivery:
             self._handed_keys.clear()
         return batch
 
-    def _claim(self, partial: bool) -> _Batch | None:
+    async def _claim(self, partial: bool) -> _Batch | None:
         if not partial and self._waiting() < self._batch_size:
             return None
         while True:  # a claim the filters emptied is no reason to wait for the next tick
-            rows = self._claim_rows()
-            if not rows and self._reclaim_dead():  # nothing ready: maybe rows a dead process leased
-                rows = self._claim_rows()
+            rows = await self._claim_rows()
+            # nothing ready: maybe rows a dead process leased
+            if not rows and await self._reclaim_dead():
+                rows = await self._claim_rows()
             self._in_flight_rows += len(rows)
-            passed = self._screen(rows)
-            if passed or not rows:
+            passed, settling = await self._screen(rows)
+            if passed or not rows or settling:  # a settling claim pumps again as it ends
                 return _Batch.of(passed)
 
     def _in_force(self) -> FilterSet | None:
@@ -384,30 +481,75 @@ class Delivery:
         current = self.filters.in_force() if self.filters is not None else None
         return current if current is not None and current.count else None
 
-    def _screen(self, rows: list[Claimed]) -> list[Claimed]:
-        """The claimed rows the filters in force let through; the others end filtered, never sent.
+    async def _screen(self, rows: list[Claimed]) -> tuple[list[Claimed], bool]:
+        """The claimed rows the filters in force let through, and whether others are settling.
 
         A row is decoded and matched only if it passed other filters than these, or none (buffered
-        while none were known): while the filters stay the same, a row costs one comparison.
+        while none were known): while the filters stay the same, a row costs one comparison. The
+        excluded rows are never sent; with a client, :meth:`_settle` first asks whether an
+        earlier attempt stored them.
         """
         current = self._in_force()
         if current is None:
-            return rows
+            return rows, False
         key = current.key
         excluded: dict[str, Filter] = {}
         for row in rows:
             if row.filters_version != key and (matched := _match(current, row.payload)) is not None:
                 excluded[row.id] = matched
         if not excluded:
-            return rows
-        self._exclude(excluded)
-        return [row for row in rows if row.id not in excluded]
+            return rows, False
+        if self.client is None:
+            await self._exclude(excluded)
+            self._in_flight_rows -= len(excluded)
+        else:
+            settling = _Batch.of([row for row in rows if row.id in excluded])
+            d = defer.Deferred.fromCoroutine(self._settle(settling, excluded))
+            self._active.add(d)
+            d.addErrback(self._crashed, settling)
+            d.addBoth(self._finished, d, len(settling))
+        return [row for row in rows if row.id not in excluded], self.client is not None
 
-    def _exclude(self, excluded: dict[str, Filter]) -> None:
+    async def _settle(self, batch: _Batch, excluded: dict[str, Filter]) -> None:
+        """Rows the filters exclude now, that an earlier attempt may have stored (its answer lost,
+        its process killed): those the API has are delivered, the others filtered, never sent.
+
+        Kept as filtered, a stored row would contradict the API's count; sent, an unstored one
+        would break the filters. One status lookup per claim, and only for rows buffered under
+        other filters than those in force.
+        """
+        assert self.client is not None
+        urls = dict(zip(batch.ids, map(_url_of, batch.payloads), strict=True))
+        try:
+            found = await self.client.status_by_urls(sorted({u for u in urls.values() if u}))
+        except SDIError as exc:
+            self._failed(batch, exc)
+            return
+        except defer.CancelledError:
+            self._release(batch, "not settled before SDI_CLOSE_TIMEOUT")
+            return
+        stored = {
+            r.get("url")
+            for r in found
+            if r.get("crawler") == self.crawler and r.get("status_code") is not None
+        }
+        delivered = {id_: "duplicate" for id_, url in urls.items() if url in stored}
+        if delivered:
+            await self.calls.call(self.buffer.ack, delivered, {})
+            self.backlog -= len(delivered)
+            self._inc("sdi/items_delivered", len(delivered))
+            self._inc("sdi/items_duplicate", len(delivered))
+        await self._exclude({id_: f for id_, f in excluded.items() if id_ not in delivered})
+
+    async def _exclude(self, excluded: dict[str, Filter]) -> None:
         """Keep excluded rows as filtered, with the filter's description, and count them as the pipeline does."""
-        self.buffer.mark_filtered({id_: matched.describe() for id_, matched in excluded.items()})
+        if not excluded:
+            return
+        await self.calls.call(
+            self.buffer.mark_filtered,
+            {id_: matched.describe() for id_, matched in excluded.items()},
+        )
         self.backlog -= len(excluded)
-        self._in_flight_rows -= len(excluded)
         if self.stats is not None:
             count_filtered(self.stats, excluded.values())
         logger.debug(
@@ -415,8 +557,9 @@ class Delivery:
             {"n": len(excluded)},
         )
 
-    def _claim_rows(self) -> list[Claimed]:
-        return self.buffer.claim(
+    def _claim_rows(self) -> defer.Deferred[list[Claimed]]:
+        return self.calls.call(
+            self.buffer.claim,
             self.crawler,
             self.owner,
             self._batch_size,
@@ -433,13 +576,28 @@ class Delivery:
         self._pump()
 
     def _crashed(self, failure: Any, batch: _Batch) -> None:
-        """A bug, not an API failure: keep the rows, say so once, and back off."""
-        logger.error(
-            "SDI delivery failed unexpectedly; %(n)d rows stay pending",
-            {"n": len(batch)},
-            exc_info=failure.value,
-        )
-        self.buffer.release(batch.ids, f"internal error: {failure.value!r}"[:200], 0)
+        """A bug, not an API failure: keep the rows, say so once, and back off.
+
+        A batch given up at the close deadline while it waited for the buffer (cancelled) is
+        no bug: its rows stay as the buffer has them, leased or pending, for the next run.
+        """
+        if failure.check(defer.CancelledError):
+            return
+        if failure.check(BufferFault):  # the buffer could not record outcomes: no bug either
+            logger.log(
+                logging.DEBUG if self._buffer_failing else logging.WARNING,
+                "SDI buffer %(where)s could not record a batch's outcomes (%(error)s); its %(n)d "
+                "rows are sent again (answered duplicate if stored)",
+                {"where": self.buffer.location, "error": failure.value, "n": len(batch)},
+            )
+            self._buffer_failing = True
+        else:
+            logger.error(
+                "SDI delivery failed unexpectedly; %(n)d rows stay pending",
+                {"n": len(batch)},
+                exc_info=failure.value,
+            )
+        self._write(self.buffer.release, batch.ids, f"internal error: {failure.value!r}"[:200], 0)
         self._backoff(None)
 
     def _progress(self, timeout: float) -> defer.Deferred[None]:
@@ -465,7 +623,7 @@ class Delivery:
     async def _deliver(self, batch: _Batch) -> None:
         """Post a claimed batch; results the API refuses even alone are reported once per batch."""
         if self.client is None:
-            self._pretend(batch)
+            await self._pretend(batch)
             return
         refused = await self._send(batch)
         if refused:
@@ -493,7 +651,7 @@ class Delivery:
                 outcomes = await self._post(part)
             except (SDIBatchTooLarge, SDIBadRequest) as exc:
                 if len(part) == 1:
-                    refused.append(self._refuse(part.ids[0], exc))
+                    refused.append(await self._refuse(part.ids[0], exc))
                 else:
                     todo.extend(reversed(self._halves(part, exc)))
             except SDIError as exc:
@@ -503,7 +661,7 @@ class Delivery:
                 self._release(_unsent(batch, part, todo), "not answered before SDI_CLOSE_TIMEOUT")
                 break
             else:
-                self._apply(part, outcomes)
+                await self._apply(part, outcomes)
         return refused
 
     async def _post(self, batch: _Batch) -> list[Outcome]:
@@ -523,7 +681,7 @@ class Delivery:
         self._limits.accepted(len(batch), len(body))
         return outcomes
 
-    def _pretend(self, batch: _Batch) -> None:
+    async def _pretend(self, batch: _Batch) -> None:
         """A dry run (no client): count what would be sent, never as sent or delivered, and let the
         rows go so they are not left pending in the memory buffer."""
         size = len(encode_batch(self.crawler, batch.payloads))
@@ -533,7 +691,7 @@ class Delivery:
         )
         self._inc("sdi/dry_run/batches")
         self._inc("sdi/dry_run/items", len(batch))
-        self.buffer.ack(dict.fromkeys(batch.ids, "accepted"), {})
+        await self.calls.call(self.buffer.ack, dict.fromkeys(batch.ids, "accepted"), {})
         self.backlog -= len(batch)
 
     def _learn(self, results: int, body_bytes: int, exc: SDIBatchTooLarge) -> None:
@@ -560,20 +718,20 @@ class Delivery:
                 self._batch_size = size
         return [batch.part(start, start + size) for start in range(0, len(batch), size)]
 
-    def _refuse(self, id_: str, exc: SDIBatchTooLarge | SDIBadRequest) -> str:
+    async def _refuse(self, id_: str, exc: SDIBatchTooLarge | SDIBadRequest) -> str:
         """A result the API refuses even alone is kept as rejected, never resent; returns why."""
         reason = (
             "too large: the API refuses this result even alone"
             if isinstance(exc, SDIBatchTooLarge)
             else f"bad request: {exc}"
         )[:500]
-        self.buffer.ack({}, {id_: reason})
+        await self.calls.call(self.buffer.ack, {}, {id_: reason})
         self.backlog -= 1
         self._inc("sdi/items_rejected")
         logger.debug("SDI result %(id)s rejected: %(reason)s", {"id": id_, "reason": reason})
         return reason
 
-    def _apply(self, batch: _Batch, outcomes: Sequence[Outcome]) -> None:
+    async def _apply(self, batch: _Batch, outcomes: Sequence[Outcome]) -> None:
         sent = set(batch.ids)
         delivered: dict[str, str] = {}
         rejected: dict[str, str | None] = {}
@@ -588,7 +746,7 @@ class Delivery:
         missing = _Batch.empty()
         if answered < len(batch):
             missing = batch.pick(lambda id_: id_ not in delivered and id_ not in rejected)
-        self.buffer.ack(delivered, rejected)
+        await self.calls.call(self.buffer.ack, delivered, rejected)
         self.backlog -= answered
         if missing:
             self._release(missing, "missing from the API's answer")
@@ -654,9 +812,9 @@ class Delivery:
             if (attempts + 1) % tries != 0
         ]
         if at_once:
-            self.buffer.release(at_once, error, 0)
+            self._write(self.buffer.release, at_once, error, 0)
         if resting:
-            self.buffer.release(resting, error, self.settings.unlock_delay)
+            self._write(self.buffer.release, resting, error, self.settings.unlock_delay)
 
     def _backoff(self, retry_after: float | None) -> None:
         self._failures += 1
@@ -718,3 +876,12 @@ def _match(filters: FilterSet, payload: bytes) -> Filter | None:
     return filters.match(
         url if isinstance(url, str) else "", filename if isinstance(filename, str) else ""
     )
+
+
+def _url_of(payload: bytes) -> str | None:
+    """The URL of a buffered result, from its encoded JSON."""
+    try:
+        url = orjson.loads(payload).get("url")
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+    return url if isinstance(url, str) else None

@@ -9,22 +9,25 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import orjson
 from scrapy.utils.asyncio import create_looping_call
 from twisted.internet import defer
 
 from scrapy_sdi import formatting
+from scrapy_sdi.buffer_calls import run_in_thread
+from scrapy_sdi.client import filters_answer
 from scrapy_sdi.errors import SDIError
 from scrapy_sdi.filters import Filter, FilterSet, compile_filters
 
 if TYPE_CHECKING:
     from scrapy.statscollectors import StatsCollector
 
-    from scrapy_sdi.buffer import Buffer
+    from scrapy_sdi.buffer_calls import BufferCalls
     from scrapy_sdi.client import SDIClient
     from scrapy_sdi.settings import SDISettings
+    from scrapy_sdi.transport import Reply
 
 logger = logging.getLogger(__name__)
 
@@ -37,13 +40,14 @@ class FilterSource:
     def __init__(
         self,
         settings: SDISettings,
-        buffer: Buffer,
+        calls: BufferCalls,
         client: SDIClient | None,
         *,
         stats: StatsCollector | None = None,
     ) -> None:
         self.settings = settings
-        self.buffer = buffer
+        #: The buffer the filters are cached in, called through (off the loop thread if it blocks).
+        self.calls = calls
         self.client = client
         self.stats = stats
         self.current: FilterSet = compile_filters([])
@@ -86,7 +90,7 @@ class FilterSource:
             return
         except SDIError as exc:
             error = exc
-        data = self._read_cache()
+        data = await self._read_cache()
         if data is not None:
             fetched_at = data.get("fetched_at")
             fetched_at = float(fetched_at) if isinstance(fetched_at, (int, float)) else None
@@ -136,7 +140,7 @@ class FilterSource:
     async def _refresh_once(self) -> None:
         # Never let an exception out: nobody awaits a refresh, so it would only vanish.
         try:
-            await self._fetch(self.current.version)
+            await self._fetch(self.current.version, off_loop=True)
         except SDIError as exc:
             self._inc("sdi/filters_refresh_failures")
             logger.warning(
@@ -152,31 +156,59 @@ class FilterSource:
         finally:
             self._refreshing = None
 
-    async def _fetch(self, version: str | None) -> None:
+    async def _fetch(self, version: str | None, *, off_loop: bool = False) -> None:
+        """The API's filters, in force once compiled. ``off_loop`` (a refresh mid-crawl): the
+        answer is parsed, compiled and encoded for the cache on a thread, as a long list takes
+        hundreds of milliseconds of CPU the loop must not wait on; the filters in use stay in
+        force until then, and still do if that fails. The initial load does it inline: nothing
+        runs before filters are known then anyway."""
         assert self.client is not None
-        data = await self.client.filters(version)
-        now = time.time()
-        if data is None:  # 304: the filters in use are the API's current ones
+        ready: _Ready | None
+        if off_loop:
+            reply = await self.client.filters_reply(version)
+            now = time.time()
+            ready = (
+                None
+                if reply is None
+                else await run_in_thread(_ready_from_reply, reply, self.settings.api_url, now)
+            )
+        else:
+            data = await self.client.filters(version)
+            now = time.time()
+            ready = None if data is None else _ready(data, self.settings.api_url, now)
+        if ready is None:  # 304: the filters in use are the API's current ones
             if self.source != "api":
                 # e.g. loaded from the cache while the API was down, and unchanged since
                 self.fetched_at = now
                 self._set_source("api")
-                self._write_cache(self._cached_raw, self.current.version, now)
+                self._write_cache(
+                    self._cached_raw,
+                    _cache_value(
+                        self._cached_raw, self.current.version, now, self.settings.api_url
+                    ),
+                )
                 logger.info(
                     "SDI filters: the API confirms the %(n)d filters in use (version %(version)s)",
                     {"n": self.current.count, "version": self.current.version},
                 )
             return
-        self._use(data["filters"], data.get("version"), now, "api")
-        self._write_cache(data["filters"], data.get("version"), now)
+        self._use(ready.raw, ready.filters.version, now, "api", compiled=ready.filters)
+        self._write_cache(ready.raw, ready.cache_value)
         logger.info(
             "SDI filters: %(n)d loaded from the API (version %(version)s)",
             {"n": self.current.count, "version": self.current.version},
         )
 
-    def _read_cache(self) -> dict[str, Any] | None:
+    async def _read_cache(self) -> dict[str, Any] | None:
         """The cached API answer, or None when there is none or it cannot be used."""
-        cached = self.buffer.get_meta(CACHE_KEY)
+        try:
+            cached = await self.calls.call(self.calls.buffer.get_meta, CACHE_KEY)
+        except Exception as exc:
+            logger.warning(
+                "SDI filters: could not read the cached filters in the buffer (%(error)s)",
+                {"error": exc},
+            )
+            return None
         if cached is None:
             return None
         try:
@@ -196,30 +228,31 @@ class FilterSource:
             return None
         return data
 
-    def _write_cache(self, raw: list[dict[str, Any]], version: Any, fetched_at: float) -> None:
-        """Keep the API's answer for runs that start while the API is down; a failure only costs that."""
+    def _write_cache(self, raw: list[dict[str, Any]], value: str) -> None:
+        """Keep the API's answer (``value``, see :func:`_cache_value`) for runs that start while
+        the API is down; a failure only costs that. Not waited for: the filters apply at once,
+        the cache is for the next run."""
         self._cached_raw = raw
-        try:
-            self.buffer.set_meta(
-                CACHE_KEY,
-                orjson.dumps(
-                    {
-                        "filters": raw,
-                        "version": version,
-                        "fetched_at": fetched_at,
-                        "api_url": self.settings.api_url,
-                    }
-                ).decode(),
-            )
-        except Exception as exc:
+
+        def failed(failure: Any) -> None:
             logger.warning(
-                "SDI filters: could not cache the filters in the buffer (%(error)s)", {"error": exc}
+                "SDI filters: could not cache the filters in the buffer (%(error)s)",
+                {"error": failure.value},
             )
 
+        self.calls.call(self.calls.buffer.set_meta, CACHE_KEY, value).addErrback(failed)
+
     def _use(
-        self, raw: list[dict[str, Any]], version: Any, fetched_at: float | None, source: str
+        self,
+        raw: list[dict[str, Any]],
+        version: Any,
+        fetched_at: float | None,
+        source: str,
+        *,
+        compiled: FilterSet | None = None,
     ) -> None:
-        self.current = compile_filters(raw, version=None if version is None else str(version))
+        """Put ``raw`` in force (``compiled``: already compiled off the loop); on the loop thread."""
+        self.current = compiled if compiled is not None else _compile(raw, version)
         self._cached_raw = raw
         self.fetched_at = fetched_at
         self._set_source(source)
@@ -235,6 +268,34 @@ class FilterSource:
             self.stats.set_value("sdi/filters_count", self.current.count)
             if self.current.version is not None:
                 self.stats.set_value("sdi/filters_version", self.current.version)
+
+
+def _compile(raw: list[dict[str, Any]], version: Any) -> FilterSet:
+    return compile_filters(raw, version=None if version is None else str(version))
+
+
+class _Ready(NamedTuple):
+    """An API answer made ready to put in force: its list, compiled, and its cache entry."""
+
+    raw: list[dict[str, Any]]
+    filters: FilterSet
+    cache_value: str
+
+
+def _ready(data: dict[str, Any], api_url: str, fetched_at: float) -> _Ready:
+    raw, version = data["filters"], data.get("version")
+    return _Ready(raw, _compile(raw, version), _cache_value(raw, version, fetched_at, api_url))
+
+
+def _ready_from_reply(reply: Reply, api_url: str, fetched_at: float) -> _Ready:
+    """Off the loop: parse, compile and encode a refresh's answer (pure, no shared state)."""
+    return _ready(filters_answer(reply), api_url, fetched_at)
+
+
+def _cache_value(raw: list[dict[str, Any]], version: Any, fetched_at: float, api_url: str) -> str:
+    return orjson.dumps(
+        {"filters": raw, "version": version, "fetched_at": fetched_at, "api_url": api_url}
+    ).decode()
 
 
 def cached_filters_info(cached: str | None) -> dict[str, Any] | None:

@@ -5,8 +5,9 @@ A result whose ``url`` or ``filename`` matches any filter must never be submitte
 constant time per value, however many filters it holds:
 
 * ``exact`` and ``domain``: dictionary look-ups (a host and each of its parents);
-* ``prefix``, ``glob``, ``regex``: one combined matcher per field (globs see the
-  lowercased value, the others the value as is). With google-re2 installed that is one ``re2.Filter``
+* ``prefix``, ``glob``, ``regex``: one combined matcher (globs see the lowercased value,
+  the others the value as is). With google-re2 installed that is one ``re2.Filter`` for both
+  fields, searching ``url + "\\n" + filename`` with patterns confined to their part
   (FilteredRE2: an RE2 set of the literal "atoms" every pattern needs picks the few
   patterns worth running, each in linear time, so an evil regex from the API cannot
   freeze a crawl). A plain ``re2.Set`` was measured 40x slower on 1,000 globs like
@@ -92,11 +93,14 @@ class FilterSet:
         self.filters = tuple(filters)
         self.skipped = list(skipped or ())
         use_re2 = use_re2 and re2 is not None
-        self._url = _FieldMatcher(self.filters, "url", use_re2)
-        self._filename = _FieldMatcher(self.filters, "filename", use_re2)
+        self._url = _FieldMatcher(self.filters, "url")
+        self._filename = _FieldMatcher(self.filters, "filename")
+        self._searcher = None
+        if self._url.searched or self._filename.searched:
+            self._searcher = _Searcher(self._url.searched, self._filename.searched, use_re2)
         #: ids of prefix/glob/regex filters searched with Python's re although RE2 is in
         #: use (backreferences, lookarounds, ``\\b``...): no protection from slow regexes.
-        positions = sorted(self._url.unprotected + self._filename.unprotected) if use_re2 else []
+        positions = self._searcher.unprotected if use_re2 and self._searcher else []
         self.unprotected = [self.filters[pos].id for pos in positions]
         #: Names these filters: a row remembers the key it passed, and is matched again only when
         #: the key in force differs. The API's version when it gives one, else a digest of the list.
@@ -115,6 +119,10 @@ class FilterSet:
         other = self._filename.first(filename)
         if other is not None and (pos is None or other < pos):
             pos = other
+        if self._searcher is not None:
+            other = self._searcher.first(url, filename)
+            if other is not None and (pos is None or other < pos):
+                pos = other
         return None if pos is None else self.filters[pos]
 
     def __repr__(self) -> str:
@@ -190,12 +198,13 @@ def _invalid_reason(entry: object) -> str | None:
 
 
 class _FieldMatcher:
-    """All filters of one field; answers the lowest position of a matching filter."""
+    """The exact and domain filters of one field, and the rest it leaves to the _Searcher."""
 
-    def __init__(self, filters: tuple[Filter, ...], field: str, use_re2: bool) -> None:
+    def __init__(self, filters: tuple[Filter, ...], field: str) -> None:
         self._exact: dict[str, int] = {}
         domains: dict[str, int] = {}
-        searched: list[tuple[int, str, bool]] = []  # (position, regex, searched lowercased)
+        #: (position, regex, searched lowercased): prefix, glob and regex filters.
+        self.searched: list[tuple[int, str, bool]] = []
         for pos, f in enumerate(filters):
             if f.field != field:
                 continue
@@ -204,24 +213,17 @@ class _FieldMatcher:
             elif f.kind == "domain":
                 domains.setdefault(_normalize_host(f.pattern), pos)
             elif f.kind == "prefix":
-                searched.append((pos, r"\A" + re.escape(f.pattern), False))
+                self.searched.append((pos, r"\A" + re.escape(f.pattern), False))
             elif f.kind == "regex":
-                searched.append((pos, f.pattern, False))
+                self.searched.append((pos, f.pattern, False))
             else:  # glob, searched in the lowercased value
-                searched.append((pos, r"\A" + fnmatch.translate(f.pattern.lower()), True))
-        self._checks: list[Callable[[str], int | None]] = []
-        self.unprotected: list[int] = []  # positions RE2 does not search
-        if domains:
-            self._checks.append(functools.partial(_first_domain, domains))
-        if searched:
-            bank = _RegexBank(searched, use_re2)
-            self._checks.append(bank.first)
-            self.unprotected = bank.unprotected
+                self.searched.append((pos, r"\A" + fnmatch.translate(f.pattern.lower()), True))
+        self._domains = domains or None
 
     def first(self, value: str) -> int | None:
-        best = self._exact.get(value)
-        for check in self._checks:
-            pos = check(value)
+        best = self._exact.get(value) if self._exact else None
+        if self._domains is not None:
+            pos = _first_domain(self._domains, value)
             if pos is not None and (best is None or pos < best):
                 best = pos
         return best
@@ -241,6 +243,9 @@ def _first_domain(domains: dict[str, int], url: str) -> int | None:
 
 #: Scheme and authority of an ordinary URL, split as urlsplit() would split them.
 _AUTHORITY = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://([^/?#]*)")
+#: The common case: an authority that is a plain ASCII host (no user, port, brackets, escapes
+#: or whitespace), which urlsplit() would give as it is, lowercased.
+_PLAIN_HOST = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://([A-Za-z0-9.-]+)(?:[/?#]|\Z)")
 
 
 def _url_host(url: str) -> str:
@@ -249,10 +254,20 @@ def _url_host(url: str) -> str:
     Same answer as ``urlsplit(url).hostname``, which is only asked for unusual URLs
     (it is the slowest step of a check).
     """
+    m = _PLAIN_HOST.match(url)
+    if m:
+        return m.group(1).rstrip(".").lower()
     m = _AUTHORITY.match(url)
-    if m and url[0] > " " and "\t" not in url and "\r" not in url and "\n" not in url:
-        host = m.group(1).rpartition("@")[2]
-        host = host[1:].partition("]")[0] if host.startswith("[") else host.partition(":")[0]
+    authority = m.group(1) if m else "["
+    if (
+        "[" not in authority  # urlsplit checks brackets (IPv6) its own way, by version
+        and "]" not in authority
+        and url[0] > " "
+        and "\t" not in url
+        and "\r" not in url
+        and "\n" not in url
+    ):
+        host = authority.rpartition("@")[2].partition(":")[0]
     else:
         try:
             host = urlsplit(url).hostname or ""
@@ -282,67 +297,147 @@ def _punycode_label(label: str) -> str:
 # --- combined regexes ----------------------------------------------------------------
 
 
-class _RegexBank:
-    """Many regexes searched in one value at once; answers the lowest matching position.
+class _Searcher:
+    """The prefix, glob and regex filters of both fields; answers the lowest matching position.
 
-    Globs are searched in the lowercased value, the others in the value as is. RE2 holds both in
-    one filter: each call costs about a microsecond whatever it holds, and most values are
-    already lowercase, so one call answers for both; a value with capitals is searched twice.
+    Globs are searched in the lowercased value, the others in the value as is. With RE2, one
+    filter holds the patterns of both fields and searches ``url + "\\n" + filename`` at once: a
+    call costs about half a microsecond whatever it holds. Each pattern is rewritten to match
+    within its own field's part only (no class takes the newline, and ``^``/``$`` are the part's
+    ends), which is exact because values with a newline never reach RE2. Most values are
+    already lowercase, so one call answers for every pattern; otherwise the lowercased text is
+    searched too.
     """
 
-    def __init__(self, entries: list[tuple[int, str, bool]], use_re2: bool) -> None:
-        compiled = [(pos, re.compile(source), lowered) for pos, source, lowered in entries]
-        self._python = self.rest = _python_banks(compiled)  # rest: what RE2 does not search
-        self._re2_match = None
-        self._re2_positions: list[int] = []  # by RE2 index: the filter's position
-        self._re2_lowered: list[bool] = []  # by RE2 index: searched in the lowercased value
-        self._any_lowered = any(lowered for _pos, _source, lowered in entries)
+    def __init__(
+        self,
+        url: list[tuple[int, str, bool]],
+        filename: list[tuple[int, str, bool]],
+        use_re2: bool,
+    ) -> None:
+        on_url = [(pos, re.compile(source), lowered) for pos, source, lowered in url]
+        on_filename = [(pos, re.compile(source), lowered) for pos, source, lowered in filename]
+        #: Every pattern, searched with Python's re: for values RE2 cannot read.
+        self._python_url, self._python_filename = _python_banks(on_url), _python_banks(on_filename)
+        #: What RE2 does not search (all of it without RE2).
+        self._rest_url, self._rest_filename = self._python_url, self._python_filename
+        self._url_lowered = any(lowered for _pos, _source, lowered in url)
+        self._filename_lowered = any(lowered for _pos, _source, lowered in filename)
+        self._re2_match: Callable[[bytes, bool], list[int] | None] | None = None
+        self._all_in_re2 = False
+        self._positions: list[int] = []  # by RE2 index: the filter's position
+        self._lowered: list[bool] = []  # by RE2 index: searched in the lowercased value
+        self._on_url: list[bool] = []  # by RE2 index: a url filter (else a filename one)
         if use_re2:
-            self._build_re2(compiled)
+            self._build_re2(on_url, on_filename)
 
     @property
     def unprotected(self) -> list[int]:
-        return [pos for bank in self.rest for pos, _rx in bank.entries]
+        """Positions of the filters RE2 does not search."""
+        banks = (*self._rest_url, *self._rest_filename)
+        return sorted(pos for bank in banks for pos, _rx in bank.entries)
 
-    def _build_re2(self, compiled: list[tuple[int, re.Pattern, bool]]) -> None:
+    def _build_re2(
+        self,
+        on_url: list[tuple[int, re.Pattern[str], bool]],
+        on_filename: list[tuple[int, re.Pattern[str], bool]],
+    ) -> None:
         options = re2.Options()
         options.max_mem = _RE2_MAX_MEM
         options.log_errors = False
         options.never_capture = True
         rfilter = re2.Filter()
-        for pos, rx, lowered in compiled:
-            try:  # fnmatch's atomic groups never change what a glob matches
-                rfilter.Add(_to_re2(rx.pattern, atomic_ok=lowered), options)
-            except (_Untranslatable, re2.error, RecursionError):
-                continue
-            self._re2_positions.append(pos)
-            self._re2_lowered.append(lowered)
-        if not self._re2_positions:
+        for region, compiled in (("head", on_url), ("tail", on_filename)):
+            for pos, rx, lowered in compiled:
+                try:  # fnmatch's atomic groups never change what a glob matches
+                    rfilter.Add(_to_re2(rx.pattern, atomic_ok=lowered, region=region), options)
+                except (_Untranslatable, re2.error, RecursionError):
+                    continue
+                self._positions.append(pos)
+                self._lowered.append(lowered)
+                self._on_url.append(region == "head")
+        if not self._positions:
             return
         rfilter.Compile()
-        self._re2_match = rfilter.Match
-        in_re2 = set(self._re2_positions)
-        self.rest = _python_banks([entry for entry in compiled if entry[0] not in in_re2])
+        # The extension's own Match(text, potential), without the wrapper's frame: a fifth of
+        # a call's cost. It answers [] where the wrapper answers None.
+        inner = getattr(rfilter, "_filter", None)
+        self._re2_match = getattr(inner, "Match", None) or rfilter.Match
+        in_re2 = set(self._positions)
+        self._rest_url = _python_banks([entry for entry in on_url if entry[0] not in in_re2])
+        self._rest_filename = _python_banks(
+            [entry for entry in on_filename if entry[0] not in in_re2]
+        )
+        self._all_in_re2 = not any(bank.entries for bank in (*self._rest_url, *self._rest_filename))
 
-    def first(self, value: str) -> int | None:
-        lowered = value.lower() if self._any_lowered else value
-        if self._re2_match is None or "\n" in value:
-            return _first_of(self._python, value, lowered, None)
+    def first(self, url: str, filename: str) -> int | None:
+        url_lowered = url.lower() if self._url_lowered else url
+        filename_lowered = filename.lower() if self._filename_lowered else filename
+        match = self._re2_match
+        if match is None:
+            best = _first_of(self._python_url, url, url_lowered, None)
+            return _first_of(self._python_filename, filename, filename_lowered, best)
+        if "\n" in url or "\n" in filename:
+            return self._first_apart(url, filename, url_lowered, filename_lowered)
         try:
-            data = value.encode("utf-8")
-            lowered_data = data if lowered == value else lowered.encode("utf-8")
+            data = (url + "\n" + filename).encode("utf-8")
         except UnicodeEncodeError:  # lone surrogates: RE2 reads valid UTF-8 only
-            return _first_of(self._python, value, lowered, None)
-        positions = self._re2_positions
-        if lowered_data is data:
-            hits = self._re2_match(data)
+            return self._first_apart(url, filename, url_lowered, filename_lowered)
+        positions = self._positions
+        if url_lowered == url and filename_lowered == filename:
+            hits = match(data, False)
             best = min(map(positions.__getitem__, hits)) if hits else None
         else:
-            is_lowered = self._re2_lowered
-            found = [positions[i] for i in self._re2_match(data) or () if not is_lowered[i]]
-            found += [positions[i] for i in self._re2_match(lowered_data) or () if is_lowered[i]]
+            lowered_data = (url_lowered + "\n" + filename_lowered).encode("utf-8")
+            is_lowered = self._lowered
+            found = [positions[i] for i in match(data, False) or () if not is_lowered[i]]
+            found += [positions[i] for i in match(lowered_data, False) or () if is_lowered[i]]
             best = min(found) if found else None
-        return _first_of(self.rest, value, lowered, best)
+        if self._all_in_re2:
+            return best
+        best = _first_of(self._rest_url, url, url_lowered, best)
+        return _first_of(self._rest_filename, filename, filename_lowered, best)
+
+    def _first_apart(
+        self, url: str, filename: str, url_lowered: str, filename_lowered: str
+    ) -> int | None:
+        """A value RE2 cannot read (a newline, a lone surrogate) is searched with Python's re;
+        the other one still with RE2, the unreadable one's part left empty."""
+        url_ok, filename_ok = _re2_reads(url), _re2_reads(filename)
+        best = None
+        if url_ok or filename_ok:
+            assert self._re2_match is not None
+            text = (url if url_ok else "") + "\n" + (filename if filename_ok else "")
+            lowered = (
+                (url_lowered if url_ok else "") + "\n" + (filename_lowered if filename_ok else "")
+            )
+            kept = [url_ok if on_url else filename_ok for on_url in self._on_url]
+            found = [
+                self._positions[i]
+                for i in self._re2_match(text.encode("utf-8"), False) or ()
+                if kept[i] and not self._lowered[i]
+            ]
+            found += [
+                self._positions[i]
+                for i in self._re2_match(lowered.encode("utf-8"), False) or ()
+                if kept[i] and self._lowered[i]
+            ]
+            best = min(found) if found else None
+        banks = self._rest_url if url_ok else self._python_url
+        best = _first_of(banks, url, url_lowered, best)
+        banks = self._rest_filename if filename_ok else self._python_filename
+        return _first_of(banks, filename, filename_lowered, best)
+
+
+def _re2_reads(value: str) -> bool:
+    """Whether RE2 can search this value in its part of the combined text."""
+    if "\n" in value:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _python_banks(entries: list[tuple[int, re.Pattern, bool]]) -> tuple[_PythonBank, _PythonBank]:
@@ -411,19 +506,32 @@ class _Untranslatable(Exception):
     """This pattern has no RE2 equivalent we trust: search it with Python's re."""
 
 
-def _to_re2(source: str, *, atomic_ok: bool = False) -> str:
+#: An RE2 class no character is in.
+_NEVER = r"[^\x{0}-\x{10FFFF}]"
+#: What goes before a pattern searched in one part of ``head + "\n" + tail``.
+_REGION_START = {"head": r"\A[^\n]*", "tail": r"\n[^\n]*"}
+
+
+def _to_re2(source: str, *, atomic_ok: bool = False, region: str | None = None) -> str:
     """RE2 syntax matching what ``re.search(source, value)`` matches.
 
     Valid only for values without a newline (then ``^``/``$``, MULTILINE and DOTALL
     need no care). Raises _Untranslatable for constructs RE2 lacks or reads differently.
+    With ``region`` ``"head"`` or ``"tail"``, the pattern is searched in that part of
+    ``head + "\\n" + tail`` and matches there exactly when it matches that value alone: no
+    class takes the newline, so no match crosses it, and ``^``/``$`` are the part's ends.
     """
     parsed = _sre_parse.parse(source)
-    return _Re2Writer(atomic_ok).sequence(parsed, parsed.state.flags)
+    body = _Re2Writer(atomic_ok, region).sequence(parsed, parsed.state.flags)
+    return body if region is None else _REGION_START[region] + "(?:" + body + ")"
 
 
 class _Re2Writer:
-    def __init__(self, atomic_ok: bool) -> None:
+    def __init__(self, atomic_ok: bool, region: str | None = None) -> None:
         self._atomic_ok = atomic_ok
+        self._region = region
+        self._start = r"(?m:^)" if region == "tail" else r"\A"
+        self._end = r"(?m:$)" if region == "head" else r"\z"
 
     def sequence(self, items: Any, flags: int) -> str:
         if flags & ~_RE2_FLAGS:
@@ -431,18 +539,21 @@ class _Re2Writer:
         return "".join(self._item(op.name, av, flags) for op, av in items)
 
     def _item(self, name: str, av: Any, flags: int) -> str:
+        apart = self._region is not None  # the newline is the parts' separator
         if name == "LITERAL":
-            return _char_class([("LITERAL", av)], flags) if flags & re.I else _hex(av)
+            if flags & re.I:
+                return _char_class([("LITERAL", av)], flags, apart)
+            return _NEVER if apart and av == _NEWLINE else _hex(av)
         if name == "NOT_LITERAL":
-            return _char_class([("NEGATE", None), ("LITERAL", av)], flags)
+            return _char_class([("NEGATE", None), ("LITERAL", av)], flags, apart)
         if name == "IN":
-            return _char_class([(op.name, value) for op, value in av], flags)
+            return _char_class([(op.name, value) for op, value in av], flags, apart)
         if name == "ANY":
-            return "(?s:.)"
+            return r"[^\n]" if apart else "(?s:.)"
         if name == "AT" and av.name in ("AT_BEGINNING", "AT_BEGINNING_STRING"):
-            return r"\A"
+            return self._start
         if name == "AT" and av.name in ("AT_END", "AT_END_STRING"):
-            return r"\z"
+            return self._end
         if name == "BRANCH":
             return "(?:" + "|".join(self.sequence(alt, flags) for alt in av[1]) + ")"
         if name == "SUBPATTERN":
@@ -466,8 +577,14 @@ def _hex(code: int) -> str:
     return f"\\x{{{code:X}}}"
 
 
-def _char_class(items: list[tuple[str, Any]], flags: int) -> str:
-    """An RE2 class for Python's class items (names NEGATE, LITERAL, RANGE, CATEGORY)."""
+_NEWLINE = ord("\n")
+
+
+def _char_class(items: list[tuple[str, Any]], flags: int, no_newline: bool = False) -> str:
+    """An RE2 class for Python's class items (names NEGATE, LITERAL, RANGE, CATEGORY).
+
+    ``no_newline``: the class never takes a newline (the values it is meant for have none).
+    """
     negate = any(name == "NEGATE" for name, _ in items)
     items = [(name, av) for name, av in items if name != "NEGATE"]
     categories = [av.name for name, av in items if name == "CATEGORY"]
@@ -478,9 +595,26 @@ def _char_class(items: list[tuple[str, Any]], flags: int) -> str:
         chars = _fold_ascii(chars)
     if len(items) == 1 and categories and categories[0] in _NEGATED:  # \D, \W, \S, [^\W]
         negate, categories = not negate, [_NEGATED[categories[0]]]
-    parts = [_category_class(name) for name in categories]
+    if no_newline and negate:
+        chars = [*chars, (_NEWLINE, _NEWLINE)]
+    elif no_newline:
+        chars = _without_newline(chars)
+    parts = [_category_class(name, no_newline and not negate) for name in categories]
     parts += [_hex(lo) if lo == hi else f"{_hex(lo)}-{_hex(hi)}" for lo, hi in chars]
+    if not any(parts):  # only the newline was in it
+        return _NEVER
     return "[" + ("^" if negate else "") + "".join(parts) + "]"
+
+
+def _without_newline(ranges: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The ranges with the newline taken out."""
+    out = []
+    for lo, hi in ranges:
+        if lo <= _NEWLINE <= hi:
+            out += [(a, b) for a, b in ((lo, _NEWLINE - 1), (_NEWLINE + 1, hi)) if a <= b]
+        else:
+            out.append((lo, hi))
+    return out
 
 
 def _fold_ascii(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -525,12 +659,14 @@ _CATEGORIES = {
 
 
 @functools.cache
-def _category_class(name: str) -> str:
+def _category_class(name: str, no_newline: bool = False) -> str:
     """Class body for \\d, \\w, \\s or a negation, meaning exactly what Python's re means."""
     if name not in _CATEGORIES:
         raise _Untranslatable(name)
     text = _all_chars()
     ranges = _runs(re.finditer(_CATEGORIES[name] + "+", text), text)
+    if no_newline:
+        ranges = _without_newline(ranges)
     return "".join(_hex(lo) if lo == hi else f"{_hex(lo)}-{_hex(hi)}" for lo, hi in ranges)
 
 

@@ -27,22 +27,26 @@ Decisions worth knowing:
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import math
 import os
 import re
 import reprlib
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import date, datetime, timezone
 from datetime import time as dtime
 from decimal import Decimal
+from functools import partial
 from typing import Any
 from urllib.parse import unquote, urlsplit
 from uuid import UUID
 
 import orjson
 from itemadapter import ItemAdapter
+from itemadapter.adapter import AttrsAdapter, DataclassAdapter
+from scrapy import Item
 
 from scrapy_sdi.errors import SDIConfigError
 from scrapy_sdi.formatting import iso
@@ -53,9 +57,11 @@ __all__ = [
     "InvalidResult",
     "ResultMapper",
     "encode_batch",
+    "encode_draft",
     "encode_result",
     "kept_fields",
     "new_result_id",
+    "stable_result_id",
 ]
 
 #: The fields of a result, in the order they are sent (``id`` is added by :func:`encode_result`).
@@ -139,10 +145,18 @@ class ResultMapper:
         self._now_text = ""
 
     def to_result(self, item: Any) -> dict[str, Any]:
-        """Return the contract result for ``item``, or raise :class:`InvalidResult`.
+        """Return the contract result for ``item``, or raise :class:`InvalidResult`."""
+        result = self.draft(item)
+        del result["id"]
+        return result
 
-        Plain ASCII strings within the size limit, the common case, are checked inline; the
-        methods called otherwise give the precise reason or the conversion.
+    def draft(self, item: Any) -> dict[str, Any]:
+        """The result for ``item`` with an ``id`` slot first, for :func:`encode_draft`.
+
+        The crawl's path: the filters match the url and filename before the id is chosen, and
+        the result is encoded with its id without being copied (the same bytes and refusals as
+        :func:`encode_result`). Plain ASCII strings within the size limit, the common case, are
+        checked inline; the methods called otherwise give the precise reason or the conversion.
         """
         fields = item if type(item) is dict else _fields_of(item)
         get = fields.get
@@ -161,7 +175,7 @@ class ResultMapper:
             "\x00" in filename
         ):
             filename = self._filename(filename)
-        result: dict[str, Any] = {"url": url, "filename": filename}
+        result: dict[str, Any] = {"id": None, "url": url, "filename": filename}
         for name, key in self._text_keys:
             value = get(key)
             if value is not None and not (
@@ -505,14 +519,62 @@ _ITEM_REPR.maxstring = _ITEM_REPR.maxother = _SHOW_KEPT
 
 
 def _fields_of(item: Any) -> Mapping[Any, Any]:
-    """The fields of any item type itemadapter knows (scrapy.Item, dataclass, attrs, ...)."""
+    """The fields of any item type itemadapter knows (scrapy.Item, dataclass, attrs, ...).
+
+    Types seen before are read by a reader kept for their type: ItemAdapter costs ~3 µs per
+    item, which counts once per item; it stays the way in for every type not known here.
+    """
+    read = _READERS.get(type(item))
+    if read is not None:
+        return read(item)
     if isinstance(item, Mapping):  # dict subclasses, scrapy.Item: read directly, 2x faster
+        _learn(type(item), None)
         return item
     try:
         adapter = ItemAdapter(item)
     except TypeError:
         raise InvalidResult(f"item of type {type(item).__name__} is not a supported item") from None
+    _learn(type(item), type(adapter.adapter))
     return dict(adapter)
+
+
+#: Item type -> what reads its fields as ItemAdapter would, for the types known to be plain.
+_READERS: dict[type, Callable[[Any], Mapping[Any, Any]]] = {}
+_ITEM_METHODS = ("__getitem__", "__iter__", "__len__", "__contains__", "keys", "items", "get")
+_MISSING = object()
+
+
+def _learn(kind: Any, adapter: type | None) -> None:
+    """Keep a reader for ``kind`` when its fields can be read without ItemAdapter."""
+    if issubclass(kind, Item):  # a scrapy.Item that reads its fields as Item does
+        if any(getattr(kind, name) is not getattr(Item, name) for name in _ITEM_METHODS):
+            return
+        read: Callable[[Any], Mapping[Any, Any]] = _item_values
+    elif adapter is DataclassAdapter:
+        read = partial(_attributes, tuple(f.name for f in dataclasses.fields(kind)))
+    elif adapter is AttrsAdapter:
+        import attr  # present whenever itemadapter picked AttrsAdapter
+
+        read = partial(_attributes, tuple(attr.fields_dict(kind)))
+    else:
+        return
+    if len(_READERS) >= 256:  # item types made on the fly must not grow it forever
+        _READERS.clear()
+    _READERS[kind] = read
+
+
+def _item_values(item: Any) -> Mapping[Any, Any]:
+    return item._values
+
+
+def _attributes(names: tuple[str, ...], item: Any) -> dict[str, Any]:
+    """A dataclass's or attrs instance's fields as ItemAdapter gives them (unset ones left out)."""
+    fields = {}
+    for name in names:
+        value = getattr(item, name, _MISSING)
+        if value is not _MISSING:
+            fields[name] = value
+    return fields
 
 
 def _slow_url(url: str) -> tuple[str, str, str]:
@@ -597,16 +659,41 @@ def encode_result(
     Encoding once per result lets delivery build batches by joining bytes, and a result too
     large for any batch is refused here, at the item, rather than by a 413 forever.
     """
-    if not isinstance(result_id, str) or not 1 <= len(result_id) <= 128:
-        raise InvalidResult(
-            f"result id must be a string of 1-128 characters, got {result_id!r:.80}", "id"
-        )
+    _check_id(result_id)
     try:
         payload = {"id": result_id, **result}
         payload["id"] = result_id  # a stray "id" in result must not replace the key
         encoded = orjson.dumps(payload)
     except orjson.JSONEncodeError as exc:
         raise InvalidResult(f"result cannot be encoded as JSON: {str(exc)[:_SHOW]}") from None
+    return _within(encoded, max_bytes)
+
+
+def encode_draft(
+    result: dict[str, Any], result_id: str, *, max_bytes: int = DEFAULT_MAX_RESULT_BYTES
+) -> bytes:
+    """:func:`encode_result` for a :meth:`ResultMapper.draft`: its id slot is filled in place."""
+    if type(result_id) is not str or not 1 <= len(result_id) <= 128:
+        _check_id(result_id)
+    result["id"] = result_id
+    try:
+        encoded = orjson.dumps(result)
+    except orjson.JSONEncodeError as exc:
+        raise InvalidResult(f"result cannot be encoded as JSON: {str(exc)[:_SHOW]}") from None
+    if len(encoded) > max_bytes:
+        _within(encoded, max_bytes)
+    return encoded
+
+
+def _check_id(result_id: str) -> None:
+    if not isinstance(result_id, str) or not 1 <= len(result_id) <= 128:
+        raise InvalidResult(
+            f"result id must be a string of 1-128 characters, got {result_id!r:.80}", "id"
+        )
+
+
+def _within(encoded: bytes, max_bytes: int) -> bytes:
+    """A result too large for any batch is refused at the item, rather than by a 413 forever."""
     if len(encoded) > max_bytes:
         raise InvalidResult(
             f"result is {len(encoded)} bytes as JSON, over the {max_bytes}-byte limit"
@@ -649,5 +736,18 @@ def stable_result_id(crawler: str, url: str) -> str:
     or lost buffer, all send the same id, and the API answers ``duplicate`` instead of storing
     the result twice.
     """
-    digest = hashlib.blake2b(f"{crawler}\x00{url}".encode("utf-8", "surrogatepass"), digest_size=16)
+    # blake2b-128 of crawler, NUL, url as UTF-8 (surrogatepass): the crawler's part is hashed
+    # once and copied, which halves the cost. The ids must never change: tests pin them.
+    prefix = _ID_PREFIXES.get(crawler)
+    if prefix is None:
+        if len(_ID_PREFIXES) >= 64:
+            _ID_PREFIXES.clear()
+        prefix = hashlib.blake2b(crawler.encode("utf-8", "surrogatepass") + b"\x00", digest_size=16)
+        _ID_PREFIXES[crawler] = prefix
+    digest = prefix.copy()
+    digest.update(url.encode("utf-8", "surrogatepass"))
     return digest.hexdigest()
+
+
+#: Crawler name -> blake2b of its part of a stable id; only ever copied, never updated.
+_ID_PREFIXES: dict[str, Any] = {}

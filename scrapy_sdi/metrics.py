@@ -1,4 +1,4 @@
-"""Prometheus metrics of a buffer file, for fleets watched from Prometheus rather than a dashboard.
+"""Prometheus metrics of a buffer (a file, or a PostgreSQL database), for fleets watched from Prometheus rather than a dashboard.
 
 A Scrapyd host or a container runs many jobs whose dashboards nobody opens; Prometheus scrapes
 ``/metrics`` of ``scrapy sdi dashboard``, or node_exporter's textfile collector reads the file
@@ -75,7 +75,7 @@ ROWS, OLDEST, SIZE, FILTERS_AGE, FILTERS_INFO, FILTERS_COUNT, API_UP = METRICS =
         "sdi_buffer_size_bytes",
         "gauge",
         (),
-        "bytes on disk of the buffer file and its write-ahead log",
+        "bytes on disk of the buffer file and its write-ahead log (PostgreSQL: its tables and indexes)",
     ),
     MetricDoc(
         "sdi_filters_age_seconds",

@@ -17,14 +17,14 @@ from scrapy_sdi.filters import count_filtered
 from scrapy_sdi.mapping import (
     InvalidResult,
     ResultMapper,
-    encode_result,
+    encode_draft,
     new_result_id,
     stable_result_id,
 )
 from scrapy_sdi.session import DeliverySession, describe_buffer
 from scrapy_sdi.settings import settings_for
 from scrapy_sdi.signals import delivery_opened
-from scrapy_sdi.stopping import CrawlStop
+from scrapy_sdi.stopping import CrawlStop, close_handlers_at_close
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
@@ -64,6 +64,7 @@ class SDIPipeline:
             self.outbox = await self.session.open()
         except BufferFileError as exc:
             logger.error("%(error)s", {"error": exc})  # one line naming the file and what to do
+            close_handlers_at_close(self.crawler)
             raise CloseSpider("sdi_buffer_unavailable") from None
         self.filters = self.session.filters
         assert self.filters is not None
@@ -74,13 +75,14 @@ class SDIPipeline:
                 "SDI filters: %(why)s; SDI_FILTERS_REQUIRED closes the spider",
                 {"why": self.filters.unavailable},
             )
+            close_handlers_at_close(self.crawler)
             raise CloseSpider("sdi_filters_unavailable")
         logger.info(
             "SDI delivery to %(url)s as crawler %(crawler)r, %(buffer)s",
             {
                 "url": self.settings.api_url,
                 "crawler": self.settings.crawler_name,
-                "buffer": describe_buffer(self.settings),
+                "buffer": describe_buffer(self.settings, self.session.buffer),
             },
         )
 
@@ -88,14 +90,15 @@ class SDIPipeline:
         assert self.filters is not None
         crawler = self.settings.crawler_name
         try:
-            result = self.mapper.to_result(item)
+            result = self.mapper.draft(item)  # encoded once its id is chosen, without a copy
+            url = result["url"]
             # what the row passes is remembered, so delivery need not match it again
             passed = self.filters.in_force()
-            matched = self.filters.match(result["url"], result["filename"])
+            matched = self.filters.match(url, result["filename"])
             # filtered rows get a random id: if the filters change, the URL may still be sent later
             dedup_id = self.settings.dedup and matched is None
-            result_id = stable_result_id(crawler, result["url"]) if dedup_id else new_result_id()
-            payload = encode_result(result, result_id)
+            result_id = stable_result_id(crawler, url) if dedup_id else new_result_id()
+            payload = encode_draft(result, result_id)
         except InvalidResult as exc:
             url, kept = self.mapper.keep(item)  # what a requeue maps again
             await self._put(Row(new_result_id(), crawler, url, kept, INVALID, exc.reason))
@@ -103,16 +106,14 @@ class SDIPipeline:
             raise DropItem(f"SDI: invalid result: {exc.reason}", log_level="DEBUG") from None
         if matched is not None:
             # a URL already buffered is deduplicated: its row is matched when it is sent, and counted then
-            if await self._put(
-                Row(result_id, crawler, result["url"], payload, FILTERED, matched.describe())
-            ):
+            if await self._put(Row(result_id, crawler, url, payload, FILTERED, matched.describe())):
                 count_filtered(self.stats, [matched])
             raise DropItem(f"SDI: excluded by {matched.describe()}", log_level="DEBUG")
         await self._put(
             Row(
                 result_id,
                 crawler,
-                result["url"],
+                url,
                 payload,
                 filters_version=None if passed is None else passed.key,
             )

@@ -15,8 +15,10 @@ from scrapy.utils.defer import maybe_deferred_to_future
 from twisted.internet import defer
 
 from scrapy_sdi.audit import AuditLog
-from scrapy_sdi.buffer import MemoryBuffer, open_buffer
+from scrapy_sdi.buffer import MemoryBuffer, buffer_class, open_buffer
+from scrapy_sdi.buffer_calls import BufferCalls
 from scrapy_sdi.client import SDIClient
+from scrapy_sdi.clock import Timers
 from scrapy_sdi.delivery import Delivery
 from scrapy_sdi.filter_source import FilterSource
 from scrapy_sdi.outbox import Outbox
@@ -44,6 +46,8 @@ STARTING_STATS = (
     "sdi/batches_failed",
     "sdi/retries",
 )
+#: Seconds a blocking buffer is given to close after the close deadline has passed.
+CLOSE_GRACE = 0.5
 #: What a dry run counts instead of deliveries.
 DRY_RUN_STATS = ("sdi/dry_run/items", "sdi/dry_run/batches")
 
@@ -55,6 +59,8 @@ class DeliverySession:
         self.settings = settings
         self.stats = stats
         self.buffer: Buffer | None = None
+        #: How the buffer is called: off the loop thread when it blocks.
+        self.calls: BufferCalls | None = None
         self.client: SDIClient | None = None
         self.filters: FilterSource | None = None
         self.audit: AuditLog | None = None
@@ -65,7 +71,15 @@ class DeliverySession:
         """Open everything and start delivering; BufferFileError when the buffer file is unusable."""
         settings = self.settings
         # a dry run must not mark anything delivered in the real buffer
-        self.buffer = buffer = MemoryBuffer() if settings.dry_run else open_buffer(settings)
+        if settings.dry_run:
+            calls = BufferCalls(MemoryBuffer())
+        else:  # a backend that blocks connects on its own thread, as it is called later
+            opening = BufferCalls.open(
+                lambda: open_buffer(settings), blocking=buffer_class(settings.buffer).blocking
+            )
+            calls = await maybe_deferred_to_future(opening)
+        self.calls, self.buffer = calls, calls.buffer
+        buffer = calls.buffer
         _warn_plain_http(settings.api_url)
         self.client = SDIClient(
             settings.api_url,
@@ -83,7 +97,7 @@ class DeliverySession:
                 rotation=settings.audit_rotation,
                 retention=settings.audit_retention,
             )
-        self.filters = FilterSource(settings, buffer, self.client, stats=self.stats)
+        self.filters = FilterSource(settings, calls, self.client, stats=self.stats)
         delivery = Delivery(
             buffer,
             None if settings.dry_run else self.client,
@@ -91,10 +105,11 @@ class DeliverySession:
             stats=self.stats,
             audit=self.audit.record if self.audit is not None else None,
             filters=self.filters,
+            calls=calls,
         )
         self.outbox = Outbox(delivery, dedup=settings.dedup, stats=self.stats)
         await maybe_deferred_to_future(defer.Deferred.fromCoroutine(self.filters.load()))
-        pruned = buffer.prune(settings.retention_days)
+        pruned = await maybe_deferred_to_future(calls.call(buffer.prune, settings.retention_days))
         if pruned:
             logger.info(
                 "SDI buffer: pruned %(n)d delivered results older than %(days)g days",
@@ -102,14 +117,16 @@ class DeliverySession:
             )
         for key in STARTING_STATS + (DRY_RUN_STATS if settings.dry_run else ()):
             self.stats.set_value(key, 0)
-        self.outbox.start()
+        await maybe_deferred_to_future(self.outbox.start())
         self.filters.start()
         return self.outbox
 
     async def close(self) -> None:
         """The final flush, the status lookup, then the closing figures and what they mean."""
-        if self.outbox is None or self.buffer is None:
+        if self.outbox is None or self.buffer is None or self.calls is None:
             return
+        clock = Timers()
+        deadline = clock.seconds() + self.settings.close_timeout
         left = await maybe_deferred_to_future(defer.Deferred.fromCoroutine(self._close()))
         self.stats.set_value("sdi/pending_at_close", left)
         unbuffered = self.stats.get_value("sdi/items_unbuffered", 0)
@@ -122,7 +139,7 @@ class DeliverySession:
             logger.warning(
                 "SDI: %(n)d results are still pending in %(path)s; the next run delivers them, "
                 "or drain them now with `scrapy sdi flush`",
-                {"n": left, "path": self.settings.buffer_path},
+                {"n": left, "path": self.buffer.location},
             )
         elif left:
             self.stats.set_value("sdi/items_lost", left)
@@ -130,17 +147,26 @@ class DeliverySession:
                 "SDI: %(n)d results were not delivered and are lost (SDI_BUFFER = 'memory')",
                 {"n": left},
             )
-        self.buffer.close()
+        closing = clock.within(self.calls.close(), max(CLOSE_GRACE, deadline - clock.seconds()))
+        try:
+            await maybe_deferred_to_future(closing)
+        except TimeoutError:
+            logger.warning(
+                "SDI buffer %(where)s did not answer before SDI_CLOSE_TIMEOUT; the calls made "
+                "are left to finish on its thread, and what they did not record stays pending "
+                "or leased for the next run",
+                {"where": self.buffer.location},
+            )
 
     async def _close(self) -> int:
-        assert self.outbox is not None and self.filters is not None and self.buffer is not None
+        assert self.outbox is not None and self.filters is not None and self.calls is not None
         self.filters.stop()
         try:
             left = await self.outbox.close(self.settings.close_timeout)
             if self.settings.status_on_close and self.client is not None:
                 await record_remote_status(
                     self.client,
-                    self.buffer,
+                    self.calls,
                     self.stats,
                     crawler=self.settings.crawler_name,
                     since=self._opened_at,
@@ -155,13 +181,15 @@ class DeliverySession:
                 self.audit.close()
 
 
-def describe_buffer(settings: SDISettings) -> str:
-    """How the start line names the buffer; a dry run creates none."""
+def describe_buffer(settings: SDISettings, buffer: Buffer | None = None) -> str:
+    """How the start line names the buffer (its location, a URL's password masked); a dry run creates none."""
     if settings.dry_run:
         return "dry run (results kept in memory, never sent)"
-    return "buffer " + (
-        settings.buffer_path if settings.buffer == "sqlite" else repr(settings.buffer)
-    )
+    if settings.buffer == "sqlite":
+        return "buffer " + settings.buffer_path
+    if buffer is not None and buffer.durable:
+        return f"buffer {settings.buffer!r} at {buffer.location}"
+    return f"buffer {settings.buffer!r}"
 
 
 def _warn_plain_http(api_url: str) -> None:

@@ -29,13 +29,15 @@ logger = logging.getLogger(__name__)
 
 #: Settings that may also come from the environment or a ``.env`` file.
 ENV_SETTINGS = ("SDI_API_URL", "SDI_USERNAME", "SDI_PASSWORD")
-#: Settings that may also come from the environment or .env, the buffer path included.
-FROM_ENVIRONMENT = (*ENV_SETTINGS, "SDI_BUFFER_PATH")
+#: Settings that may also come from the environment or .env, the buffer's path and URL included.
+FROM_ENVIRONMENT = (*ENV_SETTINGS, "SDI_BUFFER_PATH", "SDI_BUFFER_URL")
 #: Settings whose values are never shown anywhere.
 SECRET_SETTINGS = frozenset({"SDI_PASSWORD"})
 BUFFER_PATH_ENV = "DEFAULT_LOCAL_DATABASE_PATH"
 DEFAULT_BUFFER_PATH = "sdi/buffer.db"  # relative to the project data dir (.scrapy/)
 MAX_BATCH = 1000  # the contract's per-request limit
+POSTGRES_SCHEMES = ("postgresql", "postgres")
+POSTGRES_URL_EXAMPLE = "postgresql://user:password@host:5432/database"
 
 
 def _text(name: str, value: Any) -> str:
@@ -147,6 +149,26 @@ def _api_url(name: str, value: Any) -> str:
     return check_api_url(name, _text(name, value).rstrip("/"))
 
 
+def _buffer_url(name: str, value: Any) -> str:
+    """A libpq URL (postgresql:// or postgres://), checked now; shown only with its password masked.
+
+    A value that is no URL at all is not echoed: which part of it is the password cannot be known.
+    """
+    text = _text(name, value)
+    if not text:
+        return text
+    if "://" not in text:
+        raise SDIConfigError(
+            f"{name}: not a URL; expected {POSTGRES_URL_EXAMPLE} (the value is not shown: it may hold a password)"
+        )
+    scheme = text.split("://", 1)[0].lower()
+    if scheme not in POSTGRES_SCHEMES:
+        raise SDIConfigError(
+            f"{name}: {display_url(text)!r} is not a PostgreSQL URL; expected {POSTGRES_URL_EXAMPLE}"
+        )
+    return text
+
+
 def check_api_url(name: str, url: str) -> str:
     """``url`` when it is an http(s) URL with a host and no credentials; else one SDIConfigError.
 
@@ -183,7 +205,7 @@ SPEC: dict[str, tuple[Any, Callable[[str, Any], Any], str]] = {
         _text,
         "crawler name sent with every batch; default: the spider's name",
     ),
-    "SDI_BATCH_SIZE": (100, _int(1, MAX_BATCH), "results per request"),
+    "SDI_BATCH_SIZE": (1000, _int(1, MAX_BATCH), "results per request"),
     "SDI_CONCURRENT_REQUESTS": (2, _int(1, 64), "batches in flight at once"),
     "SDI_RETRY_TIMES": (
         3,
@@ -206,12 +228,17 @@ SPEC: dict[str, tuple[Any, Callable[[str, Any], Any], str]] = {
     "SDI_BUFFER": (
         "sqlite",
         _buffer,
-        "'sqlite', 'memory' or the dotted path of a scrapy_sdi.buffer.Buffer subclass",
+        "'sqlite', 'memory', 'postgres' or the dotted path of a scrapy_sdi.buffer.Buffer subclass",
     ),
     "SDI_BUFFER_PATH": (
         "",
         _text,
         f"SQLite buffer file; default ${BUFFER_PATH_ENV}, then .scrapy/{DEFAULT_BUFFER_PATH}",
+    ),
+    "SDI_BUFFER_URL": (
+        "",
+        _buffer_url,
+        "PostgreSQL database of SDI_BUFFER = 'postgres', a libpq URL such as postgresql://sdi:secret@db:5432/crawl (its password is never shown)",
     ),
     "SDI_BUFFER_RECOVER": (
         False,
@@ -301,6 +328,7 @@ class SDISettings:
     timeout: float
     buffer: str
     buffer_path: str
+    buffer_url: str = field(repr=False)
     buffer_recover: bool
     buffer_max_pending: int
     retention_days: float
@@ -348,6 +376,7 @@ class SDISettings:
         _check_relations(values)
         if values["SDI_ENABLED"] and require_api:
             _check_api(values)
+            _check_buffer_url(values)
         kwargs = {
             f.name: values["SDI_" + f.name.upper()] for f in fields(cls) if f.name != "sources"
         }
@@ -417,6 +446,24 @@ def _check_api(values: dict[str, Any]) -> None:
             )
 
 
+def needs_buffer_url(values: dict[str, Any]) -> bool:
+    """Whether the settings' buffer is a PostgreSQL one (a dry run opens none)."""
+    if values["SDI_DRY_RUN"]:
+        return False
+    from scrapy_sdi.buffer import buffer_class
+    from scrapy_sdi.buffer_postgres import PostgresBuffer
+
+    return issubclass(buffer_class(values["SDI_BUFFER"]), PostgresBuffer)
+
+
+def _check_buffer_url(values: dict[str, Any]) -> None:
+    if not values["SDI_BUFFER_URL"] and needs_buffer_url(values):
+        raise SDIConfigError(
+            f"SDI_BUFFER_URL: not set; SDI_BUFFER = 'postgres' needs the database's URL, e.g. "
+            f"{POSTGRES_URL_EXAMPLE} (settings, the environment or a .env file)"
+        )
+
+
 def _read_dotenv(path: str | os.PathLike[str] | None) -> dict[str, str]:
     """Only the SDI_ names are taken from .env, so a project's other secrets are never read."""
     if path is None or not os.path.isfile(path):
@@ -443,7 +490,9 @@ def masked(name: str, value: Any) -> str:
 
 
 def display_url(url: str) -> str:
-    """``url`` with the password of its userinfo (``https://user:pw@host/``) shown as ``***``."""
+    """``url`` with the password of its userinfo (``https://user:pw@host/``) and of any
+    ``password=`` parameter (libpq's) shown as ``***``."""
+    url = re.sub(r"(?i)((?:^|[?&\s])password=)[^&\s#]*", r"\1***", url)
     authority = _authority(url)
     userinfo, at, host = authority.rpartition("@")
     if not at or ":" not in userinfo:

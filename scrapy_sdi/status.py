@@ -18,6 +18,7 @@ from twisted.internet import defer
 from scrapy_sdi.blocking import run_blocking
 from scrapy_sdi.buffer import DELIVERED
 from scrapy_sdi.client import SDIClient
+from scrapy_sdi.clock import Timers
 from scrapy_sdi.errors import SDIError
 
 if TYPE_CHECKING:
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from scrapy.statscollectors import StatsCollector
 
     from scrapy_sdi.buffer import Buffer
+    from scrapy_sdi.buffer_calls import BufferCalls
 
 logger = logging.getLogger(__name__)
 
@@ -106,7 +108,8 @@ class BufferStatus:
 
 
 def buffer_file_size(buffer: Buffer) -> int | None:
-    """Bytes on disk of a file-backed buffer, its write-ahead log included; None for memory."""
+    """Bytes on disk of a file-backed buffer, its write-ahead log included (a PostgreSQL
+    buffer's tables and indexes); None for memory."""
     return buffer.size_bytes()
 
 
@@ -122,7 +125,7 @@ def buffer_status(buffer: Buffer) -> BufferStatus:
 
 async def record_remote_status(
     client: SDIClient,
-    buffer: Buffer,
+    calls: BufferCalls,
     stats: StatsCollector,
     *,
     crawler: str,
@@ -130,12 +133,23 @@ async def record_remote_status(
     timeout: float,
 ) -> None:
     """``sdi/remote_status/<name>``: what the API says of the results this run delivered, looked
-    up within ``timeout``; a failure is one WARNING, never an error of the crawl."""
-    urls = [row["url"] for row in buffer.export(DELIVERED, crawler, since=since)]
+    up within ``timeout`` (the buffer's answer included); a failure is one WARNING, never an
+    error of the crawl."""
+
+    def delivered_urls() -> list[str]:
+        return [row["url"] for row in calls.buffer.export(DELIVERED, crawler, since=since)]
+
+    clock = Timers()
+    deadline = clock.seconds() + timeout
+    try:
+        urls = await clock.within(calls.call(delivered_urls), timeout)
+    except TimeoutError:
+        logger.warning("SDI: status lookup at close failed: the buffer did not answer in time")
+        return
     if not urls:
         return
     lookup = defer.Deferred.fromCoroutine(url_statuses(client, urls))
-    timer = call_later(timeout, lookup.cancel)
+    timer = call_later(max(0.0, deadline - clock.seconds()), lookup.cancel)
     try:
         statuses = await lookup
     except (SDIError, defer.CancelledError) as exc:

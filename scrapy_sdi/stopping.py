@@ -5,14 +5,23 @@ a ``CloseSpider`` raised in ``process_item`` as an item error). But Scrapy check
 scraper may close only when a response's output is done, so a close asked while items yielded
 from ``start()`` are in the pipelines waits forever (scrapy/scrapy#7029, open; the fixes proposed,
 #7032 and #7718, were closed unmerged). Until it is fixed, the close is helped along by looking
-again every 50 ms. That is scrapy_sdi's only use of Scrapy's private attributes, kept here as one
-place to delete: tests/test_stopping.py fails as soon as Scrapy closes on its own.
+again every 50 ms.
+
+A spider closed at open (``CloseSpider`` from ``open_spider``: an unusable buffer) never starts
+the engine, so Scrapy never sends ``engine_stopped``, on which its download handlers close; in
+the reactorless mode the aiohttp handler's sessions are then reported as two ERRORs ("Unclosed
+client session") after our one line. :func:`close_handlers_at_close` closes them as the spider
+closes.
+
+Those are scrapy_sdi's only uses of Scrapy's private attributes, kept here as one place to
+delete: tests/test_stopping.py fails as soon as Scrapy does either on its own.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from scrapy import signals
 from scrapy.utils.asyncio import create_looping_call
 from scrapy.utils.defer import deferred_from_coro
 
@@ -56,3 +65,19 @@ def recheck_scraper_closing(scraper: Any) -> None:
         and not slot.closing.called
     ):
         check()
+
+
+def close_handlers_at_close(crawler: Crawler | None) -> None:
+    """Close Scrapy's download handlers when the spider closes: call it only before raising
+    ``CloseSpider`` from ``open_spider``, when no ``engine_stopped`` will close them."""
+    if crawler is None:
+        return
+
+    async def close() -> None:
+        engine = crawler.engine
+        downloader = getattr(engine, "downloader", None)
+        closing = getattr(getattr(downloader, "handlers", None), "_close", None)
+        if closing is not None and not engine.running:
+            await closing()
+
+    crawler.signals.connect(close, signal=signals.spider_closed, weak=False)

@@ -47,3 +47,10 @@ def pytest_collection_modifyitems(config, items):
             items=[item for item in items if item.get_closest_marker(unwanted)]
         )
         items[:] = kept
+
+
+# a private PostgreSQL cluster per session, a fresh database per test (tests/support/postgres.py)
+from tests.support.postgres import postgres_db, postgres_server  # noqa: E402, F401
+
+# things a test starts, stopped at its teardown (tests/support/scaleout.py)
+from tests.support.scaleout import cleanup  # noqa: E402, F401

@@ -1,5 +1,5 @@
-"""The result buffer: the backend contract (``scrapy_sdi.testing.buffer_contract``) over both
-built-ins, SQLite specifics, and processes sharing one SQLite file.
+"""The result buffer: the backend contract (``scrapy_sdi.testing.buffer_contract``) over the
+built-ins (memory, SQLite, PostgreSQL on a private cluster), SQLite specifics, and processes sharing one SQLite file.
 
 Time is moved with the ``clock`` fixture (it replaces ``scrapy_sdi.buffer.time``), so lease
 expiry, release delays and retention are tested without sleeping.
@@ -12,6 +12,8 @@ import sqlite3
 import stat
 import subprocess
 import sys
+import threading
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -34,7 +36,9 @@ from scrapy_sdi.buffer import (
     MemoryBuffer,
     Row,
     SQLiteBuffer,
+    readonly_uri,
 )
+from scrapy_sdi.buffer_postgres import PostgresBuffer
 from scrapy_sdi.testing.buffer_contract import (
     LEASE,
     BufferContract,
@@ -44,13 +48,13 @@ from scrapy_sdi.testing.buffer_contract import (
     nonzero,
     row,
 )
-from tests.support.buffers import schema_1_buffer, schema_2_buffer
+from tests.support.buffers import schema_1_buffer, schema_2_buffer, schema_3_buffer
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = ROOT / "tests" / "support" / "buffer_worker.py"
 
 
-# -- the contract, over both built-ins ---------------------------------------------------------
+# -- the contract, over every built-in ---------------------------------------------------------
 
 
 @pytest.fixture
@@ -64,6 +68,14 @@ class TestSQLiteBufferContract(BufferContract):
     @pytest.fixture
     def buffer(self, tmp_path: Path):
         b = SQLiteBuffer(tmp_path / "b.db")
+        yield b
+        b.close()
+
+
+class TestPostgresBufferContract(BufferContract):
+    @pytest.fixture
+    def buffer(self, postgres_db):
+        b = PostgresBuffer(postgres_db.url)
         yield b
         b.close()
 
@@ -184,6 +196,39 @@ def test_sqlite_in_flight_rows_of_a_dead_process_come_back_after_reopen(tmp_path
         b2.close()
 
 
+def test_sqlite_log_is_checkpointed_on_a_thread_of_its_own_until_close(tmp_path, monkeypatch):
+    """The crawl's connection leaves checkpoints to the buffer's thread (it steps in only far
+    behind): rows committed reach the file itself while the crawl goes on, and close stops it."""
+    monkeypatch.setattr(buffer_mod, "_CHECKPOINT_CHANGES", 10)
+    path = tmp_path / "b.db"
+    b = SQLiteBuffer(path)
+    try:
+        assert b._conn.execute("PRAGMA wal_autocheckpoint").fetchone() == (
+            buffer_mod._BACKSTOP_PAGES,
+        )
+        assert b.enqueue([row(f"r{i}") for i in range(20)], dedup=True) == [True] * 20
+        # the file alone, without its log: what checkpoints have copied into it
+        in_file = f"{readonly_uri(path)}&immutable=1"
+        deadline = time.monotonic() + 30
+        while _rows_in_file(in_file) != 20:
+            assert time.monotonic() < deadline, "the log was never checkpointed"
+            time.sleep(0.01)
+        assert any(t.name == "sdi-checkpoint" for t in threading.enumerate())
+    finally:
+        b.close()
+    assert not any(t.name == "sdi-checkpoint" for t in threading.enumerate())
+
+
+def _rows_in_file(uri: str) -> int:
+    db = sqlite3.connect(uri, uri=True)
+    try:
+        return db.execute("SELECT count(*) FROM results").fetchone()[0]
+    except sqlite3.OperationalError:  # not even the tables are in the file yet
+        return 0
+    finally:
+        db.close()
+
+
 def test_sqlite_schema_version_is_recorded(sqlite_buf):
     (version,) = sqlite_buf._conn.execute("PRAGMA user_version").fetchone()
     assert version == SCHEMA_VERSION >= 1
@@ -234,11 +279,36 @@ def test_sqlite_schema_2_buffer_is_upgraded_and_its_rows_count_as_matched_agains
     )
     b = SQLiteBuffer(path)
     try:
-        assert b._conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,) == (3,)
+        assert b._conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
         assert [r["reason"] for r in b.export(FILTERED)] == ["filter 1 (url exact 'x')"]
         # an older scrapy_sdi matched its rows against nothing delivery can know: they are matched when sent
         assert b.claim("c1", "o", 10, 60) == [Claimed("p1", b'{"id": "p1"}', 0, None)]
         assert b.enqueue([row("p1")], dedup=True) == [False]
+    finally:
+        b.close()
+
+
+def test_sqlite_schema_3_buffer_is_upgraded_and_its_rows_in_flight_keep_their_leases(
+    tmp_path, clock
+):
+    path = tmp_path / "old.db"
+    now = clock.time()
+    schema_3_buffer(
+        path,
+        [("p1", PENDING, None), ("live", IN_FLIGHT, None), ("expired", IN_FLIGHT, None)],
+        {"live": ("other", now + 60), "expired": ("gone", now - 1)},
+    )
+    b = SQLiteBuffer(path)
+    try:
+        assert b._conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,) == (4,)
+        assert nonzero(b.counts("c1")) == {PENDING: 1, IN_FLIGHT: 2}
+        assert b.outstanding("c1", float("inf")) == 3
+        assert b.crawlers_with_pending() == ["c1"]
+        # the expired lease ends at the next claim; the live one holds until its expiry
+        assert ids(b.claim("c1", "o", 10, 600)) == ["p1", "expired"]
+        assert ids(b.claim("c1", "o", 10, 600)) == []
+        clock.advance(61)
+        assert ids(b.claim("c1", "o", 10, 600)) == ["live"]
     finally:
         b.close()
 
@@ -446,6 +516,48 @@ def test_processes_claim_each_row_exactly_once(tmp_path):
         assert {r["attempts"] for r in b.export(DELIVERED)} == {1}
     finally:
         b.close()
+
+
+def test_opening_a_new_file_waits_while_another_process_switches_it_to_wal(tmp_path):
+    """A process switching a new file to WAL holds its write lock in rollback mode for a moment;
+    another process opening the file then must wait its busy timeout, not fail at once (SQLite
+    answers "database is locked" there without calling the busy handler)."""
+    path = tmp_path / "shared.db"
+    held, release = tmp_path / "held", tmp_path / "release"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sqlite3, sys, time, pathlib\n"
+            "db, held, release = sys.argv[1:]\n"
+            "conn = sqlite3.connect(db, isolation_level=None)\n"
+            "conn.execute('BEGIN IMMEDIATE')\n"
+            "conn.execute('CREATE TABLE switching (x)')\n"
+            "pathlib.Path(held).touch()\n"
+            "while not pathlib.Path(release).exists(): time.sleep(0.005)\n"
+            "time.sleep(0.3)\n"
+            "conn.execute('ROLLBACK')\n",
+            str(path),
+            str(held),
+            str(release),
+        ]
+    )
+    try:
+        while not held.exists():
+            assert holder.poll() is None
+            time.sleep(0.005)
+        release.touch()  # the holder lets go 0.3 s from now, well inside the busy timeout
+        b = SQLiteBuffer(path, busy_timeout=30)
+        try:
+            assert b._conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+            assert b.enqueue([row("a")], dedup=True) == [True]
+        finally:
+            b.close()
+        assert holder.wait(timeout=30) == 0
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait()
 
 
 @pytest.mark.parametrize("fresh", [False, True], ids=["existing-file", "fresh-file"])

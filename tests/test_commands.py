@@ -1,8 +1,9 @@
 """``scrapy sdi <action>`` run as users run it: a subprocess, outside any project, settings via -s.
 
 Every run goes through ``sdi()``, which also asserts that the password never reaches stdout or
-stderr. Buffers are filled directly through SQLiteBuffer.enqueue (one test makes one with a real
+stderr. Buffers are filled directly through the buffer's enqueue (one test makes one with a real
 crawl while the API is down), and deliveries are checked against what the reference server stored.
+Tests taking ``store`` run on a SQLite file and on a database of a real private PostgreSQL server.
 """
 
 from __future__ import annotations
@@ -23,8 +24,17 @@ from pathlib import Path
 import pytest
 
 from scrapy_sdi.buffer import DELIVERED, IN_FLIGHT, INVALID, PENDING, REJECTED
-from tests.support.commands import command_env, fill, sdi, sdi_command, settings_for, urls
+from tests.support.commands import (
+    Store,
+    command_env,
+    fill,
+    sdi,
+    sdi_command,
+    settings_for,
+    urls,
+)
 from tests.support.crawl import ROOT, run_crawl
+from tests.support.postgres import PASSWORD
 from tests.support.spiders import BAD_ITEMS, LINK_URL
 
 
@@ -37,6 +47,15 @@ def _sigint_as_in_a_terminal() -> None:
 def states(path: Path) -> dict[str, str]:
     with sqlite3.connect(path) as db:
         return dict(db.execute("SELECT id, state FROM results"))
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request, tmp_path) -> Store:
+    """The command's buffer: a SQLite file, then a PostgreSQL database."""
+    if request.param == "sqlite":
+        return Store("sqlite", tmp_path)
+    db = request.getfixturevalue("postgres_db")
+    return Store("postgres", tmp_path, db.url, PASSWORD)
 
 
 # -- the command's surface ----------------------------------------------------------------------
@@ -138,9 +157,9 @@ def test_dashboard_is_optional(tmp_path):
 
 
 @pytest.mark.smoke
-def test_check_passes_then_fails_when_the_api_is_down(sdi_server, tmp_path):
-    settings = settings_for(sdi_server, tmp_path)
-    fill(tmp_path / "buffer.db", "c", urls(3))
+def test_check_passes_then_fails_when_the_api_is_down(sdi_server, tmp_path, store):
+    settings = store.command_settings(sdi_server)
+    store.fill("c", urls(3))
     ok = sdi(tmp_path, "check", "--json", settings=settings, secret=sdi_server.password)
     assert ok.returncode == 0, ok.stdout + ok.stderr
     report = json.loads(ok.stdout)
@@ -183,6 +202,81 @@ def test_check_outside_a_project_creates_no_file(tmp_path):
     )
     buffer = next(c for c in json.loads(blocked.stdout)["checks"] if c["check"] == "buffer")
     assert not buffer["ok"] and "not a writable directory" in buffer["detail"], buffer
+
+
+def test_check_on_postgresql_names_the_server_and_both_schema_versions(
+    sdi_server, tmp_path, postgres_db
+):
+    from scrapy_sdi.buffer_postgres import SCHEMA_VERSION
+
+    store = Store("postgres", tmp_path, postgres_db.url, PASSWORD)
+    settings = store.command_settings(sdi_server)
+    version = postgres_db.server.psql("SHOW server_version")
+    fresh = sdi(tmp_path, "check", "--json", settings=settings, secret=sdi_server.password)
+    assert fresh.returncode == 0, fresh.stdout + fresh.stderr
+    (detail,) = [c["detail"] for c in json.loads(fresh.stdout)["checks"] if c["check"] == "buffer"]
+    assert f"PostgreSQL {version}" in detail and "no scrapy_sdi schema yet" in detail, detail
+    assert f"sdi:***@127.0.0.1:{postgres_db.server.port}/{postgres_db.name}" in detail, detail
+    # the check created nothing
+    tables = "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"
+    assert postgres_db.server.psql(tables, postgres_db.name) == "0"
+    store.fill("c", urls(2))
+    used = sdi(tmp_path, "check", settings=settings, secret=sdi_server.password)
+    assert used.returncode == 0, used.stdout + used.stderr
+    line = next(line for line in used.stdout.splitlines() if line.startswith("ok    buffer"))
+    assert (
+        f"reachable, PostgreSQL {version}, schema {SCHEMA_VERSION}: 2 pending, 0 delivered" in line
+    ), line
+    postgres_db.server.psql("UPDATE sdi_schema SET version = 99", postgres_db.name)
+    newer = sdi(tmp_path, "check", settings=settings, secret=sdi_server.password)
+    assert newer.returncode == 1
+    line = next(line for line in newer.stdout.splitlines() if line.startswith("FAIL  buffer"))
+    assert "schema 99, newer than this scrapy_sdi knows" in line, line
+
+
+def test_check_on_an_unreachable_postgresql_is_one_line_without_the_password(
+    sdi_server, tmp_path, postgres_server
+):
+    from tests.support.postgres import _free_port
+
+    port = _free_port()  # nothing listens there
+    url = f"postgresql://sdi:{PASSWORD}@127.0.0.1:{port}/crawl"
+    settings = {**sdi_server.settings, "SDI_BUFFER": "postgres", "SDI_BUFFER_URL": url}
+    proc = sdi(tmp_path, "check", settings=settings, secret=sdi_server.password)
+    assert proc.returncode == 1 and proc.stderr == "", proc.stderr
+    (line,) = [line for line in proc.stdout.splitlines() if "buffer" in line]
+    assert line.startswith("FAIL  buffer") and "unreachable" in line, line
+    assert f"postgresql://sdi:***@127.0.0.1:{port}/crawl" in line, line
+    for action in ("buffer", "export --state pending", "requeue --state rejected", "metrics"):
+        other = sdi(tmp_path, *action.split(), settings=settings)
+        assert other.returncode == 1 and other.stdout == "", other.stdout
+        (error,) = other.stderr.splitlines()
+        assert "unreachable" in error and f"sdi:***@127.0.0.1:{port}" in error, error
+
+
+def test_a_subclass_of_the_postgresql_buffer_is_checked_and_read_as_one(
+    sdi_server, tmp_path, postgres_db
+):
+    store = Store("postgres", tmp_path, postgres_db.url, PASSWORD)
+    store.fill("c", urls(2))
+    subclass = {**store.settings, "SDI_BUFFER": "tests.support.commands.TunedPostgresBuffer"}
+    check = sdi(tmp_path, "check", settings={**sdi_server.settings, **subclass})
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "reachable, PostgreSQL" in check.stdout and "2 pending" in check.stdout, check.stdout
+    summary = sdi(tmp_path, "buffer", "--json", settings=subclass)
+    assert summary.returncode == 0 and json.loads(summary.stdout)["counts"]["pending"] == 2
+
+
+def test_actions_refuse_a_database_no_crawl_used(tmp_path, postgres_db):
+    """As for a missing file: a wrong SDI_BUFFER_URL is said, not turned into an empty buffer."""
+    store = Store("postgres", tmp_path, postgres_db.url, PASSWORD)
+    for action in ("buffer", "export --state pending", "requeue --state rejected", "metrics"):
+        proc = sdi(tmp_path, *action.split(), settings=store.settings)
+        assert proc.returncode == 1, proc.stdout
+        (error,) = proc.stderr.splitlines()
+        assert "has no scrapy_sdi tables yet" in error and "SDI_BUFFER_URL" in error, error
+    tables = "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"
+    assert postgres_db.server.psql(tables, postgres_db.name) == "0"
 
 
 # -- settings -----------------------------------------------------------------------------------
@@ -240,7 +334,7 @@ def test_settings_masks_the_password_and_names_each_source(tmp_path):
         "source": "environment",
     }
     assert rows["SDI_BATCH_SIZE"]["value"] == 50 and rows["SDI_BATCH_SIZE"]["source"] == "settings"
-    assert rows["SDI_BATCH_SIZE"]["type"] == "int" and rows["SDI_BATCH_SIZE"]["default"] == 100
+    assert rows["SDI_BATCH_SIZE"]["type"] == "int" and rows["SDI_BATCH_SIZE"]["default"] == 1000
     assert (
         rows["SDI_TIMEOUT"]["value"] == 7.0 and rows["SDI_TIMEOUT"]["source"] == "settings"
     )  # -s before the action
@@ -277,19 +371,18 @@ def test_settings_inside_the_example_project(tmp_path):
 # -- buffer, export, requeue --------------------------------------------------------------------
 
 
-def _mixed_buffer(tmp_path: Path) -> dict[str, list[str]]:
-    path = tmp_path / "buffer.db"
+def _mixed_buffer(store: Store) -> dict[str, list[str]]:
     return {
-        "pending": fill(path, "alpha", urls(3)),
-        "rejected": fill(path, "beta", urls(2, "b"), REJECTED, "bad url"),
-        "invalid": fill(path, "beta", urls(1, "i"), INVALID, "no url"),
+        "pending": store.fill("alpha", urls(3)),
+        "rejected": store.fill("beta", urls(2, "b"), REJECTED, "bad url"),
+        "invalid": store.fill("beta", urls(1, "i"), INVALID, "no url"),
     }
 
 
 @pytest.mark.smoke
-def test_buffer_counts_by_state_and_crawler(tmp_path):
-    _mixed_buffer(tmp_path)
-    settings = {"SDI_BUFFER_PATH": str(tmp_path / "buffer.db")}
+def test_buffer_counts_by_state_and_crawler(tmp_path, store):
+    _mixed_buffer(store)
+    settings = store.settings
     proc = sdi(tmp_path, "buffer", "--json", settings=settings)
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
@@ -308,10 +401,23 @@ def test_buffer_counts_by_state_and_crawler(tmp_path):
     assert any(line.split()[:2] == ["alpha", "3"] for line in text.stdout.splitlines()), text.stdout
 
 
+def test_metrics_reads_the_buffer(tmp_path, store):
+    _mixed_buffer(store)
+    out = tmp_path / "sdi.prom"
+    proc = sdi(tmp_path, "metrics", "--no-api", "--output", str(out), settings=store.settings)
+    assert proc.returncode == 0, proc.stderr
+    text = out.read_text()
+    assert 'sdi_buffer_rows{crawler="alpha",state="pending"} 3.0' in text, text
+    assert 'sdi_buffer_rows{crawler="beta",state="rejected"} 2.0' in text, text
+    size = next(line for line in text.splitlines() if line.startswith("sdi_buffer_size_bytes "))
+    assert float(size.split()[1]) > 0
+    assert 'sdi_buffer_oldest_pending_age_seconds{crawler="beta"} 0.0' in text
+
+
 @pytest.mark.smoke
-def test_export_csv_and_jsonl(tmp_path):
-    ids = _mixed_buffer(tmp_path)
-    settings = {"SDI_BUFFER_PATH": str(tmp_path / "buffer.db")}
+def test_export_csv_and_jsonl(tmp_path, store):
+    ids = _mixed_buffer(store)
+    settings = store.settings
     jsonl = sdi(
         tmp_path,
         "export",
@@ -366,10 +472,9 @@ def test_export_csv_and_jsonl(tmp_path):
 
 
 @pytest.mark.smoke
-def test_requeue_counts_and_unknown_ids_fail(tmp_path):
-    ids = _mixed_buffer(tmp_path)
-    path = tmp_path / "buffer.db"
-    settings = {"SDI_BUFFER_PATH": str(path)}
+def test_requeue_counts_and_unknown_ids_fail(tmp_path, store):
+    ids = _mixed_buffer(store)
+    settings = store.settings
     one = sdi(
         tmp_path,
         "requeue",
@@ -381,9 +486,8 @@ def test_requeue_counts_and_unknown_ids_fail(tmp_path):
         settings=settings,
     )
     assert one.returncode == 0 and json.loads(one.stdout)["requeued"] == 1
-    assert (
-        states(path)[ids["rejected"][0]] == PENDING and states(path)[ids["rejected"][1]] == REJECTED
-    )
+    after = store.states()
+    assert after[ids["rejected"][0]] == PENDING and after[ids["rejected"][1]] == REJECTED
     rest = sdi(tmp_path, "requeue", "--state", "rejected", "--crawler", "beta", settings=settings)
     assert rest.returncode == 0 and "requeued 1 rejected rows" in rest.stdout
     unknown = sdi(
@@ -398,13 +502,15 @@ def test_requeue_counts_and_unknown_ids_fail(tmp_path):
         settings=settings,
     )
     assert unknown.returncode == 1 and json.loads(unknown.stdout)["requeued"] == 1
-    assert Counter(states(path).values()) == {PENDING: 6}
+    assert Counter(store.states().values()) == {PENDING: 6}
 
 
 @pytest.mark.smoke
-def test_invalid_rows_export_as_json_and_requeue_only_once_mapped_again(sdi_server, tmp_path):
+def test_invalid_rows_export_as_json_and_requeue_only_once_mapped_again(
+    sdi_server, tmp_path, store
+):
     """A crawl's bad items: exported as real JSON with their URLs, requeued only when they now map."""
-    settings = settings_for(sdi_server, tmp_path)
+    settings = store.command_settings(sdi_server)
     crawl = run_crawl(
         tmp_path, settings, {"rounds": 1, "kinds": "items"}, spider="BadResultsSpider"
     )
@@ -468,7 +574,7 @@ def test_invalid_rows_export_as_json_and_requeue_only_once_mapped_again(sdi_serv
     ) + 1
     assert next(r for r in stored if r["url"] == LINK_URL.format(i=0))["description"] == "linked 0"
     assert sdi_server.stats()["rejected"] == 0
-    assert Counter(states(tmp_path / "buffer.db").values()) == {
+    assert Counter(store.states().values()) == {
         DELIVERED: len(good) + 1,
         INVALID: len(BAD_ITEMS) - 1,
     }
@@ -478,8 +584,8 @@ def test_invalid_rows_export_as_json_and_requeue_only_once_mapped_again(sdi_serv
 
 
 @pytest.mark.smoke
-def test_flush_delivers_what_a_crawl_left_pending(sdi_server, tmp_path):
-    settings = settings_for(sdi_server, tmp_path)
+def test_flush_delivers_what_a_crawl_left_pending(sdi_server, tmp_path, store):
+    settings = store.command_settings(sdi_server)
     sdi_server.stop()
     crawl = run_crawl(tmp_path, {**settings, "SDI_CLOSE_TIMEOUT": 0.5}, {"n": 120})
     assert crawl.returncode == 0 and crawl.stats["sdi/pending_at_close"] == 120, crawl.log[-2000:]
@@ -497,19 +603,18 @@ def test_flush_delivers_what_a_crawl_left_pending(sdi_server, tmp_path):
     )
     stored = sdi_server.results()
     assert len(stored) == 120 and len({r["url"] for r in stored}) == 120
-    assert set(states(tmp_path / "buffer.db").values()) == {DELIVERED}
+    assert set(store.states().values()) == {DELIVERED}
 
 
-def test_flush_one_crawler_then_status_shows_descriptions(sdi_server, tmp_path):
-    settings = settings_for(sdi_server, tmp_path)
-    path = tmp_path / "buffer.db"
-    fill(path, "alpha", urls(4))
-    other = fill(path, "beta", urls(2, "b"))
+def test_flush_one_crawler_then_status_shows_descriptions(sdi_server, tmp_path, store):
+    settings = store.command_settings(sdi_server)
+    store.fill("alpha", urls(4))
+    other = store.fill("beta", urls(2, "b"))
     proc = sdi(
         tmp_path, "flush", "--crawler", "alpha", settings=settings, secret=sdi_server.password
     )
     assert proc.returncode == 0 and "4 delivered" in proc.stdout, proc.stdout + proc.stderr
-    assert {states(path)[i] for i in other} == {PENDING}
+    assert {store.states()[i] for i in other} == {PENDING}
     assert sdi_server.set_status(urls(4)[1], 2) == 1
 
     lookup = [urls(4)[0], urls(4)[1], "https://example.com/never.mp3"]
@@ -607,11 +712,10 @@ def _wait_for(condition, what: str, timeout: float = 20.0) -> None:
 
 
 @pytest.mark.smoke
-def test_ctrl_c_during_flush_keeps_the_buffer_consistent(sdi_server_factory, tmp_path):
+def test_ctrl_c_during_flush_keeps_the_buffer_consistent(sdi_server_factory, tmp_path, store):
     server = sdi_server_factory(latency=0.5)
-    path = tmp_path / "buffer.db"
-    ids = fill(path, "alpha", urls(200))
-    settings = settings_for(server, tmp_path, SDI_BATCH_SIZE="20", SDI_CONCURRENT_REQUESTS="2")
+    ids = store.fill("alpha", urls(200))
+    settings = store.command_settings(server, SDI_BATCH_SIZE="20", SDI_CONCURRENT_REQUESTS="2")
     proc = subprocess.Popen(
         sdi_command("flush", settings=settings),
         cwd=tmp_path,
@@ -632,7 +736,8 @@ def test_ctrl_c_during_flush_keeps_the_buffer_consistent(sdi_server_factory, tmp
             proc.kill()
     assert proc.returncode == 1, out + err
     assert "Interrupted" in err and "Traceback" not in err and server.password not in out + err
-    after = states(path)
+    assert PASSWORD not in out + err
+    after = store.states()
     stored = {r["id"] for r in server.results()}
     delivered = {i for i, state in after.items() if state == DELIVERED}
     assert set(after.values()) <= {
@@ -651,12 +756,11 @@ def test_ctrl_c_during_flush_keeps_the_buffer_consistent(sdi_server_factory, tmp
     assert set(by_id) == set(ids) and set(by_id.values()) == {1}
 
 
-def test_second_ctrl_c_quits_at_once_and_leased_rows_come_back(sdi_server_factory, tmp_path):
+def test_second_ctrl_c_quits_at_once_and_leased_rows_come_back(sdi_server_factory, tmp_path, store):
     server = sdi_server_factory(latency=1.0)  # answers come after both Ctrl-Cs
-    path = tmp_path / "buffer.db"
-    ids = fill(path, "alpha", urls(100))
-    settings = settings_for(
-        server, tmp_path, SDI_BATCH_SIZE="20", SDI_TIMEOUT="2", SDI_LEASE_TIMEOUT="120"
+    ids = store.fill("alpha", urls(100))
+    settings = store.command_settings(
+        server, SDI_BATCH_SIZE="20", SDI_TIMEOUT="2", SDI_LEASE_TIMEOUT="120"
     )
     proc = subprocess.Popen(
         sdi_command("flush", "--timeout", "30", settings=settings),
@@ -679,7 +783,8 @@ def test_second_ctrl_c_quits_at_once_and_leased_rows_come_back(sdi_server_factor
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 1 and "stay leased" in err, out + err
-    after = states(path)
+    assert PASSWORD not in out + err
+    after = store.states()
     in_flight = {i for i, state in after.items() if state == IN_FLIGHT}
     delivered = {i for i, state in after.items() if state == DELIVERED}
     stored = {r["id"] for r in server.results()}

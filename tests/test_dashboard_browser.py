@@ -24,9 +24,11 @@ from pathlib import Path
 import orjson
 import pytest
 
-from scrapy_sdi.buffer import FILTERED, INVALID, Row, SQLiteBuffer
+from scrapy_sdi.buffer import FILTERED, INVALID, STATES, Buffer, Row, SQLiteBuffer
+from scrapy_sdi.buffer_postgres import PostgresBuffer
 from tests.support.crawl import ROOT, run_crawl
 from tests.support.dashboard import Dashboard, fetch, run_dashboard_cli
+from tests.support.postgres import PASSWORD
 
 DOCS_SCREENSHOT = ROOT / "docs" / "dashboard.png"
 CHROMIUM_FLAGS = (
@@ -61,17 +63,26 @@ def start_dashboard(tmp_path):
         dashboard.stop()
 
 
-def counts(path: Path) -> dict[str, int]:
-    buffer = SQLiteBuffer(path)
+def _open(target: Path | str) -> Buffer:
+    """The buffer in the file at ``target``, or in the PostgreSQL database at that URL."""
+    return PostgresBuffer(target) if isinstance(target, str) else SQLiteBuffer(target)
+
+
+def counts(target: Path | str) -> dict[str, int]:
+    buffer = _open(target)
     try:
         return buffer.counts()
     finally:
         buffer.close()
 
 
-def state_of(path: Path, row_id: str) -> str:
-    with sqlite3.connect(path) as conn:
-        return conn.execute("SELECT state FROM results WHERE id = ?", (row_id,)).fetchone()[0]
+def state_of(target: Path | str, row_id: str) -> str:
+    buffer = _open(target)
+    try:
+        (state,) = [s for s in STATES for row in buffer.export(s, ids=[row_id])]
+        return state
+    finally:
+        buffer.close()
 
 
 # -- the browser ----------------------------------------------------------------------------
@@ -337,14 +348,12 @@ def _meta(path: Path, key: str) -> str:
         return conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()[0]
 
 
-def _ids_in(path: Path, state: str) -> list[str]:
-    with sqlite3.connect(path) as conn:
-        return [
-            i
-            for (i,) in conn.execute(
-                "SELECT id FROM results WHERE state = ? ORDER BY rowid", (state,)
-            )
-        ]
+def _ids_in(target: Path | str, state: str) -> list[str]:
+    buffer = _open(target)
+    try:
+        return [row["id"] for row in buffer.export(state)]
+    finally:
+        buffer.close()
 
 
 def _first_delivered_url(path: Path) -> str:
@@ -370,7 +379,21 @@ def _assert_one_line_error(result: subprocess.CompletedProcess[str], *needles: s
 def small_buffer(tmp_path) -> Path:
     """Rows whose every field is hostile: HTML and SQL in crawler names, URLs and reasons."""
     path = tmp_path / "small.db"
-    buffer = SQLiteBuffer(path)
+    _fill_small(SQLiteBuffer(path))
+    return path
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def small_store(request, tmp_path) -> Path | str:
+    """The small buffer in a file, then in a database of the private PostgreSQL server (its URL)."""
+    if request.param == "sqlite":
+        return request.getfixturevalue("small_buffer")
+    url = request.getfixturevalue("postgres_db").url
+    _fill_small(PostgresBuffer(url))
+    return url
+
+
+def _fill_small(buffer: Buffer) -> None:
     hostile = "<script>alert('x')</script>"
     buffer.enqueue(
         [
@@ -398,7 +421,6 @@ def small_buffer(tmp_path) -> Path:
     claimed = buffer.claim(hostile, "t", 3, 60)
     buffer.ack({claimed[0].id: "accepted"}, {claimed[1].id: hostile})
     buffer.close()
-    return path
 
 
 def test_bad_input_is_one_line_and_a_nonzero_exit(tmp_path, small_buffer):
@@ -434,8 +456,8 @@ def test_binding_beyond_loopback_warns_in_one_line(tmp_path, small_buffer, start
     assert status == 200
 
 
-def test_bad_parameters_get_400_or_an_empty_result(small_buffer, start_dashboard):
-    url = start_dashboard(small_buffer, "--allow-actions").url
+def test_bad_parameters_get_400_or_an_empty_result(small_store, start_dashboard):
+    url = start_dashboard(small_store, "--allow-actions").url
     for path in (
         "/rows?page=0",
         "/rows?page=abc",
@@ -468,11 +490,11 @@ def test_bad_parameters_get_400_or_an_empty_result(small_buffer, start_dashboard
     assert fetch(url + "/row?id=nope")[0] == 404
     assert fetch(url + "/nope")[0] == 404
     assert fetch(url + "/actions/requeue")[0] == 405
-    assert counts(small_buffer)["invalid"] == 1
+    assert counts(small_store)["invalid"] == 1
 
 
-def test_every_value_is_escaped_and_headers_are_strict(small_buffer, start_dashboard):
-    url = start_dashboard(small_buffer, "--allow-actions").url
+def test_every_value_is_escaped_and_headers_are_strict(small_store, start_dashboard):
+    url = start_dashboard(small_store, "--allow-actions").url
     for path in (
         "/",
         "/rows",
@@ -498,38 +520,38 @@ def test_every_value_is_escaped_and_headers_are_strict(small_buffer, start_dashb
     assert status == 421  # a DNS-rebinding page cannot read the loopback dashboard
 
 
-def test_requeue_needs_the_token_of_this_run(small_buffer, start_dashboard):
-    dashboard = start_dashboard(small_buffer, "--allow-actions")
+def test_requeue_needs_the_token_of_this_run(small_store, start_dashboard):
+    dashboard = start_dashboard(small_store, "--allow-actions")
     _, _, page = fetch(dashboard.url + "/rows")
     token = re.search(rb'name=token value="([^"]+)"', page).group(1).decode()
     assert (
         fetch(dashboard.url + "/actions/requeue", data={"id": "bad", "token": token[:-1]})[0] == 403
     )
-    assert state_of(small_buffer, "bad") == "invalid"
+    assert state_of(small_store, "bad") == "invalid"
     status, headers, _ = fetch(
         dashboard.url + "/actions/requeue",
         data={"id": ["bad", "r0"], "token": token, "back": "state=invalid&evil=1"},
         headers={"Origin": dashboard.url},
     )
     assert status == 303 and headers["Location"] == "/rows?state=invalid&requeued=0&invalid=1"
-    assert state_of(small_buffer, "bad") == "invalid"  # mapped again, not sent as stored: no url
+    assert state_of(small_store, "bad") == "invalid"  # mapped again, not sent as stored: no url
     _, _, page = fetch(dashboard.url + headers["Location"])
     assert b"<b>1</b> invalid rows were mapped again and are still invalid" in page
-    assert state_of(small_buffer, "r0") == "delivered"  # only rejected and invalid rows move
-    rejected = _ids_in(small_buffer, "rejected")[0]
+    assert state_of(small_store, "r0") == "delivered"  # only rejected and invalid rows move
+    rejected = _ids_in(small_store, "rejected")[0]
     status, headers, _ = fetch(
         dashboard.url + "/actions/requeue", data={"id": rejected, "token": token, "back_to": "row"}
     )
     assert status == 303 and headers["Location"] == "/row?" + urllib.parse.urlencode(
         {"id": rejected}
     )
-    assert state_of(small_buffer, rejected) == "pending"
-    restarted = start_dashboard(small_buffer, "--allow-actions")
+    assert state_of(small_store, rejected) == "pending"
+    restarted = start_dashboard(small_store, "--allow-actions")
     assert fetch(restarted.url + "/actions/requeue", data={"id": "r1", "token": token})[0] == 403
 
 
-def test_xlsx_download_or_a_clear_404(small_buffer, start_dashboard):
-    url = start_dashboard(small_buffer).url
+def test_xlsx_download_or_a_clear_404(small_store, start_dashboard):
+    url = start_dashboard(small_store).url
     status, headers, body = fetch(url + "/export?format=xlsx&state=rejected")
     if importlib.util.find_spec("openpyxl") is None:
         assert status == 404 and b"openpyxl" in body
@@ -542,3 +564,89 @@ def test_xlsx_download_or_a_clear_404(small_buffer, start_dashboard):
     status, headers, body = fetch(url + "/export?format=jsonl")
     assert status == 200
     assert sorted(orjson.loads(line)["id"] for line in body.splitlines()) == ["bad", "r1"]
+
+
+def test_a_postgresql_dashboard_shows_its_buffer_without_the_password(postgres_db, start_dashboard):
+    _fill_small(PostgresBuffer(postgres_db.url))
+    dashboard = start_dashboard(postgres_db.url, "--allow-actions")
+    masked = f"postgresql://sdi:***@127.0.0.1:{postgres_db.server.port}/{postgres_db.name}"
+    bodies = []
+    for path in (
+        "/",
+        "/api/overview",
+        "/throughput",
+        "/rows",
+        "/row?id=bad",
+        "/remote",
+        "/export?state=all&format=csv",
+        "/export?state=rejected&format=jsonl",
+        "/metrics",
+    ):
+        status, _, body = fetch(dashboard.url + path)
+        assert status == 200, (path, body[:300])
+        bodies.append(body.decode("utf-8", "replace"))
+    assert masked in bodies[0]  # the header names the database
+    overview = orjson.loads(bodies[1])
+    assert overview["totals"] == {**dict.fromkeys(STATES, 0), **counts(postgres_db.url)}
+    assert overview["totals"]["delivered"] == 1 and overview["file_size"]["file"] > 0
+    assert 'sdi_buffer_rows{crawler="plain",state="filtered"} 1.0' in bodies[-1], bodies[-1]
+    for text in (*bodies, dashboard.stderr()):
+        assert PASSWORD not in text
+
+
+def test_a_postgresql_dashboard_that_cannot_start_says_why_in_one_line(tmp_path, postgres_db):
+    from tests.support.postgres import _free_port
+
+    port = _free_port()
+    env = {"SDI_BUFFER_URL": f"postgresql://sdi:{PASSWORD}@127.0.0.1:{port}/nowhere"}
+    (down,) = run_dashboard_cli(tmp_path, (), env=env)
+    _assert_one_line_error(down, "unreachable", f"sdi:***@127.0.0.1:{port}/nowhere")
+    assert PASSWORD not in down.stderr + down.stdout
+    postgres_db.server.psql("CREATE TABLE sdi_schema (version integer)", postgres_db.name)
+    postgres_db.server.psql("INSERT INTO sdi_schema VALUES (99)", postgres_db.name)
+    (newer,) = run_dashboard_cli(tmp_path, (), env={"SDI_BUFFER_URL": postgres_db.url})
+    _assert_one_line_error(newer, "schema 99, newer than this scrapy_sdi knows")
+
+
+def test_a_postgresql_dashboard_on_a_database_no_crawl_used_creates_nothing(
+    postgres_db, start_dashboard
+):
+    dashboard = start_dashboard(postgres_db.url)
+    overview = orjson.loads(fetch(dashboard.url + "/api/overview")[2])
+    assert set(overview["totals"].values()) == {0} and overview["crawlers"]["rows"] == []
+    for path in ("/", "/rows", "/throughput", "/remote", "/export?format=csv"):
+        assert fetch(dashboard.url + path)[0] == 200, path
+    status, _, body = fetch(dashboard.url + "/metrics")  # read-only: it may not create the schema
+    assert status == 503 and b"no scrapy_sdi tables yet" in body, body
+    tables = "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"
+    assert postgres_db.server.psql(tables, postgres_db.name) == "0"
+
+
+def test_a_postgresql_dashboard_answers_503_while_its_server_is_down_and_recovers_after(
+    postgres_db, start_dashboard
+):
+    """The server gone under a running dashboard: each page says so in one line (the password
+    masked), an action changes nothing, and the pages come back with the server."""
+    _fill_small(PostgresBuffer(postgres_db.url))
+    dashboard = start_dashboard(postgres_db.url, "--allow-actions")
+    _, _, page = fetch(dashboard.url + "/rows")
+    token = re.search(rb'name=token value="([^"]+)"', page).group(1).decode()
+    pages = ("/", "/api/overview", "/rows", "/row?id=bad", "/throughput", "/export?format=csv")
+    postgres_db.server.stop()
+    try:
+        for path in (*pages, "/metrics"):
+            status, _, body = fetch(dashboard.url + path)
+            assert status == 503 and b"the buffer cannot be read right now" in body, (path, body)
+            assert PASSWORD.encode() not in body
+        status, _, body = fetch(
+            dashboard.url + "/actions/requeue", data={"id": "bad", "token": token}
+        )
+        assert status == 503 and b"could not be changed right now" in body, body
+    finally:
+        postgres_db.server.start_again()
+    for path in (*pages, "/metrics"):
+        assert fetch(dashboard.url + path)[0] == 200, path
+    assert state_of(postgres_db.url, "bad") == "invalid"
+    assert counts(postgres_db.url)["delivered"] == 1
+    log = dashboard.stderr()
+    assert PASSWORD not in log and "Traceback" not in log, log

@@ -6,11 +6,15 @@ import csv
 import io
 import sqlite3
 import sys
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import orjson
 import pytest
 
-from scrapy_sdi.buffer import FILTERED, INVALID, Row, SQLiteBuffer
+from scrapy_sdi.buffer import FILTERED, INVALID, Buffer, Row, SQLiteBuffer
+from scrapy_sdi.buffer_postgres import PostgresBuffer
 from scrapy_sdi.dashboard import exports, queries, views
 from scrapy_sdi.dashboard.chart import nice_ceiling, svg
 from scrapy_sdi.formatting import iso
@@ -32,12 +36,9 @@ def _row(
     return Row(id_, crawler, url, payload, state=state, reason=reason)
 
 
-@pytest.fixture
-def buffer_path(tmp_path):
+def _fill(buffer: Buffer) -> None:
     """alpha: 5 delivered, 2 rejected, 3 pending (one after a failed try), 1 invalid, 1 filtered;
-    beta: 3 delivered, 1 rejected; gamma: 1 invalid. Outcome times are set to known minutes."""
-    path = tmp_path / "buffer.db"
-    buffer = SQLiteBuffer(path)
+    beta: 3 delivered, 1 rejected; gamma: 1 invalid."""
     buffer.enqueue([_row(f"a{i}") for i in range(10)], dedup=True)
     buffer.enqueue(
         [
@@ -62,32 +63,96 @@ def buffer_path(tmp_path):
             {"filters": [{"id": 1}, {"id": 2}, {"id": 3}], "version": "v9", "fetched_at": T0 - 30}
         ).decode(),
     )
-    outcome_times = {
-        "a0": 5,
-        "a1": 10,
-        "a2": 65,
-        "a3": 70,
-        "a4": 200,
-        "a5": 15,
-        "a6": 130,
-        "b0": 61,
-        "b1": 62,
-        "b2": 63,
-        "b3": 250,
-    }
-    buffer.db.conn.execute("UPDATE results SET created_at = ?", (CREATED,))
-    buffer.db.conn.execute("UPDATE results SET created_at = ? WHERE id = 'a7'", (T0 - 5000,))
-    buffer.db.conn.executemany(
-        "UPDATE results SET delivered_at = ? WHERE id = ?",
-        [(T0 + s, id_) for id_, s in outcome_times.items()],
-    )
+
+
+#: Outcome times, set to known minutes after T0.
+OUTCOME_TIMES = {
+    "a0": 5,
+    "a1": 10,
+    "a2": 65,
+    "a3": 70,
+    "a4": 200,
+    "a5": 15,
+    "a6": 130,
+    "b0": 61,
+    "b1": 62,
+    "b2": 63,
+    "b3": 250,
+}
+
+
+class SQLiteSource:
+    """A buffer file, changed behind the buffer's back with plain SQL where a test needs it."""
+
+    name = "sqlite"
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.settings = SimpleNamespace(buffer="sqlite", buffer_path=str(path), buffer_url="")
+
+    def buffer(self) -> Buffer:
+        return SQLiteBuffer(self.path)
+
+    def execute(self, sql: str, params: tuple[Any, ...] = ()) -> None:
+        """``sql`` on the table ``results``, with ``?`` parameters."""
+        with sqlite3.connect(self.path) as db:
+            db.execute(sql, params)
+        db.close()
+
+    def requeue(self, ids: list[str], **kwargs: Any) -> Requeued:
+        return queries.requeue(self.path, ids, **kwargs)
+
+
+class PostgresSource(SQLiteSource):
+    """A fresh database of the session's private PostgreSQL server."""
+
+    name = "postgres"
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.settings = SimpleNamespace(buffer="postgres", buffer_path="", buffer_url=url)
+
+    def buffer(self) -> Buffer:
+        return PostgresBuffer(self.url)
+
+    def execute(self, sql: str, params: tuple[Any, ...] = ()) -> None:
+        import psycopg
+
+        with psycopg.connect(self.url, autocommit=True) as db:
+            db.execute(sql.replace("results", "sdi_results").replace("?", "%s"), params)
+
+    def requeue(self, ids: list[str], **kwargs: Any) -> Requeued:
+        return queries.requeue_in(self.buffer(), ids, **kwargs)
+
+
+def _known_buffer(source: SQLiteSource) -> SQLiteSource:
+    buffer = source.buffer()
+    _fill(buffer)
     buffer.close()
-    return path
+    source.execute("UPDATE results SET created_at = ?", (CREATED,))
+    source.execute("UPDATE results SET created_at = ? WHERE id = 'a7'", (T0 - 5000,))
+    for id_, s in OUTCOME_TIMES.items():
+        source.execute("UPDATE results SET delivered_at = ? WHERE id = ?", (T0 + s, id_))
+    return source
 
 
 @pytest.fixture
-def conn(buffer_path):
-    with queries.open_readonly(buffer_path) as connection:
+def buffer_path(tmp_path):
+    """The known buffer in a SQLite file."""
+    return _known_buffer(SQLiteSource(tmp_path / "buffer.db")).path
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def source(request, tmp_path):
+    """The known buffer in a SQLite file, then in a PostgreSQL database."""
+    if request.param == "sqlite":
+        return _known_buffer(SQLiteSource(tmp_path / "buffer.db"))
+    return _known_buffer(PostgresSource(request.getfixturevalue("postgres_db").url))
+
+
+@pytest.fixture
+def conn(source):
+    with queries.Source(source.settings).reader() as connection:
         yield connection
 
 
@@ -105,30 +170,55 @@ def test_state_totals_count_every_state(conn):
     }
 
 
-def test_oldest_pending_age_is_the_oldest_waiting_row(conn, buffer_path):
+def test_oldest_pending_age_is_the_oldest_waiting_row(conn, source):
     assert queries.oldest_pending_age(conn, now=T0) == 5000
-    writable = sqlite3.connect(buffer_path)
-    writable.execute("UPDATE results SET state = 'delivered' WHERE state = 'pending'")
-    writable.commit()
-    writable.close()
+    source.execute("UPDATE results SET state = 'delivered' WHERE state = 'pending'")
     assert queries.oldest_pending_age(conn, now=T0) is None
 
 
-def test_filters_info_reads_the_meta_cache(conn, buffer_path, tmp_path):
+def test_filters_info_reads_the_meta_cache(conn, source):
     assert queries.filters_info(conn) == {"version": "v9", "count": 3, "fetched_at": T0 - 30}
     assert views.fmt_filters(queries.filters_info(conn), now=T0)["filters.fetched"] == "30s ago"
+    buffer = source.buffer()
+    buffer.set_meta("filters", "{not json")
+    buffer.close()
+    assert queries.filters_info(conn)["error"] == "the cached filters are not JSON"
+
+
+def test_an_empty_buffer_reads_as_empty(tmp_path):
     empty = SQLiteBuffer(tmp_path / "empty.db")
-    empty.set_meta("filters", "{not json")
     empty.close()
     with queries.open_readonly(tmp_path / "empty.db") as other:
-        assert queries.filters_info(other)["error"] == "the cached filters are not JSON"
-        other_totals = queries.state_totals(other)
-    assert sum(other_totals.values()) == 0
+        assert (
+            sum(queries.state_totals(other).values()) == 0 and queries.filters_info(other) is None
+        )
 
 
-def test_file_sizes_report_the_file(buffer_path):
-    sizes = queries.file_sizes(buffer_path)
-    assert sizes["file"] == buffer_path.stat().st_size > 0
+def test_a_database_no_crawl_used_reads_as_empty_and_is_left_alone(postgres_db):
+    """The reader creates no schema: a fresh database is schema 0 with nothing in it."""
+    source = PostgresSource(postgres_db.url)
+    with queries.Source(source.settings).reader() as reader:
+        assert reader.schema() == (0, set())
+        assert sum(queries.state_totals(reader).values()) == 0
+        assert queries.filters_info(reader) is None and queries.oldest_pending_age(reader) is None
+        assert queries.crawler_table(reader).rows == [] and queries.crawler_names(reader) == []
+        assert queries.rows_page(reader, queries.Selection()).total == 0
+        assert queries.throughput(reader, T0, T0 + 60).delivered == [0]
+        assert queries.row_detail(reader, "x") is None and reader.server().startswith("PostgreSQL ")
+    assert (
+        postgres_db.server.psql(
+            "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'", postgres_db.name
+        )
+        == "0"
+    )
+
+
+def test_file_sizes_report_the_file(conn, source):
+    held = queries.sizes(conn)  # the file, or the tables and their indexes
+    assert held["file"] > 0 and held["wal"] >= 0
+    if source.name == "sqlite":
+        assert held == queries.file_sizes(source.path)
+        assert held["file"] == source.path.stat().st_size
     assert views.fmt_sizes({"file": 2048, "wal": 1536 * 1024}) == "2.0 KiB (+ 1.5 MiB WAL)"
 
 
@@ -315,8 +405,8 @@ def test_xlsx_without_openpyxl_says_so(monkeypatch, conn):
 # -- the one write, and read-only access ----------------------------------------------------
 
 
-def test_requeue_touches_only_rejected_and_invalid_rows(buffer_path, conn):
-    done = queries.requeue(buffer_path, ["a5", "b3", "gi0", "a0", "a8", "no-such-id", "a5"])
+def test_requeue_touches_only_rejected_and_invalid_rows(source, conn):
+    done = source.requeue(["a5", "b3", "gi0", "a0", "a8", "no-such-id", "a5"])
     assert done == Requeued(requeued=2, still_invalid=1)
     after = {r: queries.row_detail(conn, r) for r in ("a5", "b3", "gi0", "a0")}
     assert {r: after[r]["state"] for r in after} == {
@@ -329,22 +419,22 @@ def test_requeue_touches_only_rejected_and_invalid_rows(buffer_path, conn):
     # an invalid row is mapped again, not sent as stored: still invalid, with the new reason
     assert after["gi0"]["reason"] == "url is not an absolute http(s) URL: 'not a url gi0'"
     assert queries.state_totals(conn)["pending"] == 5
-    assert queries.requeue(buffer_path, []) == Requeued(0)
-    buffer = SQLiteBuffer(buffer_path)
+    assert source.requeue([]) == Requeued(0)
+    buffer = source.buffer()
     try:
         assert {c.id for c in buffer.claim("beta", "me", 10, 60)} == {"b3"}
     finally:
         buffer.close()
 
 
-def test_requeue_sends_an_invalid_row_the_field_map_now_makes_valid(buffer_path, conn):
+def test_requeue_sends_an_invalid_row_the_field_map_now_makes_valid(source, conn):
     _, kept = ResultMapper().keep({"link": "https://files.example.com/fixed.mp3", "size": 3})
-    buffer = SQLiteBuffer(buffer_path)
+    buffer = source.buffer()
     buffer.enqueue([Row("fix0", "gamma", "", kept, INVALID, "url is missing")], dedup=True)
     buffer.close()
-    done = queries.requeue(buffer_path, ["fix0", "gi0"], field_map={"link": "url"}, dedup=True)
+    done = source.requeue(["fix0", "gi0"], field_map={"link": "url"}, dedup=True)
     assert done == Requeued(requeued=1, still_invalid=1)
-    buffer = SQLiteBuffer(buffer_path)
+    buffer = source.buffer()
     try:
         (claimed,) = buffer.claim("gamma", "me", 10, 60)
     finally:
@@ -360,9 +450,15 @@ def test_requeue_sends_an_invalid_row_the_field_map_now_makes_valid(buffer_path,
     )
 
 
-def test_readonly_connection_cannot_write(conn):
-    with pytest.raises(sqlite3.OperationalError, match="readonly|read-only|query_only"):
-        conn._conn.execute("DELETE FROM results")  # the reader's own connection: it has no write
+def test_readonly_connection_cannot_write(conn, source):
+    if source.name == "sqlite":
+        with pytest.raises(sqlite3.OperationalError, match="readonly|read-only|query_only"):
+            conn._conn.execute("DELETE FROM results")  # the reader's own connection: no write
+    else:
+        import psycopg
+
+        with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+            conn._conn.execute("DELETE FROM sdi_results")
     assert queries.state_totals(conn)["delivered"] == 8
 
 
@@ -427,3 +523,20 @@ def test_pages_escape_every_value(conn):
         queries.row_detail(conn, "a6"), buffer_path="b.db", token=None
     ).decode()
     assert "<b>a6</b>" not in detail and "&lt;b&gt;a6&lt;/b&gt;" in detail
+
+
+def test_a_postgresql_reader_keeps_the_urls_options(postgres_db):
+    """A fleet may keep its buffer in a schema of its own (options=-csearch_path=...): the reader
+    reads there too, read-only, as the buffer writes there."""
+    postgres_db.server.psql("CREATE SCHEMA crawl AUTHORIZATION sdi", postgres_db.name)
+    url = postgres_db.url + "?options=-csearch_path%3Dcrawl"
+    buffer = PostgresBuffer(url)
+    _fill(buffer)
+    buffer.close()
+    public = "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"
+    assert postgres_db.server.psql(public, postgres_db.name) == "0"
+    source = PostgresSource(url)
+    with queries.Source(source.settings).reader() as reader:
+        assert reader.schema()[0] == 1 and queries.state_totals(reader)["delivered"] == 8
+        assert reader._one("SHOW default_transaction_read_only") == "on"
+        assert reader._one("SHOW search_path") == "crawl"

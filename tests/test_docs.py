@@ -81,7 +81,7 @@ def test_every_setting_and_stats_key_is_on_its_page():
 
 def test_the_settings_page_shows_types_with_their_ranges():
     page = (DOCS / "settings.md").read_text(encoding="utf-8")
-    assert "| `SDI_BATCH_SIZE` | int\u00a01–1000 | `100` |" in page
+    assert "| `SDI_BATCH_SIZE` | int\u00a01–1000 | `1000` |" in page
     assert "| `SDI_MONITOR_MAX_REJECTED_RATIO` | float\u00a00–1 | `0.05` |" in page
     assert "| `SDI_TIMEOUT` | float\u00a0≥\u00a00.1 | `30.0` |" in page
     assert "| `SDI_API_URL` | str | (required) |" in page

@@ -7,7 +7,8 @@ requeue, status, metrics); the buffer and the API client, side by side; the HTTP
 A module may import its own layer and those below it, never one above. The foundations
 (settings, errors, mapping...) serve every layer and import neither the outbox layer nor the
 entry points. Only the buffer modules speak SQLite, apart from the reference API server's own
-database (``scrapy_sdi/testing/server.py``). An equivalent of import-linter's ``layers`` and
+database (``scrapy_sdi/testing/server.py``), and only the PostgreSQL buffer modules speak
+PostgreSQL: the dashboard and the commands name a reader's or a buffer's methods, never SQL. An equivalent of import-linter's ``layers`` and
 ``forbidden`` contracts without the dependency.
 """
 
@@ -45,7 +46,20 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
             {"outbox", "delivery", "writer", "filter_source", "requeue", "status", "metrics"}
         ),
     ),
-    ("buffer and client", frozenset({"buffer", "buffer_queries", "owners", "client"})),
+    (
+        "buffer and client",
+        frozenset(
+            {
+                "buffer",
+                "buffer_postgres",
+                "buffer_postgres_queries",
+                "buffer_calls",
+                "buffer_queries",
+                "owners",
+                "client",
+            }
+        ),
+    ),
     ("transport", frozenset({"transport"})),
 )
 #: Used by every layer; they may import the buffer, the client and the transport, nothing above.
@@ -68,11 +82,22 @@ FOUNDATIONS = frozenset(
 )
 #: The buffer and the client know nothing of each other.
 INDEPENDENT = (
-    frozenset({"buffer", "buffer_queries", "owners"}),
+    frozenset(
+        {
+            "buffer",
+            "buffer_postgres",
+            "buffer_postgres_queries",
+            "buffer_calls",
+            "buffer_queries",
+            "owners",
+        }
+    ),
     frozenset({"client", "transport"}),
 )
 SQLITE = ("sqlite3", "sqlite_utils")
 SQLITE_ALLOWED = frozenset({"buffer", "buffer_queries", "testing.server"})
+POSTGRES = ("psycopg", "psycopg_pool")
+POSTGRES_ALLOWED = frozenset({"buffer_postgres", "buffer_postgres_queries"})
 
 
 def _modules() -> dict[str, Path]:
@@ -155,6 +180,16 @@ def test_only_the_buffer_modules_speak_sqlite():
     assert speaking <= SQLITE_ALLOWED, (
         f"{sorted(speaking - SQLITE_ALLOWED)} import SQLite: read through scrapy_sdi.buffer"
     )
+
+
+def test_only_the_postgres_buffer_modules_speak_postgresql():
+    speaking = {
+        name for name in MODULES if any(i.split(".")[0] in POSTGRES for i in _imports(name))
+    }
+    assert speaking <= POSTGRES_ALLOWED, (
+        f"{sorted(speaking - POSTGRES_ALLOWED)} import psycopg: read through a buffer or a reader"
+    )
+    assert "psycopg" in _imports("buffer_postgres_queries")
 
 
 def test_the_checks_see_imports():

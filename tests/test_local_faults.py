@@ -18,8 +18,10 @@ def test_a_corrupt_buffer_closes_the_spider_with_one_clear_line_and_is_kept(sdi_
     assert result.returncode == 0
     assert result.stats["finish_reason"] == "sdi_buffer_unavailable"
     assert result.stats.get("item_scraped_count", 0) == 0  # nothing crawled, nothing lost
-    errors = [line for line in result.log.splitlines() if "ERROR" in line and str(path) in line]
-    assert len(errors) == 1 and "SDI_BUFFER_RECOVER" in errors[0]
+    errors = [line for line in result.log.splitlines() if " ERROR: " in line]
+    assert len(errors) == 1 and str(path) in errors[0] and "SDI_BUFFER_RECOVER" in errors[0], (
+        result.log[-3000:]
+    )
     assert path.read_bytes().startswith(b"this is not a database")
     assert "Traceback" not in result.log
 

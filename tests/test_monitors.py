@@ -15,6 +15,7 @@ from spidermon import MonitorRunner  # the `test` extra installs spidermon (the 
 from scrapy_sdi.errors import SDIConfigError
 from scrapy_sdi.monitors import SDIMonitorSuite
 from tests.support.crawl import ROOT, CrawlResult, run_crawl
+from tests.support.postgres import PASSWORD
 
 SUITE = "scrapy_sdi.monitors.SDIMonitorSuite"
 NAMES = {
@@ -83,11 +84,22 @@ def assert_clean_run(result: CrawlResult) -> None:
     assert "DeprecationWarning" not in result.log, result.log[-3000:]
 
 
-def test_api_down_fails_the_pending_filters_and_delivery_monitors(sdi_server, tmp_path):
+@pytest.fixture(params=["sqlite", "postgres"])
+def buffer_settings(request, tmp_path) -> dict[str, str]:
+    """The crawl's buffer: a SQLite file, then a database of the private PostgreSQL server."""
+    if request.param == "sqlite":
+        return {"SDI_BUFFER_PATH": str(tmp_path / "buffer.db")}
+    url = request.getfixturevalue("postgres_db").url
+    return {"SDI_BUFFER": "postgres", "SDI_BUFFER_URL": url}
+
+
+def test_api_down_fails_the_pending_filters_and_delivery_monitors(
+    sdi_server, tmp_path, buffer_settings
+):
     sdi_server.stop()
     settings = {
         **sdi_server.settings,
-        "SDI_BUFFER_PATH": str(tmp_path / "buffer.db"),
+        **buffer_settings,
         "SDI_CLOSE_TIMEOUT": 1,
         **FAST_RETRIES,
     }
@@ -110,13 +122,13 @@ def test_api_down_fails_the_pending_filters_and_delivery_monitors(sdi_server, tm
     assert "40 results were buffered but none was delivered (sdi/items_delivered = 0" in result.log
 
 
-def test_a_clean_crawl_passes_every_monitor(sdi_server, tmp_path):
-    settings = {**sdi_server.settings, "SDI_BUFFER_PATH": str(tmp_path / "buffer.db")}
+def test_a_clean_crawl_passes_every_monitor(sdi_server, tmp_path, buffer_settings):
+    settings = {**sdi_server.settings, **buffer_settings}
     result = run_monitored_crawl(tmp_path, settings, {"n": 60})
     assert_clean_run(result)
     assert result.stats["sdi/items_delivered"] == 60
     assert monitor_statuses(result.log) == {name: "OK" for name in NAMES.values()}
-    assert "[Spidermon] FAILED" not in result.log
+    assert "[Spidermon] FAILED" not in result.log and PASSWORD not in result.log
     assert re.search(r"\[Spidermon\] 4 monitors in [\d.]+s\n.*\[Spidermon\] OK\n", result.log)
 
 

@@ -7,7 +7,10 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from tests.support.crawl import FAST_RETRIES, ROOT, run_crawl
+from tests.support.postgres import PASSWORD
 
 KEYS = (
     "sdi/items_buffered",
@@ -28,8 +31,17 @@ KEYS = (
 )
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def buffer_settings(request, tmp_path) -> dict[str, str]:
+    """The crawl's buffer: a SQLite file, then a database of the private PostgreSQL server."""
+    if request.param == "sqlite":
+        return {"SDI_BUFFER_PATH": str(tmp_path / "b.db")}
+    url = request.getfixturevalue("postgres_db").url
+    return {"SDI_BUFFER": "postgres", "SDI_BUFFER_URL": url}
+
+
 def test_stats_add_up_after_a_real_crawl_and_the_audit_log_holds_no_secret(
-    sdi_server_factory, tmp_path
+    sdi_server_factory, tmp_path, buffer_settings
 ):
     server = sdi_server_factory(
         reject_url_pattern="/f/1[0-9]/",
@@ -41,7 +53,7 @@ def test_stats_add_up_after_a_real_crawl_and_the_audit_log_holds_no_secret(
     settings = {
         **server.settings,
         **FAST_RETRIES,
-        "SDI_BUFFER_PATH": str(tmp_path / "b.db"),
+        **buffer_settings,
         "SDI_AUDIT_LOG": str(audit),
         "SDI_BATCH_SIZE": 25,
         "SDI_STATUS_ON_CLOSE": True,
@@ -80,7 +92,7 @@ def test_stats_add_up_after_a_real_crawl_and_the_audit_log_holds_no_secret(
     text = audit.read_text()
     assert server.password not in text and "Bearer" not in text and "token" not in text.lower()
     assert oct(audit.stat().st_mode & 0o777) == "0o600"
-    assert server.password not in result.log
+    assert server.password not in result.log and PASSWORD not in result.log + text
     assert '"batch_size"' not in result.log  # audit lines reach the audit file only, not stderr
 
 

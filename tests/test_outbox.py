@@ -7,6 +7,8 @@ advances the clock. Delivery over real HTTP is proven in test_delivery_e2e.py an
 
 from __future__ import annotations
 
+import gc
+
 import orjson
 import pytest
 import pytest_twisted
@@ -91,15 +93,15 @@ async def test_while_delivery_keeps_up_rows_are_sent_from_memory_as_many_as_fit_
     buffer, clock
 ):
     box = outbox(buffer, clock)
-    assert await put(box, clock, rows(25)) == [True] * 25
-    # SDI_CONCURRENT_REQUESTS x SDI_BATCH_SIZE were stored leased and went at once (a dry run
-    # answers at once); five rows wait, pending
-    assert buffer.counts("c")[DELIVERED] == 20 and buffer.counts("c")[PENDING] == 5
-    await put(box, clock, rows(1, 25))  # older rows wait: a new one queues behind them, pending
+    assert await put(box, clock, rows(35)) == [True] * 35
+    # (SDI_CONCURRENT_REQUESTS + 1) x SDI_BATCH_SIZE were stored leased and went at once (a dry
+    # run answers at once); five rows wait, pending
+    assert buffer.counts("c")[DELIVERED] == 30 and buffer.counts("c")[PENDING] == 5
+    await put(box, clock, rows(1, 35))  # older rows wait: a new one queues behind them, pending
     assert buffer.counts("c")[PENDING] == 6 and buffer.counts("c")[IN_FLIGHT] == 0
     clock.advance(LINGER)  # the partial batch goes after LINGER
-    assert buffer.counts("c")[DELIVERED] == 26 and box.backlog == 0
-    await put(box, clock, rows(3, 26))  # caught up: the next rows skip the claim again
+    assert buffer.counts("c")[DELIVERED] == 36 and box.backlog == 0
+    await put(box, clock, rows(3, 36))  # caught up: the next rows skip the claim again
     assert buffer.counts("c")[IN_FLIGHT] == 3
     assert await box.close(5) == 0
 
@@ -299,3 +301,55 @@ async def test_close_gives_up_unanswered_batches_at_its_deadline_and_says_what_i
     clock.advance(1)
     assert await closing == 15
     assert buffer.counts("c")[PENDING] == 15  # resent by the next run, with the same ids
+
+
+@pytest_twisted.ensureDeferred
+async def test_while_every_slot_is_busy_the_next_batch_waits_in_memory_and_no_more(buffer, clock):
+    """Rows arriving while both requests are unanswered are held leased for the next free slot,
+    not written pending to be claimed (read back and rewritten) later; what the run holds stays
+    bounded by (SDI_CONCURRENT_REQUESTS + 1) x SDI_BATCH_SIZE."""
+    box = outbox(buffer, clock, SilentClient(), settings=sdi_settings(SDI_DRY_RUN=False))
+    await put(box, clock, rows(20))  # two batches of 10, sent, unanswered
+    await put(box, clock, rows(10, 20))
+    assert buffer.counts("c")[IN_FLIGHT] == 30 and buffer.counts("c")[PENDING] == 0
+    await put(box, clock, rows(1, 30))
+    assert buffer.counts("c")[IN_FLIGHT] == 30 and buffer.counts("c")[PENDING] == 1
+    closing = defer.Deferred.fromCoroutine(box.close(1))
+    clock.advance(1)
+    assert await closing == 31 and buffer.counts("c")[PENDING] == 31  # for the next run
+
+
+@pytest.fixture
+def thawed():
+    """No frozen heap around the test (another test's unclosed outbox may have left one)."""
+    import scrapy_sdi.outbox as outbox_module
+
+    held, outbox_module._heap.holders = outbox_module._heap.holders, 0
+    gc.unfreeze()
+    yield
+    gc.unfreeze()
+    outbox_module._heap.holders = held
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_heap_before_the_crawl_is_frozen_while_the_outbox_runs(buffer, clock, thawed):
+    """What exists at start (Scrapy, the crawler) is not scanned again by every full collection
+    while the crawl runs; close gives it back to the collector, also with another outbox open."""
+    first = outbox(buffer, clock)
+    assert gc.get_freeze_count() > 0
+    second = outbox(buffer, clock)
+    await first.close(0)
+    assert gc.get_freeze_count() > 0, "the other outbox still runs"
+    await second.close(0)
+    assert gc.get_freeze_count() == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_heap_the_host_froze_is_left_as_the_host_froze_it(buffer, clock, thawed):
+    import scrapy_sdi.outbox as outbox_module
+
+    gc.freeze()
+    box = outbox(buffer, clock)
+    assert outbox_module._heap.holders == 0, "the host's freeze is the host's"
+    await box.close(0)
+    assert gc.get_freeze_count() > 0, "close does not thaw what the host froze"

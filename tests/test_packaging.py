@@ -134,6 +134,7 @@ def test_the_wheel_metadata(dists: Dists) -> None:
         "docs",
         "smoke",
         "test",
+        "postgres",
     }
     licence = _wheel_text(dists, "licenses/LICENSE")
     assert "BSD 3-Clause License" in licence and "the scrapy_sdi authors" in licence

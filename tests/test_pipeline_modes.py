@@ -51,7 +51,7 @@ def test_a_buffer_class_by_dotted_path(sdi_server, tmp_path):
     )
     assert bad.returncode == 1
     assert (
-        "SDI_BUFFER: 'tests.support.nothing.Here' is neither 'sqlite', 'memory' nor an importable class"
+        "SDI_BUFFER: 'tests.support.nothing.Here' is neither 'sqlite', 'memory', 'postgres' nor an importable class"
         in bad.log
     )
 

@@ -12,7 +12,6 @@ import os
 import resource
 import signal
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -34,6 +33,7 @@ from tests.support.scaleout import (
     host_of,
     kill_9,
     require,
+    started,
     wait_for,
 )
 
@@ -43,20 +43,6 @@ START_KEY = "redis_files:start_urls"
 QUEUE_KEY = "redis_files:requests"  # scrapy-redis's default PriorityQueue, a sorted set
 
 
-@pytest.fixture
-def cleanup() -> Iterator[list]:
-    """Things with a ``stop()`` to stop at teardown, last started first."""
-    started: list = []
-    yield started
-    for thing in reversed(started):
-        thing.stop()
-
-
-def _started(cleanup: list, thing):
-    cleanup.append(thing)
-    return thing.start()
-
-
 # -- Scrapyd --------------------------------------------------------------------------------
 
 
@@ -64,10 +50,10 @@ def test_scrapyd_jobs_share_one_host_buffer_and_deliver_exactly_once(
     sdi_server, tmp_path: Path, cleanup: list
 ) -> None:
     require(**SCRAPYD_TOOLS)
-    sites = [_started(cleanup, DemoSite(categories=4, files=40)) for _ in range(3)]
+    sites = [started(cleanup, DemoSite(categories=4, files=40)) for _ in range(3)]
     # Credentials go in Scrapyd's environment (jobs inherit it), not in job settings: Scrapyd
     # logs every job's -s arguments.
-    scrapyd = _started(
+    scrapyd = started(
         cleanup,
         ScrapydServer(
             tmp_path / "scrapyd",
@@ -152,7 +138,7 @@ def test_scrapyd_job_without_buffer_path_fails_loudly_or_buffers(
 @pytest.fixture
 def redis_server(tmp_path: Path, cleanup: list) -> RedisServer:
     require(**REDIS_TOOLS)
-    return _started(cleanup, RedisServer(tmp_path / "redis"))
+    return started(cleanup, RedisServer(tmp_path / "redis"))
 
 
 def _worker(
@@ -194,7 +180,7 @@ def _wait_all_closed(workers: list[Worker], timeout: float, on_poll=None) -> Non
 def test_redis_cluster_of_three_workers_stores_every_result_once(
     sdi_server, redis_server, tmp_path: Path, cleanup: list, record_property
 ) -> None:
-    site = _started(cleanup, DemoSite(categories=12, files=160))
+    site = started(cleanup, DemoSite(categories=12, files=160))
     expected = site.expected_urls()
     workers = [
         _worker(f"w{i}", tmp_path, redis_server, sdi_server.settings, DOWNLOAD_DELAY="0.05")
@@ -203,7 +189,7 @@ def test_redis_cluster_of_three_workers_stores_every_result_once(
     first, *others = workers
     _seed(redis_server, site, 1)
     cpu_before = _children_cpu()
-    _started(cleanup, first)
+    started(cleanup, first)
     # An idle worker looks at the shared queue when it opens and then at Scrapy's engine
     # heartbeat (every 5 s), and closes when idle past MAX_IDLE_TIME_BEFORE_CLOSE: one that starts
     # late on a loaded machine could find the queue empty twice and crawl nothing. So the first
@@ -214,7 +200,7 @@ def test_redis_cluster_of_three_workers_stores_every_result_once(
     os.kill(first.proc.pid, signal.SIGSTOP)
     try:
         for worker in others:
-            _started(cleanup, worker)
+            started(cleanup, worker)
         wait_for(
             lambda: all(buffer_rows(w.buffer_path) for w in others),
             60,
@@ -256,7 +242,7 @@ def test_redis_worker_killed_mid_crawl_then_recovery_stores_everything_once(
     dupefilter: result ids derive from (crawler, url), so what was stored already comes back
     ``duplicate`` and only the missing results are added.
     """
-    site = _started(cleanup, DemoSite(categories=12, files=160))
+    site = started(cleanup, DemoSite(categories=12, files=160))
     expected = site.expected_urls()
     unreachable = {**sdi_server.settings, "SDI_API_URL": f"http://127.0.0.1:{free_port()}/api/v1"}
     victim = _worker("victim", tmp_path, redis_server, unreachable, DOWNLOAD_DELAY="0.05")
@@ -266,7 +252,7 @@ def test_redis_worker_killed_mid_crawl_then_recovery_stores_everything_once(
     ]
     _seed(redis_server, site, len(workers))
     for worker in workers:
-        _started(cleanup, worker)
+        started(cleanup, worker)
 
     wait_for(
         lambda: len(buffer_rows(victim.buffer_path)) >= 100, 30, "the victim to buffer 100 results"
@@ -316,13 +302,13 @@ def test_redis_page_crawled_again_by_another_worker_is_stored_once(
     sdi_server, redis_server, tmp_path: Path, cleanup: list
 ) -> None:
     """Two workers with their own buffers yield the same results: the API stores them once."""
-    site = _started(cleanup, DemoSite(categories=2, files=10))
+    site = started(cleanup, DemoSite(categories=2, files=10))
     n = len(site.expected_urls())
     redis_server.client().lpush(START_KEY, json.dumps({"url": site.url}))
     redis_server.client().lpush("again:start_urls", json.dumps({"url": site.url}))
-    first = _started(cleanup, _worker("first", tmp_path, redis_server, sdi_server.settings))
+    first = started(cleanup, _worker("first", tmp_path, redis_server, sdi_server.settings))
     # the second worker crawls the same pages, as after a re-seed: its own queue and dupefilter
-    second = _started(
+    second = started(
         cleanup,
         _worker(
             "second",

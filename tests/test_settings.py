@@ -27,7 +27,7 @@ def load(values=None, *, environ=None, dotenv=None, spider="myspider"):
 
 def test_defaults_and_crawler_name_from_spider():
     s = load(API)
-    assert s.batch_size == 100 and s.retry_times == 3 and s.buffer == "sqlite"
+    assert s.batch_size == 1000 and s.retry_times == 3 and s.buffer == "sqlite"
     assert s.crawler_name == "myspider"
     assert s.buffer_path.endswith("sdi/buffer.db")
     assert s.api_url == "http://127.0.0.1:8750/api/v1"
@@ -66,7 +66,7 @@ def test_defaults_and_crawler_name_from_spider():
         (
             "SDI_BUFFER",
             "no.such.Class",
-            "SDI_BUFFER: 'no.such.Class' is neither 'sqlite', 'memory' nor an importable class",
+            "SDI_BUFFER: 'no.such.Class' is neither 'sqlite', 'memory', 'postgres' nor an importable class",
         ),
         (
             "SDI_BUFFER",
@@ -199,7 +199,7 @@ def test_only_the_logged_error_is_kept_from_asyncio_s_report():
         (
             "SDI_BUFFER",
             "no.such.Class",
-            "SDI_BUFFER: 'no.such.Class' is neither 'sqlite', 'memory' nor an importable class: No module named 'no'",
+            "SDI_BUFFER: 'no.such.Class' is neither 'sqlite', 'memory', 'postgres' nor an importable class: No module named 'no'",
         ),
     ],
 )

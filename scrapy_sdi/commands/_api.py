@@ -10,7 +10,9 @@ from typing import TYPE_CHECKING, Any
 from scrapy.exceptions import UsageError
 
 from scrapy_sdi.blocking import run_blocking
-from scrapy_sdi.buffer import BufferFileError, open_buffer
+from scrapy_sdi.buffer import BufferFault, BufferFileError, open_buffer
+from scrapy_sdi.buffer_postgres import uses_postgres
+from scrapy_sdi.buffer_queries import open_reader
 from scrapy_sdi.commands._common import Action, CommandError, Context, table
 from scrapy_sdi.errors import SDIConfigError, SDIError
 from scrapy_sdi.settings import shown
@@ -83,6 +85,8 @@ async def _filters(client: SDIClient) -> str:
 def _check_buffer(settings: SDISettings) -> tuple[str, bool, str]:
     if settings.buffer == "sqlite" and not Path(settings.buffer_path).exists():
         return _missing_buffer(Path(settings.buffer_path))
+    if uses_postgres(settings):
+        return _check_database(settings)
     try:
         buffer = open_buffer(settings)
     except (BufferFileError, SDIConfigError) as exc:
@@ -100,6 +104,44 @@ def _check_buffer(settings: SDISettings) -> tuple[str, bool, str]:
         )
     finally:
         buffer.close()
+
+
+def _check_database(settings: SDISettings) -> tuple[str, bool, str]:
+    """Reachability, the server's version and the schema's, read without creating anything."""
+    from scrapy_sdi.buffer_postgres import SCHEMA_VERSION
+
+    try:
+        reader = open_reader(settings)
+    except BufferFault as exc:  # unreachable, refused, no such database: the driver's one line
+        return "buffer", False, str(exc)
+    try:
+        server = reader.server()
+        version, _ = reader.schema()
+        where = f"{reader.location}: reachable, {server}"
+        if version == 0:
+            return (
+                "buffer",
+                True,
+                f"{where}, no scrapy_sdi schema yet; the first crawl creates it (schema {SCHEMA_VERSION})",
+            )
+        if version > SCHEMA_VERSION:
+            return (
+                "buffer",
+                False,
+                f"{where}, schema {version}, newer than this scrapy_sdi knows ({SCHEMA_VERSION}): upgrade scrapy_sdi",
+            )
+        counts = reader.state_totals()
+    except BufferFault as exc:
+        return "buffer", False, str(exc)
+    finally:
+        reader.close()
+    older = f" (the next crawl upgrades it to {SCHEMA_VERSION})" if version < SCHEMA_VERSION else ""
+    pending = counts["pending"] + counts["in_flight"]
+    return (
+        "buffer",
+        True,
+        f"{where}, schema {version}{older}: {pending} pending, {counts['delivered']} delivered",
+    )
 
 
 def _missing_buffer(path: Path) -> tuple[str, bool, str]:
@@ -120,7 +162,7 @@ def _missing_buffer(path: Path) -> tuple[str, bool, str]:
 
 CHECK = Action(
     "check",
-    "settings, API health, login, filters and the buffer file, one line each",
+    "settings, API health, login, filters and the buffer (its file, or its PostgreSQL server), one line each",
     lambda parser: None,
     _check,
 )

@@ -33,7 +33,7 @@ def _buffer(ctx: Context) -> int:
     buffer = ctx.existing_buffer(settings)
     try:
         summary = _summary(
-            buffer, settings.buffer_path if settings.buffer == "sqlite" else settings.buffer
+            buffer, settings.buffer_path if settings.buffer == "sqlite" else buffer.location
         )
     finally:
         buffer.close()
@@ -69,7 +69,7 @@ def _summary(buffer: Buffer, where: str) -> dict[str, Any]:
 
 BUFFER = Action(
     "buffer",
-    "rows by state and by crawler, oldest pending age, file size",
+    "rows by state and by crawler, oldest pending age, size (the file, or the PostgreSQL tables)",
     lambda parser: None,
     _buffer,
 )

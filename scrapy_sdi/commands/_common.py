@@ -10,7 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from scrapy_sdi.buffer import BufferFileError, open_buffer
+from scrapy_sdi.buffer import BufferFault, open_buffer
+from scrapy_sdi.buffer_postgres import uses_postgres
+from scrapy_sdi.buffer_queries import open_reader
 from scrapy_sdi.errors import SDIConfigError
 from scrapy_sdi.settings import SDISettings
 
@@ -92,9 +94,11 @@ class Context:
             raise CommandError(
                 f"SDI buffer {settings.buffer_path} does not exist; check SDI_BUFFER_PATH"
             )
+        if uses_postgres(settings):
+            _refuse_unused_database(settings)
         try:
             buffer = open_buffer(settings)
-        except (BufferFileError, SDIConfigError) as exc:
+        except (BufferFault, SDIConfigError) as exc:
             raise CommandError(str(exc)) from None
         if not buffer.durable:
             buffer.close()
@@ -111,6 +115,26 @@ class Context:
         stream = stream or sys.stdout
         json.dump(data, stream, indent=2, default=str)
         stream.write("\n")
+
+
+def _refuse_unused_database(settings: SDISettings) -> None:
+    """A database no crawl has used has no buffer: say so rather than create one in it (a wrong
+    SDI_BUFFER_URL would otherwise read as an empty buffer and get tables of its own)."""
+    try:
+        reader = open_reader(settings)
+    except BufferFault as exc:
+        raise CommandError(str(exc)) from None
+    try:
+        version, _ = reader.schema()
+    except BufferFault as exc:
+        raise CommandError(str(exc)) from None
+    finally:
+        reader.close()
+    if version == 0:
+        raise CommandError(
+            f"SDI buffer {reader.location} has no scrapy_sdi tables yet (no crawl has used this "
+            "database); check SDI_BUFFER_URL"
+        )
 
 
 async def _new_client(settings: SDISettings) -> SDIClient:

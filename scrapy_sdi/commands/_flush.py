@@ -24,6 +24,7 @@ from scrapy.statscollectors import StatsCollector
 from twisted.internet import defer
 
 from scrapy_sdi.blocking import run_blocking
+from scrapy_sdi.buffer_calls import BufferCalls
 from scrapy_sdi.commands._common import Action, CommandError, Context
 from scrapy_sdi.delivery import Delivery
 from scrapy_sdi.filter_source import FilterSource
@@ -142,6 +143,7 @@ class Flusher:
                 crawler_name=crawler,
                 stats=self.progress,
                 filters=self.filters,
+                calls=self.filters.calls,
             )
             self._outbox = Outbox(delivery, dedup=self.settings.dedup, stats=self.progress)
             self._drain = defer.Deferred.fromCoroutine(self._outbox.close(remaining))
@@ -163,14 +165,17 @@ class Flusher:
 
     async def left(self) -> dict[str, int]:
         """Rows of each crawler still pending or in flight (read on the reactor thread)."""
-        return {crawler: _waiting(self.buffer, crawler) for crawler in self.crawlers}
+        calls = self.filters.calls
+        return {
+            crawler: await calls.call(_waiting, self.buffer, crawler) for crawler in self.crawlers
+        }
 
 
 async def _load_filters(
     settings: SDISettings, buffer: Buffer, client: SDIClient, stats: Progress
 ) -> FilterSource:
     """The filters as a crawl loads them (the API, else the buffer's cache), kept fresh while flushing."""
-    filters = FilterSource(settings, buffer, client, stats=stats)
+    filters = FilterSource(settings, BufferCalls(buffer), client, stats=stats)
     await filters.load()
     filters.start()
     return filters
@@ -240,7 +245,7 @@ def _run(flusher: Flusher, progress: Progress, timeout: float) -> dict[str, int]
 async def _close(filters: FilterSource, client: SDIClient, buffer: Buffer) -> None:
     await filters.close()
     await client.close()
-    buffer.close()
+    await filters.calls.close()
 
 
 def _report(ctx: Context, progress: Progress, left: dict[str, int], *, interrupted: bool) -> int:

@@ -6,7 +6,7 @@ from dataclasses import fields
 from typing import Any
 
 from scrapy_sdi.commands._common import Action, Context, table
-from scrapy_sdi.settings import SPEC, SDISettings, masked, shown
+from scrapy_sdi.settings import SPEC, SDISettings, masked, needs_buffer_url, shown
 
 _TYPES = {bool: "bool", int: "int", float: "float", str: "str", dict: "dict"}
 
@@ -60,11 +60,13 @@ def _missing_required(values: dict[str, Any]) -> set[str]:
     """The settings a crawl needs that have no value (credentials are not needed for a dry run)."""
     if not values["SDI_ENABLED"]:
         return set()
-    needed = (
+    needed: tuple[str, ...] = (
         ("SDI_API_URL",)
         if values["SDI_DRY_RUN"]
         else ("SDI_API_URL", "SDI_USERNAME", "SDI_PASSWORD")
     )
+    if needs_buffer_url(values):
+        needed += ("SDI_BUFFER_URL",)
     return {name for name in needed if not values[name]}
 
 

@@ -1,8 +1,9 @@
-"""A local web dashboard over the SDI buffer file and its deliveries.
+"""A local web dashboard over the SDI buffer and its deliveries.
 
-It reads the buffer through read-only SQLite connections, so it can run beside crawls that are
-writing to the same file. It writes only to upgrade, once at start, a buffer an older scrapy_sdi
-wrote (as the next crawl would), and to requeue rejected or invalid rows, which is off unless
+It reads the buffer (its SQLite file, or its PostgreSQL database with SDI_BUFFER = "postgres")
+through read-only connections, so it can run beside crawls that are writing to it. It writes
+only to upgrade, once at start, a buffer file an older scrapy_sdi wrote (as the next crawl
+would), and to requeue rejected or invalid rows, which is off unless
 --allow-actions is given. It also serves the buffer's Prometheus metrics at /metrics (listed by
 "scrapy sdi metrics --help"). Run it as "scrapy sdi dashboard" or, without Scrapy's command line,
 as "python -m scrapy_sdi.dashboard --buffer PATH".
@@ -45,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(settings: SDISettings, opts: argparse.Namespace) -> int:
-    """Serve the dashboard for ``settings.buffer_path`` until interrupted; return the exit code."""
+    """Serve the dashboard for the settings' buffer until interrupted; return the exit code."""
     from scrapy_sdi.dashboard.server import serve
 
     return serve(

@@ -1,11 +1,12 @@
-"""What every dashboard page reads from the buffer file, through its named read-only queries.
+"""What every dashboard page reads from the buffer, through its named read-only queries.
 
 Each page opens its own short reader (:class:`scrapy_sdi.buffer_queries.BufferReader`, a
-read-only connection): in WAL mode a reader never blocks the crawls writing to the same file,
-and cannot change it. The SQL, its allow-lists of sort columns and its bound parameters live
-with the schema in the buffer modules; this module shapes their answers into pages and charts.
-The writes, :func:`requeue` (through the buffer, as ``scrapy sdi requeue``) and the one-time
-upgrade of a buffer an older scrapy_sdi wrote, open the buffer read-write for a moment.
+read-only connection to the SQLite file or the PostgreSQL database, see :class:`Source`): a
+reader never blocks the crawls writing to the same buffer, and cannot change it. The SQL, its
+allow-lists of sort columns and its bound parameters live with the schema in the buffer modules;
+this module shapes their answers into pages and charts. The writes, :func:`requeue` (through the
+buffer, as ``scrapy sdi requeue``) and the one-time upgrade of a buffer an older scrapy_sdi
+wrote, open the buffer read-write for a moment.
 """
 
 from __future__ import annotations
@@ -20,7 +21,13 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from scrapy_sdi.buffer import SCHEMA_VERSION, BufferFault, BufferFileError, SQLiteBuffer
+from scrapy_sdi.buffer import (
+    SCHEMA_VERSION,
+    BufferFault,
+    BufferFileError,
+    SQLiteBuffer,
+    open_buffer,
+)
 from scrapy_sdi.buffer_queries import (
     CRAWLER_SORTS,
     PROBLEM_STATES,
@@ -28,6 +35,8 @@ from scrapy_sdi.buffer_queries import (
     ROW_SORTS,
     BufferReader,
     Selection,
+    SQLiteReader,
+    open_reader,
 )
 from scrapy_sdi.filter_source import CACHE_KEY as FILTERS_CACHE_KEY
 from scrapy_sdi.filter_source import cached_filters_info
@@ -37,6 +46,9 @@ from scrapy_sdi.requeue import requeue as requeue_rows
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping, Sequence
 
+    from scrapy_sdi.buffer import Buffer
+    from scrapy_sdi.settings import SDISettings
+
 __all__ = [
     "CRAWLER_SORTS",
     "PROBLEM_STATES",
@@ -45,6 +57,7 @@ __all__ = [
     "BufferUnavailable",
     "Page",
     "Selection",
+    "Source",
     "Throughput",
     "check_buffer",
     "crawler_names",
@@ -58,15 +71,17 @@ __all__ = [
     "open_readonly",
     "payload_text",
     "requeue",
+    "requeue_in",
     "row_detail",
     "rows_page",
+    "sizes",
     "state_totals",
     "throughput",
 ]
 
 
 class BufferUnavailable(Exception):
-    """The buffer file cannot be read; the message is one line naming the file and the cause."""
+    """The buffer cannot be read; the message is one line naming the buffer and the cause."""
 
 
 @contextmanager
@@ -75,13 +90,77 @@ def open_readonly(
 ) -> Iterator[BufferReader]:
     """A reader of the buffer file, closed on exit."""
     try:
-        reader = BufferReader.connect(path, busy_timeout=busy_timeout)
+        reader = SQLiteReader.connect(path, busy_timeout=busy_timeout)
     except BufferFault as exc:
         raise BufferUnavailable(str(exc)) from None
     try:
         yield reader
     finally:
         reader.close()
+
+
+class Source:
+    """The buffer a dashboard shows (SDI_BUFFER: a SQLite file or a PostgreSQL database), opened
+    anew for each page; ``location`` names it without its password."""
+
+    def __init__(self, settings: SDISettings) -> None:
+        from scrapy_sdi.buffer_postgres import uses_postgres
+
+        self.postgres = uses_postgres(settings)
+        if settings.buffer != "sqlite" and not self.postgres:
+            raise BufferUnavailable(
+                f"SDI_BUFFER is {settings.buffer!r}: the dashboard reads a 'sqlite' or 'postgres' buffer"
+            )
+        self._settings = settings
+        self.location = str(settings.buffer_path)
+        if self.postgres:
+            from scrapy_sdi.buffer_postgres import display_url
+
+            self.location = display_url(settings.buffer_url)
+
+    def check(self) -> None:
+        """Raise BufferUnavailable with one clear line unless the buffer can be read."""
+        if not self.postgres:
+            check_buffer(self._settings.buffer_path)
+            return
+        from scrapy_sdi.buffer_postgres import SCHEMA_VERSION as PG_SCHEMA
+
+        with self.reader() as reader:
+            version, _ = reader.schema()
+        if version > PG_SCHEMA:
+            raise BufferUnavailable(
+                f"SDI buffer {self.location} has schema {version}, newer than this scrapy_sdi knows: upgrade"
+            )
+
+    @contextmanager
+    def reader(self) -> Iterator[BufferReader]:
+        """A read-only reader of the buffer, closed on exit."""
+        if not self.postgres:
+            with open_readonly(self._settings.buffer_path) as sqlite_reader:
+                yield sqlite_reader
+            return
+        try:
+            reader = open_reader(self._settings)
+        except BufferFault as exc:
+            raise BufferUnavailable(str(exc)) from None
+        try:
+            yield reader
+        finally:
+            reader.close()
+
+    def metrics_buffer(self) -> Buffer:
+        """The buffer the metrics read, opened read-only (a file, or the database)."""
+        if not self.postgres:
+            return SQLiteBuffer(self._settings.buffer_path, readonly=True, busy_timeout=5.0)
+        from scrapy_sdi.buffer_postgres import PostgresBuffer
+
+        return PostgresBuffer(self._settings.buffer_url, readonly=True)
+
+    def writable(self) -> Buffer:
+        """The buffer opened read-write for one action (a file's write waits its busy timeout)."""
+        if not self.postgres:
+            return SQLiteBuffer(self._settings.buffer_path, busy_timeout=10.0)
+        return open_buffer(self._settings)
 
 
 def check_buffer(path: str | os.PathLike[str]) -> None:
@@ -144,6 +223,11 @@ def file_sizes(path: str | os.PathLike[str]) -> dict[str, int]:
     """Bytes of the buffer file and of its write-ahead log (0 when there is none)."""
     wal = Path(str(path) + "-wal")
     return {"file": Path(path).stat().st_size, "wal": wal.stat().st_size if wal.exists() else 0}
+
+
+def sizes(reader: BufferReader) -> dict[str, int]:
+    """Bytes the buffer holds (``file``) and its write-ahead log (``wal``, 0 when none is shown)."""
+    return reader.sizes()
 
 
 def filters_info(reader: BufferReader) -> dict[str, Any] | None:
@@ -297,10 +381,22 @@ def requeue(
     read-write connection whose ``BEGIN IMMEDIATE`` waits on the busy timeout for a crawl's write.
     Rows in any other state are left alone, so a stale page cannot resend a delivered row.
     """
-    ids = list(dict.fromkeys(ids))
     if not ids:
         return Requeued(0)
-    buffer = SQLiteBuffer(path, busy_timeout=busy_timeout)
+    return requeue_in(SQLiteBuffer(path, busy_timeout=busy_timeout), ids, field_map, dedup)
+
+
+def requeue_in(
+    buffer: Buffer,
+    ids: Sequence[str],
+    field_map: Mapping[str, str] | None = None,
+    dedup: bool = True,
+) -> Requeued:
+    """:func:`requeue` on an open buffer of any backend, which it closes."""
+    ids = list(dict.fromkeys(ids))
+    if not ids:
+        buffer.close()
+        return Requeued(0)
     try:
         rejected = requeue_rows(buffer, "rejected", ids=ids)
         invalid = requeue_rows(buffer, "invalid", field_map=field_map, dedup=dedup, ids=ids)

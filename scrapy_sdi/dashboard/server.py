@@ -1,8 +1,9 @@
 """The dashboard's Twisted Web site: routing, parameters, security checks and the pages' data.
 
 One leaf resource routes every request. Database work runs in the reactor's thread pool on a
-fresh read-only connection per request, so a slow query never stalls the server and the crawls
-writing the buffer are never blocked. API calls (health, remote status) run on the reactor.
+fresh read-only connection per request (to the SQLite file or the PostgreSQL database), so a slow
+query never stalls the server and the crawls writing the buffer are never blocked. API calls
+(health, remote status) run on the reactor.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
 from scrapy_sdi import metrics
-from scrapy_sdi.buffer import BufferFault, SQLiteBuffer
+from scrapy_sdi.buffer import BufferFault
 from scrapy_sdi.dashboard import chart, exports, queries, views
 from scrapy_sdi.errors import SDIConfigError, SDIError
 from scrapy_sdi.settings import check_api_url
@@ -38,8 +39,10 @@ if TYPE_CHECKING:
 
     from twisted.web.server import Request
 
+    from scrapy_sdi.buffer import Buffer
     from scrapy_sdi.buffer_queries import BufferReader
     from scrapy_sdi.client import SDIClient
+    from scrapy_sdi.requeue import Requeued
     from scrapy_sdi.settings import SDISettings
 
 logger = logging.getLogger(__name__)
@@ -144,7 +147,7 @@ class Dashboard:
 
     def __init__(
         self,
-        buffer_path: str,
+        source: queries.Source,
         *,
         allow_actions: bool = False,
         client: SDIClient | None = None,
@@ -154,7 +157,9 @@ class Dashboard:
         field_map: Mapping[str, str] | None = None,
         dedup: bool = True,
     ) -> None:
-        self.buffer_path = buffer_path
+        self.source = source
+        #: What the pages' header names: the file, or the database's URL without its password.
+        self.buffer_path = source.location
         #: How a requeue maps invalid rows again (SDI_FIELD_MAP, SDI_DEDUP), as the pipeline would.
         self.field_map = field_map
         self.dedup = dedup
@@ -225,7 +230,7 @@ class Dashboard:
         """Run ``func(reader, *args)`` on a fresh read-only reader of the file in a worker thread."""
 
         def work() -> Any:
-            with queries.open_readonly(self.buffer_path) as reader:
+            with self.source.reader() as reader:
                 return func(reader, *args)
 
         try:
@@ -258,7 +263,7 @@ class Dashboard:
                     page=p["page"],
                     per_page=p["per_page"],
                 ),
-                "file_size": queries.file_sizes(self.buffer_path),
+                "file_size": queries.sizes(reader),
             }
 
         data = await self._read(read)
@@ -477,8 +482,8 @@ class Dashboard:
             raise HTTPError(503, f"the buffer cannot be read right now: {exc}") from None
         return Response(body, content_type=metrics.CONTENT_TYPE_LATEST)
 
-    def _read_only_buffer(self) -> SQLiteBuffer:
-        return SQLiteBuffer(self.buffer_path, readonly=True, busy_timeout=5.0)
+    def _read_only_buffer(self) -> Buffer:
+        return self.source.metrics_buffer()
 
     def _api_up(self) -> bool | None:
         """A scrape never waits for the API: the answer of the last health check (every 15 s)."""
@@ -505,9 +510,7 @@ class Dashboard:
         if len(ids) > MAX_IDS:
             raise HTTPError(400, f"at most {MAX_IDS} rows per requeue")
         try:
-            done = await deferToThread(
-                queries.requeue, self.buffer_path, ids, field_map=self.field_map, dedup=self.dedup
-            )
+            done = await deferToThread(self._requeue, ids)
         except BufferFault as exc:
             raise HTTPError(503, f"the buffer could not be changed right now: {exc}") from None
         logger.info(
@@ -525,6 +528,9 @@ class Dashboard:
             still = [("invalid", str(done.still_invalid))] if done.still_invalid else []
             location = "/rows?" + urlencode([*kept, ("requeued", str(done.requeued)), *still])
         return Response(b"", status=303, headers={"Location": location})
+
+    def _requeue(self, ids: list[str]) -> Requeued:
+        return queries.requeue_in(self.source.writable(), ids, self.field_map, self.dedup)
 
     # -- static files ---------------------------------------------------------------------
 
@@ -666,12 +672,9 @@ def _allowed_hosts(bind: str, port: int) -> frozenset[str] | None:
 
 def build_dashboard(settings: SDISettings, *, allow_actions: bool) -> Dashboard:
     """Check the buffer and the API settings, then build the dashboard (nothing listens yet)."""
-    if settings.buffer != "sqlite":
-        raise DashboardError(
-            f"SDI_BUFFER is {settings.buffer!r}: the dashboard reads the SQLite buffer file only"
-        )
     try:
-        queries.check_buffer(settings.buffer_path)
+        source = queries.Source(settings)
+        source.check()
     except queries.BufferUnavailable as exc:
         raise DashboardError(str(exc)) from None
     client = None
@@ -686,7 +689,7 @@ def build_dashboard(settings: SDISettings, *, allow_actions: bool) -> Dashboard:
             settings.api_url, settings.username, settings.password, timeout=settings.timeout
         )
     return Dashboard(
-        str(settings.buffer_path),
+        source,
         allow_actions=allow_actions,
         client=client,
         credentials=bool(settings.username and settings.password),

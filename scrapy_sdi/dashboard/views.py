@@ -113,7 +113,7 @@ def layout(title: str, body: str, *, page: str, buffer_path: str, refresh: bool 
         '<script src="/static/dashboard.js" defer></script></head>'
         f'<body data-page="{e(page)}"{" data-refresh=1" if refresh else ""}>'
         f"<header><span class=brand>scrapy_sdi</span><nav>{nav}</nav>"
-        f'<span class=buffer title="buffer file">{e(buffer_path)}</span></header>'
+        f'<span class=buffer title="buffer">{e(buffer_path)}</span></header>'
         f"<main><h1>{e(title)}</h1>{body}</main></body></html>\n"
     ).encode()
 
@@ -181,7 +181,7 @@ def overview(data: Mapping[str, Any], params: Mapping[str, Any], *, buffer_path:
     cards += f'<div class="card total"><span>all rows</span><b data-field="state.total">{e(fields["state.total"])}</b></div>'
     facts = (
         ("Oldest pending", "oldest_pending_age"),
-        ("Buffer file", "file_size"),
+        ("Buffer size", "file_size"),
         ("API health", "health"),
         ("Filters version", "filters.version"),
         ("Filters", "filters.count"),

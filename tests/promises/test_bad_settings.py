@@ -77,6 +77,14 @@ CASES = [
     Case("SDI_BUFFER", {"SDI_BUFFER": "redis"}),
     Case("SDI_BUFFER", {"SDI_BUFFER": "scrapy_sdi.errors.SDIError"}),  # importable, not a Buffer
     Case("SDI_BUFFER_PATH", {"SDI_BUFFER_PATH": 42}),
+    Case("SDI_BUFFER_URL", {"SDI_BUFFER": "postgres"}),  # not set
+    Case(
+        "SDI_BUFFER_URL",
+        {"SDI_BUFFER": "postgres", "SDI_BUFFER_URL": f"mysql://sdi:{PASSWORD}@db/c"},
+    ),
+    Case(
+        "SDI_BUFFER_URL", {"SDI_BUFFER": "postgres", "SDI_BUFFER_URL": f"sdi:{PASSWORD}@db/crawl"}
+    ),
     Case("SDI_BUFFER_RECOVER", {"SDI_BUFFER_RECOVER": "sometimes"}),
     Case("SDI_BUFFER_MAX_PENDING", {"SDI_BUFFER_MAX_PENDING": 0}),
     Case("SDI_RETENTION_DAYS", {"SDI_RETENTION_DAYS": "a month"}),

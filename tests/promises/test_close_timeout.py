@@ -9,27 +9,19 @@ spider" line to its "Spider closed" line), with the time of each line to the mil
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 
 import pytest
 
 from tests.reliability.harness import PIPELINE_OPEN_LINE, Crawl
+from tests.support.closing import TIMED_LOG_FORMAT, close_seconds
 from tests.support.crawl import FAST_RETRIES, run_crawl
+from tests.support.pg_fleet import buffer_settings, pg_rows
 
 CLOSE_TIMEOUT = 2.0
 #: What a close may add to SDI_CLOSE_TIMEOUT: writing what is left, closing connections, Scrapy's own close.
 SLACK = 1.5
 RESULTS = 200
-TIMED_LOG_FORMAT = "%(created).3f [%(name)s] %(levelname)s: %(message)s"
-
-
-def close_seconds(log: str) -> float:
-    """From Scrapy's "Closing spider (" line to its "Spider closed (" line."""
-    closing = re.search(r"^(\d+\.\d+) \[scrapy\.core\.engine\] INFO: Closing spider \(", log, re.M)
-    closed = re.search(r"^(\d+\.\d+) \[scrapy\.core\.engine\] INFO: Spider closed \(", log, re.M)
-    assert closing and closed, log[-3000:]
-    return float(closed.group(1)) - float(closing.group(1))
 
 
 def go_down(server) -> None:
@@ -91,3 +83,48 @@ def test_close_keeps_its_timeout_and_the_next_run_delivers_the_rest(sdi_server, 
     assert nxt.stats["sdi/pending_at_close"] == 0, nxt.log[-3000:]
     stored = Counter(r["url"] for r in sdi_server.results())
     assert len(stored) == buffered and max(stored.values()) == 1
+
+
+def test_a_close_on_a_database_server_counts_exactly_what_is_left(
+    sdi_server, postgres_db, tmp_path
+):
+    """The API down at close on a PostgreSQL buffer (its calls on a thread): the close keeps its
+    timeout and still counts what is left from the database, blaming the API, not the buffer."""
+    settings = {
+        **sdi_server.settings,
+        **FAST_RETRIES,
+        **buffer_settings(postgres_db.url),
+        "SDI_TIMEOUT": 30,
+        "SDI_LEASE_TIMEOUT": 60,
+        "SDI_BATCH_SIZE": 20,
+        "SDI_CRAWLER_NAME": "closing",
+        "SDI_CLOSE_TIMEOUT": CLOSE_TIMEOUT,
+        "LOG_FORMAT": TIMED_LOG_FORMAT,
+    }
+    crawl = Crawl(tmp_path / "first", settings, {"n": RESULTS}, gates=1)
+    try:
+        assert crawl.wait_for_line(PIPELINE_OPEN_LINE, timeout=60), crawl.tail()
+        go_down(sdi_server)
+        crawl.open_gate()
+        first = crawl.finish(timeout=120)
+    finally:
+        crawl.kill()
+    assert first.returncode == 0, first.log[-3000:]
+    took = close_seconds(first.log)
+    assert took <= CLOSE_TIMEOUT + SLACK, (
+        f"the close took {took:.1f}s with SDI_CLOSE_TIMEOUT = {CLOSE_TIMEOUT:g}"
+    )
+    waiting = [r for r in pg_rows(postgres_db.url) if r["state"] in ("pending", "in_flight")]
+    left = first.stats["sdi/pending_at_close"]
+    assert left > 0 and left == len(waiting), (left, len(waiting))
+    assert "did not answer" not in first.log, first.log[-3000:]
+    assert f"{left} results are still pending in postgresql://sdi:***@" in first.log
+
+    recover(sdi_server)
+    workdir = tmp_path / "next"
+    workdir.mkdir()
+    nxt = run_crawl(workdir, {**settings, "SDI_CLOSE_TIMEOUT": 30}, {"n": 0})
+    assert nxt.returncode == 0, nxt.log[-3000:]
+    assert nxt.stats["sdi/pending_at_close"] == 0, nxt.log[-3000:]
+    stored = Counter(r["url"] for r in sdi_server.results())
+    assert len(stored) == RESULTS and max(stored.values()) == 1

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from scrapy_sdi.buffer import REJECTED
+from scrapy_sdi.buffer_postgres import PostgresBuffer
 from tests.support.commands import fill, sdi, settings_for, urls
 from tests.support.crawl import FAST_RETRIES, run_crawl
 from tests.support.dashboard import Dashboard, fetch, run_dashboard_cli
@@ -222,3 +223,81 @@ def test_a_crawl_shows_no_password_in_its_log_stats_or_audit_log(
     _assert_hidden(
         secret, result.log, json.dumps(result.stats), audit.read_text() if audit.exists() else ""
     )
+
+
+def _database_runs(sdi_server, postgres_db, tmp_path: Path, password: str) -> dict[str, str]:
+    """What the actions on a PostgreSQL buffer print with ``password`` in SDI_BUFFER_URL:
+    reachable (trust authentication takes any password), and unreachable."""
+    from tests.support.postgres import _free_port
+
+    tmp_path.mkdir()
+    server = postgres_db.server
+    name = server.create_database()  # each run its own buffer, filled alike
+    fill(PostgresBuffer(server.url(name)), "alpha", urls(2))
+    url = f"postgresql://sdi:{password}@127.0.0.1:{server.port}/{name}"
+    down = f"postgresql://sdi:{password}@127.0.0.1:{_free_port()}/{name}"
+    shown = {}
+    for case, target in (("up", url), ("down", down)):
+        settings = {**sdi_server.settings, "SDI_BUFFER": "postgres", "SDI_BUFFER_URL": target}
+        for action in (("check",), ("buffer",), ("settings",), ("flush", "--timeout", "2")):
+            proc = sdi(tmp_path, *action, settings=settings)
+            text = _normalised(_shown(proc), tmp_path)
+            text = re.sub(r"port \d+", "port PORT", text)
+            text = re.sub(r"oldest pending +\S+", "oldest pending AGE", text)
+            shown[f"{case} {action[0]}"] = re.sub(r"sdi_test_\d+", "DB", text)
+    server.drop_database(name)
+    return shown
+
+
+@pytest.mark.parametrize("password", SHORT_PASSWORDS)
+def test_nothing_a_command_prints_depends_on_a_short_database_password(
+    password, sdi_server, postgres_db, tmp_path
+):
+    twin = "Z" * len(password)
+    first, second = (
+        _database_runs(sdi_server, postgres_db, tmp_path / name, pw)
+        for name, pw in (("one", password), ("two", twin))
+    )
+    assert "reachable, PostgreSQL" in first["up check"] and "unreachable" in first["down check"]
+    assert "2 delivered" in first["up flush"], first["up flush"]
+    for case in first:
+        assert first[case] == second[case], case
+
+
+def test_no_command_shows_a_long_database_password(sdi_server, postgres_db, tmp_path):
+    secret = secrets.token_urlsafe(24)
+    server = postgres_db.server
+    url = f"postgresql://sdi:{secret}@127.0.0.1:{server.port}/{postgres_db.name}"
+    rejected = fill(PostgresBuffer(url), "beta", urls(2, "r"), REJECTED, "bad url")
+    fill(PostgresBuffer(url), "alpha", urls(5))
+    settings = {**sdi_server.settings, "SDI_BUFFER": "postgres", "SDI_BUFFER_URL": url}
+    actions = (
+        ("check", "--json", "-L", "DEBUG"),
+        ("settings", "--json"),
+        ("buffer", "--json"),
+        ("flush", "-L", "DEBUG"),
+        ("export", "--state", "rejected"),
+        ("requeue", "--state", "rejected", "--id", rejected[0]),
+        ("metrics", "--output", str(tmp_path / "sdi.prom"), "-L", "DEBUG"),
+    )
+    for action in actions:
+        assert sdi(tmp_path, *action, settings=settings, secret=secret).returncode == 0, action
+    _assert_hidden(secret, (tmp_path / "sdi.prom").read_text())
+    for bad in (
+        url.replace(f":{server.port}/", ":1/"),  # nothing listens there
+        url.replace(secret, secret + "%zz"),  # the driver's message would quote the password
+        url + "?sslmode=require",  # the server has no TLS
+    ):
+        for action in (("check",), ("buffer",), ("flush", "-L", "DEBUG")):
+            proc = sdi(
+                tmp_path, *action, settings={**settings, "SDI_BUFFER_URL": bad}, secret=secret
+            )
+            assert proc.returncode == 1, (action, proc.stdout, proc.stderr)
+            if "%zz" in bad:
+                assert "cannot be read by libpq" in proc.stdout + proc.stderr, proc.stdout
+    dashboard = Dashboard(url, tmp_path)
+    try:
+        bodies = [fetch(dashboard.url + page)[2].decode() for page in ("/", "/rows", "/metrics")]
+    finally:
+        dashboard.stop()
+    _assert_hidden(secret, *bodies, dashboard.stderr())

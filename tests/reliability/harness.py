@@ -105,13 +105,13 @@ class Crawl:
         spider_args: dict[str, Any],
         *,
         gates: int = 0,
+        spider: str = "SyntheticSpider",
     ) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         self.workdir = workdir
         self.audit_path = Path(settings["SDI_AUDIT_LOG"]) if settings.get("SDI_AUDIT_LOG") else None
         self._gates = workdir / "gates"
         self._opened = 0
-        spider = "SyntheticSpider"
         if gates:  # tests.support.spiders.GatedSpider: the results come in gates + 1 parts
             self._gates.mkdir(exist_ok=True)
             spider, spider_args = (

@@ -22,25 +22,28 @@ LISTENING = re.compile(r"SDI dashboard listening on (http://\S+)")
 
 
 class Dashboard:
-    """The dashboard over ``buffer``, started on a free port; ``url`` is where it listens."""
+    """The dashboard over ``buffer`` (a file, or a PostgreSQL URL, given as $SDI_BUFFER_URL),
+    started on a free port; ``url`` is where it listens."""
 
     def __init__(
-        self, buffer: Path, workdir: Path, *args: str, env: dict[str, str] | None = None
+        self, buffer: Path | str, workdir: Path, *args: str, env: dict[str, str] | None = None
     ) -> None:
+        postgres = str(buffer).startswith(("postgresql://", "postgres://"))
         command = [
             sys.executable,
             "-m",
             "scrapy_sdi.dashboard",
-            "--buffer",
-            str(buffer),
+            *(() if postgres else ("--buffer", str(buffer))),
             "--port",
             "0",
             *args,
         ]
         full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
-        for name in ("SDI_API_URL", "SDI_USERNAME", "SDI_PASSWORD"):
+        for name in ("SDI_API_URL", "SDI_USERNAME", "SDI_PASSWORD", "SDI_BUFFER_URL"):
             if env is None or name not in env:
                 full_env.pop(name, None)
+        if postgres:
+            full_env["SDI_BUFFER_URL"] = str(buffer)
         self.stderr_path = workdir / f"dashboard-{time.monotonic_ns()}.err"
         with open(self.stderr_path, "wb") as stderr:
             self.process = subprocess.Popen(
@@ -104,10 +107,14 @@ def fetch(url: str, *, data: dict | None = None, headers: dict[str, str] | None 
 
 
 def run_dashboard_cli(
-    tmp_path: Path, *commands: tuple[str, ...]
+    tmp_path: Path, *commands: tuple[str, ...], env: dict[str, str] | None = None
 ) -> list[subprocess.CompletedProcess[str]]:
     """Run several dashboard command lines at once (each start imports Scrapy) and wait for all."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {
+        **{k: v for k, v in os.environ.items() if k != "SDI_BUFFER_URL"},
+        "PYTHONPATH": str(ROOT),
+        **(env or {}),
+    }
     procs = [
         subprocess.Popen(
             [sys.executable, "-m", "scrapy_sdi.dashboard", *args],

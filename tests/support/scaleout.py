@@ -22,7 +22,7 @@ import time
 import urllib.parse
 import urllib.request
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -44,6 +44,21 @@ FAST_DELIVERY = {
     "SDI_TIMEOUT": "2",
     "SDI_LEASE_TIMEOUT": "3",
 }
+
+
+@pytest.fixture
+def cleanup() -> Iterator[list[Any]]:
+    """Things with a ``stop()`` to stop at teardown, last started first."""
+    things: list[Any] = []
+    yield things
+    for thing in reversed(things):
+        thing.stop()
+
+
+def started(cleanup: list[Any], thing: Any) -> Any:
+    """``thing.start()``, with ``thing`` stopped at the test's teardown."""
+    cleanup.append(thing)
+    return thing.start()
 
 
 def require(*, modules: Iterable[str] = (), executables: Iterable[str] = ()) -> None:
@@ -375,6 +390,8 @@ class Worker:
     settings: dict[str, str]
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     runs: int = 0
+    #: Where the process runs: the example project, or a copy of it a test may delete.
+    cwd: Path = EXAMPLE_PROJECT
 
     @property
     def buffer_path(self) -> Path:
@@ -419,7 +436,7 @@ class Worker:
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
                 command,
-                cwd=EXAMPLE_PROJECT,
+                cwd=self.cwd,
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -121,6 +121,26 @@ class GatedSpider(SyntheticSpider):
                 }
 
 
+class PacedSpider(SyntheticSpider):
+    """SyntheticSpider's ``n`` results, one every ``pace`` seconds (without blocking the reactor):
+    results keep arriving through whatever a test does to the crawl meanwhile."""
+
+    name = "paced"
+
+    def __init__(self, pace="0.005", **kwargs):
+        super().__init__(**kwargs)
+        self.pace = float(pace)
+
+    async def start(self):
+        import time
+
+        due = time.monotonic()
+        async for item in super().start():
+            yield item
+            due += self.pace
+            await _poll(self, lambda due=due: time.monotonic() >= due, "the next result's time", 60)
+
+
 async def _poll(spider, condition, what, timeout):
     """Wait without blocking the reactor until ``condition()``; False (and a stat) after ``timeout`` s."""
     import time
